@@ -1,0 +1,117 @@
+"""The ``koemorph`` command line. Thin: parse options, build the config, call ``koemorph.*``.
+
+Heavy packages (torch, dask, zarr, mlflow, opensmile) are imported inside the commands so
+that ``koemorph --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="koemorph: speech audio to the 52 ARKit blendshapes (30/60 fps).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Config file; missing file = built-in defaults.")]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a config key, e.g. --set data.split_seed=3 (repeatable)."),
+]
+
+
+def _config(params: Path, overrides: list[str] | None, extra: dict | None = None):
+    from koemorph.config import load_config
+
+    try:
+        return load_config(params, overrides or (), extra)
+    except ValueError as exc:
+        _fail(f"bad config: {exc}", code=2)
+
+
+def _fail(message: str, code: int = 1):
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command("demo-data")
+def demo_data(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write train/ val/ test/ into.")],
+    minutes: Annotated[Optional[float], typer.Option(help="Total minutes of speech.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed: same seed, same bytes.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Generate a paired demo corpus: speech WAVs, ARKit JSONL tracks and phone timings."""
+    extra = {"demo": {k: v for k, v in {"minutes": minutes, "seed": seed}.items() if v is not None}}
+    cfg = _config(params, set_, extra)
+    from koemorph.demo.corpus import generate_corpus
+
+    summary = generate_corpus(out_dir, minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers)
+    _print_summary("demo corpus", summary)
+
+
+@app.command("manifest")
+def manifest(
+    data_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for audio + tracks.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Manifest to write (JSONL).")],
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any file is unpaired or bad.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Pair audio with blendshape tracks by stem and write a JSONL manifest with splits."""
+    cfg = _config(params, set_)
+    from koemorph.manifest import build_manifest, print_manifest_summary
+
+    result = build_manifest(data_dir, out, cfg.data)
+    print_manifest_summary(result)
+    if strict and result.problems:
+        raise typer.Exit(1)
+
+
+@app.command("import-livelink")
+def import_livelink(
+    takes_dir: Annotated[Path, typer.Argument(help="Folder of Live Link Face takes (CSV + .mov each).")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write <take>.wav + <take>.jsonl pairs.")],
+    swap_mouth_lr: Annotated[
+        Optional[bool], typer.Option("--swap-mouth-lr/--no-swap-mouth-lr", help="Undo the app's MouthLeft/Right swap.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Convert Live Link Face takes to 16 kHz WAV + JSONL pairs (audio taken out of the .mov)."""
+    cfg = _config(params, set_)
+    from koemorph.livelink import import_takes
+
+    swap = cfg.data.swap_mouth_lr if swap_mouth_lr is None else swap_mouth_lr
+    records = import_takes(takes_dir, out_dir, swap_mouth_lr=swap)
+    failed = [r for r in records if r.get("status") == "error"]
+    _print_summary("import-livelink", {"takes": len(records), "imported": len(records) - len(failed),
+                                       "failed": len(failed)})  # fmt: skip
+    for r in failed:
+        typer.echo(f"  failed: {r.get('error')}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_summary(title: str, summary: dict):
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), f"{value:.3f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,178 @@
+"""The one typed config tree.
+
+Defaults live in these dataclasses; ``params.yaml`` (if present) overrides them; CLI options
+override that (``--set section.key=value``). DVC tracks the same keys, and MLflow logs the
+flattened tree, so the three never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """Pairing, splitting and validating recordings (``koemorph manifest``)."""
+
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test when no split folders
+    split_seed: int = 0
+    speaker_pattern: str = r"^([^_\-\s]+)"  # regex on the file stem; group 1 is the speaker
+    max_duration_mismatch_s: float = 0.5  # |track end - audio duration| allowed
+    swap_mouth_lr: bool = False  # Live Link Face's MouthLeft/MouthRight app bug
+
+
+@dataclass
+class DemoConfig:
+    """The generated demo corpus (``koemorph demo-data``)."""
+
+    out_dir: str = "data/demo"
+    minutes: float = 10.0
+    seed: int = 0
+
+
+@dataclass
+class FeaturesConfig:
+    """Cached features (``koemorph extract``); every field here enters the cache hash."""
+
+    fps: int = 30
+    n_mels: int = 80
+    n_fft: int = 1024
+    fmin: float = 80.0
+    fmax: float = 8000.0
+    db_floor: float = -100.0  # dB re amplitude 1.0 (fixed, never per window or file)
+    egemaps: bool = True  # research-only licence: switch off for commercial use
+    egemaps_context_s: float = 20.0
+    egemaps_step_s: float = 0.3
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+
+
+def to_dict(obj) -> dict:
+    """The config (or a section) as plain JSON-able dicts/lists."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def config_hash(obj) -> str:
+    """Short stable hash of a config section (canonical JSON)."""
+    text = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _coerce(tp, value, where: str):
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if origin is tuple:
+        args = get_args(tp)
+        items = list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in items)
+        if len(items) != len(args):
+            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, items))
+    if origin is list:
+        (arg,) = get_args(tp)
+        return [_coerce(arg, v, where) for v in value]
+    if origin is not None:  # Optional / Union: take the first that fits
+        if value is None and type(None) in get_args(tp):
+            return None
+        for arg in get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except (ValueError, TypeError):
+                continue
+        raise ValueError(f"{where}: {value!r} does not fit {tp}")
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+def _build(cls, values: dict, where: str):
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    base = cls()
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            kwargs[f.name] = _coerce(hints[f.name], values[f.name], f"{where}.{f.name}".lstrip("."))
+        else:
+            kwargs[f.name] = getattr(base, f.name)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(key.strip().split(".")):
+        value = {part: value}
+    return value
+
+
+def load_config(params: str | Path | None = "params.yaml", overrides=(), extra: dict | None = None) -> Config:
+    """Defaults <- ``params`` YAML (if it exists) <- ``extra`` dict <- ``overrides`` strings."""
+    values: dict = {}
+    if params is not None and Path(params).is_file():
+        values = yaml.safe_load(Path(params).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{params}: expected a mapping at the top level")
+    if extra:
+        values = _merge(values, extra)
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    return _build(Config, values, "")
