@@ -65,6 +65,9 @@ def manifest(
     data_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for audio + tracks.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Manifest to write (JSONL).")],
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file is unpaired or bad.")] = False,
+    audio_only: Annotated[
+        bool, typer.Option("--audio-only", help="Also list audio without a track (renderable, not trainable).")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
@@ -72,7 +75,7 @@ def manifest(
     cfg = _config(params, set_)
     from koemorph.manifest import build_manifest, print_manifest_summary
 
-    result = build_manifest(data_dir, out, cfg.data)
+    result = build_manifest(data_dir, out, cfg.data, include_audio_only=audio_only)
     print_manifest_summary(result)
     if strict and result.problems:
         raise typer.Exit(1)

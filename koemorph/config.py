@@ -23,7 +23,7 @@ class DataConfig:
 
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test when no split folders
     split_seed: int = 0
-    speaker_pattern: str = r"^([^_\-\s]+)"  # regex on the file stem; group 1 is the speaker
+    speaker_pattern: str = r"^([^_]+)_"  # regex on the file stem; group 1 is the speaker
     max_duration_mismatch_s: float = 0.5  # |track end - audio duration| allowed
     swap_mouth_lr: bool = False  # Live Link Face's MouthLeft/MouthRight app bug
 
