@@ -106,6 +106,44 @@ def import_livelink(
         raise typer.Exit(1)
 
 
+@app.command("extract")
+def extract(
+    manifest: Annotated[Path, typer.Argument(help="Manifest from `koemorph manifest`.", exists=True, dir_okay=False)],
+    store: Annotated[Path, typer.Option("--store", help="Zarr store to create or update, e.g. cache/features.zarr.")],
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores).")] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Cache log-mel, eGeMAPS and targets per file on the frame grid in a Zarr store (resumable).
+
+    eGeMAPS uses openSMILE, whose licence is research-only: `--set features.egemaps=false` for
+    commercial work (see README).
+    """
+    cfg = _config(params, set_)
+    from koemorph.store import sidecar
+    from pipeline.extract import extract as run_extract
+
+    summary = run_extract(manifest, store, cfg, workers=workers, scheduler=scheduler)
+    _print_summary(f"extract {store}", summary)
+    if summary["error files"]:
+        typer.echo(f"{summary['error files']} file(s) failed: see {sidecar(store, 'failures.jsonl')}", err=True)
+        _print_failures(sidecar(store, "failures.jsonl"))
+        raise typer.Exit(1)
+
+
+def _print_failures(path: Path, limit: int = 20):
+    from koemorph.atomic import read_jsonl
+
+    rows = read_jsonl(path)
+    for row in rows[:limit]:
+        typer.echo(f"  {row.get('error')}", err=True)
+    if len(rows) > limit:
+        typer.echo(f"  ... and {len(rows) - limit} more", err=True)
+
+
 def _print_summary(title: str, summary: dict):
     from rich.console import Console
     from rich.table import Table
