@@ -109,8 +109,9 @@ def read_livelink_csv(path: str | Path, *, swap_mouth_lr: bool = False, fps: int
     ``[N, 9]`` (radians as the app writes them). ``swap_mouth_lr`` swaps mouthLeft/mouthRight
     to undo the app's known swap. Unknown columns are ignored.
     """
-    rows, lines, header = _read_csv_rows(path)
+    reader, header = _open_csv(path)
     tc_col, bs_cols, rot_cols = _map_header(path, header)
+    rows, lines = _data_rows(path, reader, len(header))
     timecodes = [row[tc_col] for row in rows]
     numbers = _to_floats(path, rows, lines, header, bs_cols + rot_cols)
     times, _ = timecode_seconds(path, timecodes, lines, fps)
@@ -152,8 +153,8 @@ def _timecode_text(k: int, fps: int) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}:{ff:02d}.000"
 
 
-def _read_csv_rows(path) -> tuple[list[list[str]], list[int], list[str]]:
-    """Data rows, their 1-based line numbers, and the header; blank lines skipped."""
+def _open_csv(path):
+    """A csv reader positioned after the header, and the header; TrackError if unreadable or empty."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -167,17 +168,22 @@ def _read_csv_rows(path) -> tuple[list[list[str]], list[int], list[str]]:
     header = next(reader, None)
     if not header:
         raise TrackError(path, "track file is empty")
+    return reader, header
+
+
+def _data_rows(path, reader, width: int) -> tuple[list[list[str]], list[int]]:
+    """The data rows and their 1-based line numbers; blank lines skipped."""
     rows, lines = [], []
     for row in reader:
         if not row:
             continue
-        if len(row) != len(header):
-            raise TrackError(path, f"expected {len(header)} columns, got {len(row)}", line=reader.line_num)
+        if len(row) != width:
+            raise TrackError(path, f"expected {width} columns, got {len(row)}", line=reader.line_num)
         rows.append(row)
         lines.append(reader.line_num)
     if not rows:
         raise TrackError(path, "track has no frames")
-    return rows, lines, header
+    return rows, lines
 
 
 def _map_header(path, header: list[str]) -> tuple[int, list[int], list[int]]:
