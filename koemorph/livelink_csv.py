@@ -70,7 +70,9 @@ def infer_timecode_fps(whole_seconds: np.ndarray, frame_numbers: np.ndarray) -> 
     return None
 
 
-def timecode_seconds(path, timecodes: list[str], lines: list[int], fps: int | None = None) -> tuple[np.ndarray, int]:
+def timecode_seconds(
+    path, timecodes: list[str], lines: list[int], fps: int | None = None
+) -> tuple[np.ndarray, int]:
     """Seconds of each timecode relative to the first, and the rate used (given or inferred).
 
     Returns ``([N] float64 seconds, fps)``; TrackError (with the line) on a bad timecode or a
@@ -86,7 +88,8 @@ def timecode_seconds(path, timecodes: list[str], lines: list[int], fps: int | No
     if fps is None:
         fps = infer_timecode_fps(whole, parts[:, 3])
         if fps is None:
-            raise TrackError(path, "cannot infer the timecode rate (take shorter than 1 s): pass fps=30 or 60")
+            problem = "cannot infer the timecode rate (take shorter than 1 s): pass fps=30 or 60"
+            raise TrackError(path, problem)
     if fps not in SUPPORTED_FPS:
         raise TrackError(path, f"unsupported timecode rate {fps!r}: choose one of {SUPPORTED_FPS}")
     too_big = parts[:, 3] >= fps
@@ -106,7 +109,7 @@ def read_livelink_csv(path: str | Path, *, swap_mouth_lr: bool = False, fps: int
     All 52 blendshape columns are required: the app always writes them, so a partial header
     means a different or damaged file and is a TrackError listing what is missing. The 9
     rotation columns are optional as a group and go, unclamped, to ``extras["rotations"]``
-    ``[N, 9]`` (radians as the app writes them). ``swap_mouth_lr`` swaps mouthLeft/mouthRight
+    ``[N, 9]`` (values as the app writes them). ``swap_mouth_lr`` swaps mouthLeft/mouthRight
     to undo the app's known swap. Unknown columns are ignored.
     """
     reader, header = _open_csv(path)
@@ -208,7 +211,7 @@ def _map_header(path, header: list[str]) -> tuple[int, list[int], list[int]]:
 
 
 def _to_floats(path, rows, lines, header, cols) -> np.ndarray:
-    """``[N, len(cols)]`` float64 of the selected cells; TrackError naming line and column if one is not a number."""
+    """``[N, len(cols)]`` float64 of the selected cells; TrackError (line, column) for a non-number."""
     cells = [[row[c] for c in cols] for row in rows]
     try:
         return np.array(cells, dtype=np.float64)
@@ -219,5 +222,6 @@ def _to_floats(path, rows, lines, header, cols) -> np.ndarray:
             try:
                 float(cell)
             except ValueError:
-                raise TrackError(path, f"{header[c].strip()} is not a number: {cell!r}", line=lines[i]) from None
+                problem = f"{header[c].strip()} is not a number: {cell!r}"
+                raise TrackError(path, problem, line=lines[i]) from None
     raise TrackError(path, "a cell is not a number")

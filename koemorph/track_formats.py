@@ -157,7 +157,8 @@ def read_jsonl_track(path: str | Path) -> Track:
         if not isinstance(weights, list):
             raise TrackError(path, "blendshapes is not a list", line=line_no)
         if len(weights) != NUM_BLENDSHAPES:
-            raise TrackError(path, f"expected {NUM_BLENDSHAPES} blendshape values, got {len(weights)}", line=line_no)
+            problem = f"expected {NUM_BLENDSHAPES} blendshape values, got {len(weights)}"
+            raise TrackError(path, problem, line=line_no)
         if not all(_is_number(w) for w in weights):
             raise TrackError(path, "blendshapes contains a non-number", line=line_no)
         times.append(stamp)
@@ -190,7 +191,7 @@ def read_beat_json(path: str | Path) -> Track:
     a TrackError; frame errors name the frame index (JSON has no useful line per frame).
     """
     doc = _load_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("names"), list) or not isinstance(doc.get("frames"), list):
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("names", "frames")):
         raise TrackError(path, 'expected an object with "names" and "frames" lists')
     cols = _name_columns(path, doc["names"])
     frames = doc["frames"]

@@ -27,9 +27,10 @@ from koemorph.track_formats import (
 )
 
 __all__ = [
-    "TRACK_EXTENSIONS", "VALUE_TOLERANCE", "Track", "check_duration", "clean_floats", "estimate_source_fps",
-    "is_track_file", "load_track_for_audio", "read_beat_json", "read_jsonl_track", "read_livelink_csv",
-    "read_track", "resample_to_grid", "track_span", "write_beat_json", "write_jsonl_track", "write_livelink_csv",
+    "TRACK_EXTENSIONS", "VALUE_TOLERANCE", "Track", "check_duration", "clean_floats",
+    "estimate_source_fps", "is_track_file", "load_track_for_audio", "read_beat_json", "read_jsonl_track",
+    "read_livelink_csv", "read_track", "resample_to_grid", "track_span", "write_beat_json",
+    "write_jsonl_track", "write_livelink_csv",
 ]  # fmt: skip
 
 TRACK_EXTENSIONS = (".jsonl", ".csv", ".json")

@@ -39,11 +39,11 @@ DOC_HEADER = (
 
 
 def channel_values(n: int) -> np.ndarray:
-    """``[n, 52]``: channel i holds (i + 1) / 100 plus a small per-frame ramp, so every channel is distinct."""
+    """``[n, 52]``: channel i holds (i + 1) / 100 plus a per-frame ramp, so every channel is distinct."""
     return (np.arange(1, 53) / 100.0)[None, :] + np.linspace(0, 0.3, n)[:, None]
 
 
-def app_csv_text(values: np.ndarray, count_col="BlendshapeCount", rotations=None, start="19:55:16:26.689", step=1.0015):
+def app_csv_text(values, count_col="BlendshapeCount", rotations=None, start="19:55:16:26.689", step=1.0015):
     """A Live Link CSV as the app writes it: PascalCase, app column order, 60 fps timecodes from ``start``
     advancing ``step`` frames per row. ``values`` is in Apple order and is written by name."""
     h, m, s, ff, frac = parse_timecode(start)
@@ -151,9 +151,11 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
     expect_error(p, "missing key", "blendshapes", line=2)
     p.write_text(jsonl_text([{"timestamp": 0.0, "blendshapes": [0.1] * 51}]))
     expect_error(p, "expected 52 blendshape values, got 51", line=1)
-    p.write_text(jsonl_text(rows[:3]) + '{"timestamp": 0.2, "blendshapes": [' + ",".join(["NaN"] * 52) + "]}\n")
+    nan_row = '{"timestamp": 0.2, "blendshapes": [' + ",".join(["NaN"] * 52) + "]}\n"
+    p.write_text(jsonl_text(rows[:3]) + nan_row)
     expect_error(p, "eyeBlinkLeft is nan", line=4)
-    p.write_text(jsonl_text(rows[:1]) + '{"timestamp": Infinity, "blendshapes": [' + ",".join(["0"] * 52) + "]}\n")
+    inf_row = '{"timestamp": Infinity, "blendshapes": [' + ",".join(["0"] * 52) + "]}\n"
+    p.write_text(jsonl_text(rows[:1]) + inf_row)
     expect_error(p, "timestamp is inf", line=2)
     bad = [dict(r) for r in rows]
     bad[2]["blendshapes"] = [0.5] * 17 + [1.5] + [0.5] * 34
@@ -191,7 +193,8 @@ def test_livelink_csv_maps_by_name_and_times(tmp_path):
     p.write_text(app_csv_text(values, rotations=rotations))
     track = read_track(p)
     np.testing.assert_allclose(track.values, values, atol=1e-6)
-    assert track.values[0, INDEX["jawLeft"]] == pytest.approx(0.16) and track.values[0, JAW] == pytest.approx(0.18)
+    assert track.values[0, INDEX["jawLeft"]] == pytest.approx(0.16)  # written in column 17, JawRight in 16
+    assert track.values[0, JAW] == pytest.approx(0.18)
     assert track.values[0, ML] == pytest.approx(0.22) and track.values[0, MR] == pytest.approx(0.23)
     np.testing.assert_allclose(track.extras["rotations"], rotations, atol=1e-6)
     assert track.extras["rotations"].min() < 0  # never clamped
@@ -201,7 +204,8 @@ def test_livelink_csv_maps_by_name_and_times(tmp_path):
     swapped = read_track(p, swap_mouth_lr=True)
     np.testing.assert_allclose(swapped.values[:, ML], values[:, MR], atol=1e-6)
     np.testing.assert_allclose(swapped.values[:, MR], values[:, ML], atol=1e-6)
-    np.testing.assert_allclose(np.delete(swapped.values, [ML, MR], 1), np.delete(values, [ML, MR], 1), atol=1e-6)
+    others = np.delete(swapped.values, [ML, MR], 1)
+    np.testing.assert_allclose(others, np.delete(values, [ML, MR], 1), atol=1e-6)
 
 
 def test_livelink_csv_lowercase_header_and_no_rotations(tmp_path):
