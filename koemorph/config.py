@@ -53,10 +53,82 @@ class FeaturesConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The network (``koemorph train``). Times are in seconds and converted at the features' fps."""
+
+    kind: str = "dual_stream"  # "dual_stream" | "simplified"
+    d_model: int = 256
+    num_heads: int = 8
+    mel_bands: int = 4  # dual-stream: mel split along frequency into this many bands
+    context_s: float = 8.5333  # mel context per output frame (256 frames at 30 fps)
+    lookahead_s: float = 0.0  # future audio an output frame may see (0: causal)
+    emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
+    decoder_hidden: int = 128
+    dropout: float = 0.1
+    temperature: float = 0.5  # stream-weight softmax temperature
+    smoothing: bool = True
+    smoothing_init: float = 0.8  # initial a = sigmoid(smoothing_init) in y_t = a*x_t + (1-a)*y_{t-1}
+
+
+@dataclass
+class SamplingConfig:
+    """Which frames are targets in an epoch, and how they are grouped into blocks."""
+
+    mode: str = "mixed"  # dense | sparse | mixed | progressive
+    sparse_stride: int = 32  # frames between sparse targets (random phase per file and epoch)
+    dense_fraction: float = 0.1  # mixed: share of an epoch's targets that come from dense runs
+    dense_block_frames: int = 32  # consecutive target frames per dense block
+    sparse_block_frames: int = 256  # span of one sparse block (targets every sparse_stride inside)
+    progressive_strides: tuple[int, ...] = (32, 8, 1)  # progressive: stride per equal share of the epochs
+    dense_batch_size: int = 8
+    sparse_batch_size: int = 8
+    num_workers: int = 0  # DataLoader workers (results do not depend on it)
+
+
+@dataclass
+class LossConfig:
+    mse: float = 1.0
+    l1: float = 0.1
+    perceptual: float = 0.5  # MSE on the mouth group + MSE on the expression group
+    velocity: float = 0.1  # prediction deltas vs target deltas along time (dense blocks)
+    consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    min_lr: float = 1e-6  # cosine annealing floor
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    max_minutes: float = 0.0  # wall-clock budget; 0 = no limit (cosine runs over `epochs`)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    val_every: int = 5  # epochs between validations
+    early_stopping_patience: int = 0  # validations without improvement before stopping; 0 = off
+    monitor: str = "val/mouth_pearson"  # metric for `best` and early stopping (higher is better)
+    log_every: int = 20  # steps between per-step metric logs
+    out_dir: str = "runs/demo"
+    experiment: str = "koemorph"
+    tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
+    plot_files: int = 3  # validation files drawn in the predicted-vs-true PNG
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def to_dict(obj) -> dict:
