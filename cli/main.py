@@ -96,7 +96,11 @@ def import_livelink(
     from koemorph.livelink import import_takes
 
     swap = cfg.data.swap_mouth_lr if swap_mouth_lr is None else swap_mouth_lr
-    records = import_takes(takes_dir, out_dir, swap_mouth_lr=swap)
+    if not takes_dir.is_dir():
+        _fail(f"{takes_dir}: not a folder", code=2)
+    records = import_takes(takes_dir, out_dir, swap_mouth_lr=swap, tolerance_s=cfg.data.max_duration_mismatch_s)
+    if not records:
+        _fail(f"{takes_dir}: no Live Link Face takes found (a take is a folder with a .csv and a .mov)")
     failed = [r for r in records if r.get("status") == "error"]
     _print_summary("import-livelink", {"takes": len(records), "imported": len(records) - len(failed),
                                        "failed": len(failed)})  # fmt: skip
