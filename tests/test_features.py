@@ -194,3 +194,17 @@ def test_exactly_one_step():
     aligned, native, ends = egemaps(speechlike(0.35, seed=4), cfg_at(30))
     assert native.shape == (1, 88) and ends.tolist() == [0.3]
     assert not aligned[:9].any() and (aligned[9:] == native[0]).all()
+
+
+def test_chunked_passes_match_one_whole_file_pass(monkeypatch):
+    """Long files run in chunks of CHUNK_WINDOWS windows (memory); the result must not change."""
+    import sys
+
+    module = sys.modules["koemorph.features.egemaps"]
+    x = speechlike(40.0, seed=8)
+    cfg = cfg_at(30)
+    _, whole, _ = egemaps(x, cfg)
+    monkeypatch.setattr(module, "CHUNK_WINDOWS", 29)
+    _, chunked, ends = egemaps(x, cfg)
+    assert chunked.shape == whole.shape == (133, 88) and ends[-1] == pytest.approx(39.9)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)

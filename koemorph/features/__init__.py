@@ -3,12 +3,11 @@
 Every output has one row per grid frame (see :mod:`koemorph.grid`). No file I/O happens here;
 the ``koemorph extract`` pipeline reads audio, calls these and writes the cache.
 
-* :func:`log_mel`: ``[T, n_mels]`` float32 dB, fixed reference.
-* :func:`egemaps`: causal 20 s / 0.3 s eGeMAPSv02 functionals, ``[T, 88]`` aligned plus the native
-  windows (needs the optional, research-licensed ``opensmile`` package; imported lazily).
+* :func:`koemorph.features.mel.log_mel`: ``[T, n_mels]`` float32 dB, fixed reference.
+* :func:`koemorph.features.egemaps.egemaps`: causal 20 s / 0.3 s eGeMAPSv02 functionals, ``[T, 88]``
+  aligned plus the native windows (needs the optional, research-licensed ``opensmile`` package).
+* :func:`koemorph.features.synth.speechlike`: synthetic test audio.
+
+Nothing is re-exported here, so ``import koemorph.features`` stays cheap and the submodule
+``koemorph.features.egemaps`` is not shadowed by its function of the same name.
 """
-
-from koemorph.features.egemaps import EGEMAPS_DIM, egemaps, egemaps_feature_names, egemaps_per_window
-from koemorph.features.mel import log_mel
-
-__all__ = ["EGEMAPS_DIM", "egemaps", "egemaps_feature_names", "egemaps_per_window", "log_mel"]

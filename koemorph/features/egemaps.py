@@ -7,8 +7,8 @@ optional extra (``pip install koemorph[egemaps]``); switch it off with ``feature
 Windows (all times in seconds from the file start, exact multiples of the step in samples):
 window ``j`` ends at ``t_j = (j + 1) * egemaps_step_s`` for every ``t_j <= duration`` and covers
 ``[max(0, t_j - egemaps_context_s), t_j]`` (20 s, shorter near the start). All ``K`` windows come
-from ONE openSMILE pass: the LLDs are computed once and the shipped list-mode include
-(``shared/FrameModeFunctionalsMulti.conf.inc``) re-frames all 88 functionals at once.
+from ONE openSMILE pass (per 5-min chunk, below): the LLDs are computed once and the shipped
+list-mode include (``shared/FrameModeFunctionalsMulti.conf.inc``) re-frames all 88 functionals.
 
 Three measured openSMILE facts shape the code:
 
@@ -16,10 +16,10 @@ Three measured openSMILE facts shape the code:
   are up to 60 ms long, the ``sma3`` smoother looks one frame ahead, and the F0 Viterbi smoother
   (``bufferLength = 40`` frames) decides F0 with future frames. Measured on pitched audio, audio
   after ``e`` still changed F0 functionals for guards up to 0.07 s. So each window is *requested*
-  to end ``guard`` seconds early (``egemaps_guard_s``, default 0.1 s, a whole number of 10-ms LLD
-  hops): the row labelled ``t_j`` is computed from LLD frames starting in
-  ``[max(0, t_j - context), t_j - guard]``, which in practice depend only on audio before ``t_j``
-  (tests check it). The Viterbi buffer could in principle reach 0.4 s ahead; no case was seen.
+  to end ``guard`` seconds early (``egemaps_guard_s``, default 0.1 s): the row labelled ``t_j`` is
+  computed from the LLD frames openSMILE maps to ``[max(0, t_j - context), t_j - guard]`` (+2.5 ms,
+  see :func:`_frame_list`), which in practice depend only on audio before ``t_j`` (tests check it
+  at a window end). The Viterbi buffer could in principle reach 0.4 s ahead; no case was seen.
 * End of file. openSMILE emits a list window only if about 0.05 s of audio follows its requested
   end, so without the guard the window ending exactly at EOF is dropped. With the guard it is
   emitted; if openSMILE still returns fewer rows than requested, the missing trailing windows are
@@ -28,8 +28,14 @@ Three measured openSMILE facts shape the code:
   file end, so rows are matched to *our* requested list by position, after checking the count
   and that every returned end lies within 0.2 s after its requested end.
 
-Non-finite values (openSMILE emits NaN for, e.g., F0 statistics of unvoiced windows) are
-replaced by 0.0.
+Memory: openSMILE keeps every intermediate level of a pass (~33 MB per minute of audio, so
+~2 GB for an hour), so long files are processed in passes of :data:`CHUNK_WINDOWS` windows
+(5 min), each over just the audio its windows need plus :data:`CHUNK_MARGIN_S` either side
+(measured peak ~+300 MB whatever the file length; ~7 % of the audio is processed twice). Chunked
+results equal a single pass exactly (tested).
+
+Non-finite values are replaced by 0.0 (none were seen on test audio in list mode; openSMILE
+returns NaN rows for segments too short to analyse).
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ from koemorph.config import FeaturesConfig
 EGEMAPS_DIM = 88  # eGeMAPSv02 functionals
 DEFAULT_GUARD_S = 0.1  # default for ``egemaps_guard_s`` (not yet a FeaturesConfig field)
 _LABEL_TOLERANCE_S = 0.2  # returned end label vs requested end (measured: +0.06 s)
+_LLD_HOP = grid.SAMPLE_RATE // 100  # eGeMAPS LLD frame step: 10 ms
+CHUNK_WINDOWS = 1000  # windows per openSMILE pass (5 min of audio at 0.3 s): bounds memory
+CHUNK_MARGIN_S = 1.0  # extra audio before/after a chunk's windows so smoother state matches
 
 
 def _to_samples(seconds: float, what: str) -> int:
@@ -119,29 +128,69 @@ def egemaps_feature_names() -> list[str]:
     return names
 
 
-def _frame_list(step: int, context: int, guard: int, count: int) -> str:
-    """openSMILE ``frameList``: ``"a0s-b0s,a1s-b1s,..."`` with ``b = t_j - guard``, ``a = max(0, t_j - context)``."""
-    ends = np.arange(1, count + 1, dtype=np.int64) * step
-    starts = np.maximum(ends - context, 0)
+def _frame_list(first: int, count: int, offset: int, step: int, context: int, guard: int) -> str:
+    """openSMILE ``frameList`` for windows ``first .. first+count-1``, in seconds relative to sample ``offset``.
+
+    ``"a0s-b0s,a1s-b1s,..."`` with ``b = t_j - guard`` and ``a = max(0, t_j - context)``, both
+    shifted by a quarter LLD hop (2.5 ms): openSMILE turns times into LLD frame indices, and a time
+    exactly on a 10-ms boundary can land on either side by float rounding (whole rows then differ
+    by one LLD frame between a chunked and a whole-file pass).
+    """
+    ends = np.arange(first + 1, first + count + 1, dtype=np.int64) * step
+    nudge = _LLD_HOP // 4  # keep times off exact 10-ms LLD boundaries, where float rounding flips
+    starts = np.maximum(ends - context, 0) - offset + nudge
+    stops = ends - guard - offset + nudge
     sr = grid.SAMPLE_RATE
-    return ",".join(f"{a / sr:.6f}s-{(e - guard) / sr:.6f}s" for a, e in zip(starts.tolist(), ends.tolist()))
+    return ",".join(f"{a / sr:.6f}s-{b / sr:.6f}s" for a, b in zip(starts.tolist(), stops.tolist()))
 
 
 @functools.lru_cache(maxsize=4)
-def _list_smile(step: int, context: int, guard: int, capacity: int):
-    """A list-mode Smile requesting the first ``capacity`` windows; windows past EOF are not emitted.
+def _list_smile(frame_list: str):
+    """A list-mode eGeMAPSv02 Smile for ``frame_list``; windows past the input's end are not emitted.
 
-    Cached per process: ``capacity`` is rounded up to a power of two so one object serves all
-    files up to ``capacity * step`` samples.
+    Cached per process: with the default config every chunk after the first requests the same
+    relative list, so a process builds two of these.
     """
     import os
 
     import opensmile
 
     multi = os.path.join(_plain_smile().default_config_root, "shared", "FrameModeFunctionalsMulti.conf.inc")
-    options = {"frameModeFunctionalsConf": multi, "frameList": _frame_list(step, context, guard, capacity)}
+    options = {"frameModeFunctionalsConf": multi, "frameList": frame_list}
     return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals,
                            options=options, num_workers=1)  # fmt: skip
+
+
+def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.ndarray:
+    """Windows ``j0 .. j1-1`` from one openSMILE pass over just the audio they need: ``[j1-j0, 88]``.
+
+    The pass reads ``x[a0:a1]`` with ``a0`` = the first window's start minus :data:`CHUNK_MARGIN_S`
+    (rounded down to the 10-ms LLD hop, so LLD frames sit on the same absolute grid as a whole-file
+    pass) and ``a1`` = the last window's end plus the margin (for the smoothers' look-ahead).
+    """
+    step, context, guard = _params(cfg)
+    sr = grid.SAMPLE_RATE
+    margin = round(CHUNK_MARGIN_S * sr)
+    a0 = max(0, (j0 + 1) * step - context - margin) // _LLD_HOP * _LLD_HOP
+    a1 = min(x.size, j1 * step + margin)
+    n = j1 - j0
+    df = _list_smile(_frame_list(j0, CHUNK_WINDOWS, a0, step, context, guard)).process_signal(x[a0:a1], sr)
+    values = df.to_numpy(dtype=np.float64)
+    if values.shape[1] != EGEMAPS_DIM:
+        raise RuntimeError(f"openSMILE returned {values.shape[1]} eGeMAPS columns, expected {EGEMAPS_DIM}")
+    got = min(values.shape[0], n)
+    # Check the by-position match on every row whose label openSMILE did not overwrite (the last one).
+    labels = df.index.get_level_values("end").total_seconds().to_numpy()[: min(got, values.shape[0] - 1)]
+    requested = ((np.arange(labels.size) + j0 + 1) * step - guard - a0 + _LLD_HOP // 4) / sr
+    lag = labels - requested
+    if labels.size and (lag.min() < -1e-3 or lag.max() > _LABEL_TOLERANCE_S):
+        raise RuntimeError(f"openSMILE window labels do not match the requested list (lag {lag.min():.3f}.."
+                           f"{lag.max():.3f} s); refusing to align by position")  # fmt: skip
+    out = np.empty((n, EGEMAPS_DIM), dtype=np.float32)
+    out[:got] = _finite(values[:got])
+    if got < n:  # trailing windows openSMILE did not emit (EOF): compute them directly
+        out[got:] = egemaps_per_window(x, cfg, (np.arange(j0 + got, j1) + 1) * step / sr)
+    return out
 
 
 def _as_pcm_float(samples: np.ndarray) -> np.ndarray:
@@ -156,34 +205,21 @@ def _finite(values: np.ndarray) -> np.ndarray:
 
 
 def egemaps_windows(samples: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The native windows in one openSMILE pass: ``([K, 88] float32, [K] float64 window_end_s)``.
+    """The native windows: ``([K, 88] float32, [K] float64 window_end_s)``.
 
     ``samples``: ``[N]`` float32 at 16 kHz in [-1, 1]. ``K = N // step_samples``; ``K = 0`` gives
-    empty arrays. See the module docstring for the window definition and look-ahead guard.
+    empty arrays. One openSMILE pass per :data:`CHUNK_WINDOWS` windows (5 min of audio); see the
+    module docstring for the window definition and look-ahead guard.
     """
     x = _as_pcm_float(samples)
-    step, context, guard = _params(cfg)
     ends_s = window_end_times(x.size, cfg)
     k = ends_s.size
     if k == 0:
         return np.zeros((0, EGEMAPS_DIM), dtype=np.float32), ends_s
-    capacity = max(256, 1 << (k - 1).bit_length())
-    df = _list_smile(step, context, guard, capacity).process_signal(x, grid.SAMPLE_RATE)
-    values = df.to_numpy(dtype=np.float64)
-    if values.shape[1] != EGEMAPS_DIM:
-        raise RuntimeError(f"openSMILE returned {values.shape[1]} eGeMAPS columns, expected {EGEMAPS_DIM}")
-    got = min(values.shape[0], k)
-    # Check the by-position match on every row whose label openSMILE did not overwrite (the last one).
-    labels = df.index.get_level_values("end").total_seconds().to_numpy()[: min(got, values.shape[0] - 1)]
-    requested = ends_s[: labels.size] - guard / grid.SAMPLE_RATE
-    lag = labels - requested
-    if labels.size and (lag.min() < -1e-3 or lag.max() > _LABEL_TOLERANCE_S):
-        raise RuntimeError(f"openSMILE window labels do not match the requested list (lag {lag.min():.3f}.."
-                           f"{lag.max():.3f} s); refusing to align by position")  # fmt: skip
     out = np.empty((k, EGEMAPS_DIM), dtype=np.float32)
-    out[:got] = _finite(values[:got])
-    if got < k:  # trailing windows openSMILE did not emit (EOF): compute them directly
-        out[got:] = egemaps_per_window(x, cfg, ends_s[got:])
+    for j0 in range(0, k, CHUNK_WINDOWS):
+        j1 = min(k, j0 + CHUNK_WINDOWS)
+        out[j0:j1] = _one_pass_chunk(x, j0, j1, cfg)
     return out, ends_s
 
 
