@@ -93,6 +93,7 @@ class Espeak:
             raise RuntimeError(f"espeak-ng initialisation failed or unexpected rate ({rate})")
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[str, int]] = []
+        self._libc = ctypes.CDLL(None)  # espeak-ng draws breath/jitter noise from libc rand()
         self._cb = _CALLBACK(self._on_synth)  # keep a reference: ctypes must not free it
         self._lib.espeak_SetSynthCallback(self._cb)
 
@@ -113,10 +114,14 @@ class Espeak:
             i += 1
         return 0
 
-    def synth(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50):
+    def synth(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
+              rand_seed: int = 1):  # fmt: skip
         """Speak ``text`` with espeak voice ``voice`` (e.g. ``"en-us+f3"``).
 
-        ``rate`` in words per minute (80-450), ``pitch`` and ``pitch_range`` 0-100.
+        ``rate`` in words per minute (80-450), ``pitch`` and ``pitch_range`` 0-100. libc ``rand()``,
+        which espeak-ng draws noise from, is re-seeded with ``rand_seed`` first. Variants with
+        ``breath`` (``+f2``, ``+f3``, ``+f5``) are NOT reproducible even so (different samples
+        from run to run in fresh processes, checked with 1.52): do not use them.
         Returns ``(samples [N] int16 at SYNTH_RATE, phones list[Phone])``; the phones tile
         ``[phones[0].start, N)`` without gaps, consecutive pauses merged into one ``"_"``.
         """
@@ -126,6 +131,7 @@ class Espeak:
                              (_PARAM_VOLUME, 100)):  # fmt: skip
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._events = [], []
+        self._libc.srand(ctypes.c_uint(rand_seed & 0xFFFFFFFF))
         data = text.encode("utf-8") + b"\0"
         err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         if err != 0:

@@ -109,7 +109,8 @@ def render_file(out_dir: Path, seed: int, plan, fps: int) -> dict:
     audio_rng = np.random.default_rng([seed, plan.index, 1])
     face_rng = np.random.default_rng([seed, plan.index, 2])
     v = plan.voice
-    samples, phones = Espeak.get().synth(plan.text, v.espeak, v.rate, v.pitch, v.pitch_range)
+    rand_seed = int(np.random.default_rng([seed, plan.index, 3]).integers(1, 2**31))
+    samples, phones = Espeak.get().synth(plan.text, v.espeak, v.rate, v.pitch, v.pitch_range, rand_seed)
     if len(samples) == 0 or not phones:
         raise RuntimeError(f"espeak-ng produced no speech for {plan.id}: {plan.text!r}")
     phones = with_closures(samples, phones)
