@@ -60,7 +60,7 @@ def _to_samples(seconds: float, what: str) -> int:
     """``seconds`` as an exact whole number of samples at 16 kHz, else ValueError."""
     n = round(float(seconds) * grid.SAMPLE_RATE)
     if n <= 0 or abs(n - float(seconds) * grid.SAMPLE_RATE) > 1e-6:
-        raise ValueError(f"{what}={seconds!r} s is not a positive whole number of samples at {grid.SAMPLE_RATE} Hz")
+        raise ValueError(f"{what}={seconds!r} s is not a positive whole number of samples at 16 kHz")
     return int(n)
 
 
@@ -104,7 +104,10 @@ def window_index_for_frames(n_frames: int, n_windows: int, cfg: FeaturesConfig) 
 
 
 def align_to_grid(native: np.ndarray, n_frames: int, cfg: FeaturesConfig) -> np.ndarray:
-    """Sample-and-hold ``native`` ``[K, 88]`` onto the grid: ``[n_frames, 88]`` float32, zeros before the first window."""
+    """Sample-and-hold ``native`` ``[K, 88]`` onto the grid: ``[n_frames, 88]`` float32.
+
+    Rows before the first window ends are zeros (see :func:`window_index_for_frames`).
+    """
     native = np.asarray(native, dtype=np.float32)
     j = window_index_for_frames(n_frames, native.shape[0], cfg)
     out = np.zeros((int(n_frames), native.shape[1] if native.ndim == 2 else EGEMAPS_DIM), dtype=np.float32)
@@ -129,7 +132,7 @@ def egemaps_feature_names() -> list[str]:
 
 
 def _frame_list(first: int, count: int, offset: int, step: int, context: int, guard: int) -> str:
-    """openSMILE ``frameList`` for windows ``first .. first+count-1``, in seconds relative to sample ``offset``.
+    """openSMILE ``frameList`` for windows ``first .. first+count-1``, seconds relative to sample ``offset``.
 
     ``"a0s-b0s,a1s-b1s,..."`` with ``b = t_j - guard`` and ``a = max(0, t_j - context)``, both
     shifted by a quarter LLD hop (2.5 ms): openSMILE turns times into LLD frame indices, and a time

@@ -90,7 +90,7 @@ def power_to_db(power: np.ndarray, db_floor: float) -> np.ndarray:
 
 
 def log_mel(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
-    """Log-mel features on the grid: ``[T, n_mels]`` float32 in dB (re power 1.0), ``T = num_frames_for_samples(N, fps)``.
+    """Log-mel on the grid: ``[T, n_mels]`` float32 dB (re power 1.0), ``T = num_frames_for_samples(N, fps)``.
 
     ``samples``: ``[N]`` float32 mono at 16 kHz in [-1, 1]. Row ``k`` describes the ``n_fft`` samples
     centred on ``round(k * 16000 / fps)`` (time ``k / fps`` s), zero padded by ``n_fft // 2`` at

@@ -49,7 +49,9 @@ def speechlike(duration_s: float, seed: int = 0, peak: float = 0.5) -> np.ndarra
             src = np.diff(np.floor(phase), prepend=0.0)  # one impulse per period
             src = scipy.signal.lfilter([1.0], [1.0, -0.95], src)  # glottal roll-off
             seg = np.zeros(length)
-            for fc, bw in ((rng.uniform(300, 900), 80), (rng.uniform(900, 2300), 120), (rng.uniform(2400, 3200), 200)):
+            f1, f2, f3 = rng.uniform(300, 900), rng.uniform(900, 2300), rng.uniform(2400, 3200)
+            formants = ((f1, 80), (f2, 120), (f3, 200))
+            for fc, bw in formants:
                 b, a = _resonator(fc, bw)
                 seg += scipy.signal.lfilter(b, a, src)
             seg *= rng.uniform(0.3, 1.0) / (np.abs(seg).max() + 1e-9)
