@@ -129,6 +129,10 @@ def generate_corpus(out_dir, *, minutes: float, seed: int, workers: int = 2) -> 
     its files exist, nothing is redone.
     """
     t0 = time.perf_counter()
+    try:
+        import espeakng_loader  # noqa: F401
+    except ImportError:
+        raise RuntimeError("demo-data needs espeak-ng: pip install 'koemorph[demo]' (espeakng-loader)") from None
     out_dir = Path(out_dir)
     marker = out_dir / "corpus.json"
     meta = _matching_summary(marker, int(seed), minutes)
