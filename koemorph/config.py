@@ -50,6 +50,7 @@ class FeaturesConfig:
     egemaps: bool = True  # research-only licence: switch off for commercial use
     egemaps_context_s: float = 20.0
     egemaps_step_s: float = 0.3
+    egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
 
 
 @dataclass

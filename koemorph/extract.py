@@ -38,7 +38,8 @@ def array_hashes(features: FeaturesConfig, data: DataConfig) -> dict[str, str | 
     return {
         "mel": _short_hash({**base, "n_mels": f.n_mels, "n_fft": f.n_fft, "fmin": f.fmin, "fmax": f.fmax,
                             "db_floor": f.db_floor}),
-        "egemaps": _short_hash({**base, "context": f.egemaps_context_s, "step": f.egemaps_step_s})
+        "egemaps": _short_hash({**base, "context": f.egemaps_context_s, "step": f.egemaps_step_s,
+                                 "guard": f.egemaps_guard_s})
         if f.egemaps else None,
         "targets": _short_hash({**base, "tolerance": data.max_duration_mismatch_s,
                                 "swap_mouth_lr": data.swap_mouth_lr}),
@@ -139,12 +140,12 @@ def extract_file(job: Job) -> dict:
                 sums["mel"] = _sums(mel)
                 arrays.append("mel")
             if features.egemaps and "egemaps" not in job.keep:
-                from koemorph.features.egemaps import egemaps
+                from koemorph.features.egemaps import egemaps, window_index_for_frames
 
                 aligned, native, ends = egemaps(samples, features)
                 assert aligned.shape[0] == n_frames, (aligned.shape, n_frames)
-                first = int(np.searchsorted(grid.frame_times(n_frames, features.fps), ends[0] - 1e-9)) \
-                    if len(ends) else n_frames  # fmt: skip
+                held = window_index_for_frames(n_frames, len(ends), features) >= 0
+                first = int(held.argmax()) if held.any() else n_frames
                 writer.write("egemaps", aligned.astype(np.float32), {"first_valid_frame": first})
                 writer.write("egemaps_windows", native.astype(np.float32),
                              {"window_end_s": np.asarray(ends, dtype=float).round(6).tolist()})  # fmt: skip

@@ -49,7 +49,6 @@ from koemorph import grid
 from koemorph.config import FeaturesConfig
 
 EGEMAPS_DIM = 88  # eGeMAPSv02 functionals
-DEFAULT_GUARD_S = 0.1  # default for ``egemaps_guard_s`` (not yet a FeaturesConfig field)
 _LABEL_TOLERANCE_S = 0.2  # returned end label vs requested end (measured: +0.06 s)
 _LLD_HOP = grid.SAMPLE_RATE // 100  # eGeMAPS LLD frame step: 10 ms
 CHUNK_WINDOWS = 1000  # windows per openSMILE pass (5 min of audio at 0.3 s): bounds memory
@@ -68,7 +67,7 @@ def _params(cfg: FeaturesConfig) -> tuple[int, int, int]:
     """``(step, context, guard)`` in samples, validated."""
     step = _to_samples(cfg.egemaps_step_s, "egemaps_step_s")
     context = _to_samples(cfg.egemaps_context_s, "egemaps_context_s")
-    guard_s = float(getattr(cfg, "egemaps_guard_s", DEFAULT_GUARD_S))
+    guard_s = float(cfg.egemaps_guard_s)
     guard = round(guard_s * grid.SAMPLE_RATE)
     if guard < 0 or guard >= step or context < step:
         raise ValueError(f"need 0 <= egemaps_guard_s ({guard_s}) < egemaps_step_s ({cfg.egemaps_step_s}) "
