@@ -18,10 +18,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/koemorph demo-data data/demo
 	$(BIN)/koemorph manifest data/demo -o data_manifests/demo.jsonl
+	$(BIN)/koemorph extract data_manifests/demo.jsonl --store cache/demo.zarr
 
 ## make test: the whole test suite (what .ci/run runs)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf data/demo data_manifests/demo.jsonl data_manifests/demo.problems.jsonl
+	rm -rf data/demo data_manifests/demo.jsonl data_manifests/demo.problems.jsonl cache/demo.*

@@ -130,7 +130,10 @@ def extract(
     from koemorph.store import sidecar
     from pipeline.extract import extract as run_extract
 
-    summary = run_extract(manifest, store, cfg, workers=workers, scheduler=scheduler)
+    try:
+        summary = run_extract(manifest, store, cfg, workers=workers, scheduler=scheduler)
+    except RuntimeError as exc:
+        _fail(str(exc), code=2)
     _print_summary(f"extract {store}", summary)
     if summary["error files"]:
         typer.echo(f"{summary['error files']} file(s) failed: see {sidecar(store, 'failures.jsonl')}", err=True)

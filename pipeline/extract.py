@@ -6,6 +6,7 @@ a cluster, shows progress and hands the records to :func:`koemorph.extract.finis
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def extract(manifest: Path, store: Path, cfg: Config, workers: int | None = None
     from koemorph.manifest import load_manifest
     from koemorph.store import SCHEMA_VERSION, init_store
 
+    if cfg.features.egemaps and importlib.util.find_spec("opensmile") is None:
+        raise RuntimeError('eGeMAPS needs openSMILE: pip install -e ".[egemaps]" (research-only licence, '
+                           "see README), or --set features.egemaps=false")  # fmt: skip
     entries = load_manifest(manifest)
     init_store(store, {"schema_version": SCHEMA_VERSION, "fps": cfg.features.fps,
                        "features": to_dict(cfg.features)})  # fmt: skip
