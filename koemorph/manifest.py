@@ -64,6 +64,8 @@ def make_id(rel_stem: str) -> str:
     """
     parts = [p for p in Path(rel_stem).as_posix().split("/") if p]
     safe = "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-.") or "x" for p in parts)
+    if safe.startswith("_"):  # Zarr reserves names starting with "__"
+        safe = "x" + safe
     if safe != "__".join(parts):
         safe += "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:6]
     return safe
