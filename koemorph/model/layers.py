@@ -1,0 +1,156 @@
+"""Building blocks shared by both networks: windowed query attention, decoder, smoothing.
+
+Time base: every tensor here is indexed by grid frames of ONE block (see :mod:`koemorph.windows`).
+``tokens`` ``[B, T, G, d]`` holds one token per group per input frame; ``positions`` ``[B, n]``
+are the output positions within the block's span; output position ``p`` attends to the token
+frames ``p + offsets[k]`` (k = 0..W-1) of the block's input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class WindowAttention(nn.Module):
+    """Static queries cross-attending over a sliding window of per-frame tokens, every position at once.
+
+    Heads: ``groups * heads_per_group`` heads of ``head_dim``; head ``h`` belongs to group
+    ``h // heads_per_group`` and sees only that group's tokens (groups = mel bands: every band gets
+    its own attention pattern; one group for a plain stream). Keys/values come from one projection
+    shared by the groups (the groups differ through their tokens).
+
+    Time position: key ``k`` of a window (token frame ``p + offsets[k]``) gets a learned key
+    embedding ``pos_key[k]`` (one per age Δ, per head). Because the queries are static,
+    ``q·(K_t + pos_k) = q·K_t + q·pos_k``: the frame part ``q·K_t`` is computed ONCE per input frame
+    ``[B, T, H, Nq]`` and the age part ``q·pos_k`` once per call ``[H, Nq, W]``; each position's
+    scores are then a gather + add, never a recomputation of its window. Long windows (mel) put each
+    position's attention row into a banded ``[n, T]`` matrix and multiply it with the per-frame values
+    once; short strided windows (emotion tokens) gather their values. Dropout acts on the attended
+    output, not on the (large) attention matrix.
+
+    ``forward(queries [Nq, d_query], tokens [B, T, G, d_token], positions [B, n] long)``
+    -> ``[B, n, Nq, H * head_dim]``.
+    """
+
+    def __init__(self, d_query: int, d_token: int, groups: int, heads_per_group: int, head_dim: int,
+                 offsets: torch.Tensor, dropout: float = 0.0):  # fmt: skip
+        super().__init__()
+        self.groups, self.hpg, self.head_dim = groups, heads_per_group, head_dim
+        self.heads = groups * heads_per_group
+        self.q_proj = nn.Linear(d_query, self.heads * head_dim)
+        self.kv_proj = nn.Linear(d_token, 2 * heads_per_group * head_dim)
+        offsets = torch.as_tensor(offsets, dtype=torch.long)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.pos_key = nn.Parameter(torch.randn(len(offsets), self.heads, head_dim) * 0.1)
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def out_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        b, t, g, _ = tokens.shape
+        if g != self.groups:
+            raise ValueError(f"expected {self.groups} token groups, got {g}")
+        nq, h, dh, n, w = queries.shape[0], self.heads, self.head_dim, positions.shape[1], len(self.offsets)
+        q = self.q_proj(queries).view(nq, h, dh) * (1.0 / math.sqrt(dh))
+        kv = self.kv_proj(tokens).view(b, t, g, 2, self.hpg, dh)
+        k = kv[:, :, :, 0].reshape(b, t, h, dh)
+        v = kv[:, :, :, 1].reshape(b, t, h, dh).transpose(1, 2)  # [B, H, T, dh]
+        frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
+        age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2)  # [H, Nq, 1, W]: once
+        idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
+        scores = frame_scores.gather(3, idx.expand(b, h, nq, n * w)).view(b, h, nq, n, w) + age_scores
+        attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
+        if n * t <= 2 * n * w:
+            # long windows (mel): scatter each row into a banded [n, T] matrix, one matmul with all values
+            band = attn.new_zeros(b, h, nq, n, t).scatter(4, idx.view(b, 1, 1, n, w).expand(b, h, nq, n, w), attn)
+            out = torch.matmul(band.view(b, h, nq * n, t), v).view(b, h, nq, n, dh)
+            out = out.permute(0, 3, 2, 1, 4)  # [B, n, Nq, H, dh]
+        else:
+            # short strided windows (emotion tokens): gather each window's values
+            vals = v.gather(2, idx.view(b, 1, n * w, 1).expand(b, h, n * w, dh)).view(b, h, n, w, dh)
+            out = torch.matmul(attn.transpose(2, 3), vals)  # [B, H, n, Nq, dh]
+            out = out.permute(0, 2, 3, 1, 4)
+        return self.dropout(out.reshape(b, n, nq, h * dh))
+
+
+class Decoder(nn.Module):
+    """Shared per-query head: ``[..., d]`` attended vector -> ``[...]`` ONE value in (0, 1).
+
+    ``Linear(d, hidden) -> GELU -> Dropout -> Linear(hidden, 1) -> sigmoid``; query ``i`` gives
+    blendshape ``i`` (never 52 values per query averaged: bug B18). The output bias starts at -2
+    (sigmoid 0.12, a typical resting blendshape level) so training starts near the data.
+    """
+
+    def __init__(self, d_model: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        nn.init.constant_(self.net[-1].bias, -2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(x).squeeze(-1))
+
+
+class TemporalSmoothing(nn.Module):
+    """Learnable exponential smoothing along consecutive output frames.
+
+    ``y_t = a * x_t + (1 - a) * y_{t-1}.detach()`` with ``a = sigmoid(logit)``, ``logit`` initialised
+    to ``init`` (``ModelConfig.smoothing_init``: a = 0.69 at 0.8). ``y_{t-1}`` is the previous frame of
+    the SAME batch row (time runs along dim 1, never across batch slots: bug B17); the first frame
+    starts from ``state`` ``[B, K]`` (the previous chunk's last smoothed frame), or is ``y_0 = x_0``
+    when ``state`` is None (reset at a file or block start).
+
+    ``forward(x [B, n, K], state [B, K] | None) -> y [B, n, K]``.
+    """
+
+    def __init__(self, init: float):
+        super().__init__()
+        self.logit = nn.Parameter(torch.tensor(float(init)))
+
+    def alpha(self) -> torch.Tensor:
+        return torch.sigmoid(self.logit)
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        a = self.alpha()
+        prev = None if state is None else state.to(x.dtype)
+        ys = []
+        for t in range(x.shape[1]):
+            y = x[:, t] if prev is None else a * x[:, t] + (1 - a) * prev.detach()
+            ys.append(y)
+            prev = y
+        return torch.stack(ys, dim=1) if ys else x
+
+
+def check_block(mel: torch.Tensor, egemaps, positions: torch.Tensor, spans) -> int:
+    """Check a block's shapes against the contract; returns the output span ``S``."""
+    if mel.dim() != 3 or positions.dim() != 2 or positions.shape[0] != mel.shape[0]:
+        raise ValueError(f"mel must be [B, S+C-1+L, n_mels] and positions [B, n]; got {tuple(mel.shape)}, "
+                         f"{tuple(positions.shape)}")  # fmt: skip
+    span = spans.span_of_mel(mel.shape[1])
+    if span < 1:
+        raise ValueError(f"mel has {mel.shape[1]} frames: fewer than C-1+L+1 = {spans.mel_window}")
+    if egemaps is not None and (egemaps.dim() != 3 or egemaps.shape[:2] != (mel.shape[0], span + spans.emotion_context - 1)):
+        raise ValueError(f"egemaps must be [B, S+E-1, D] = [{mel.shape[0]}, {span + spans.emotion_context - 1}, D]; "
+                         f"got {tuple(egemaps.shape)}")  # fmt: skip
+    if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= span):
+        raise ValueError(f"positions must lie in [0, {span})")
+    return span
+
+
+def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth: bool, state) -> torch.Tensor:
+    """Smoothed outputs, or ``raw`` itself (the same tensor object) when not smoothing."""
+    if smooth and smoother is not None:
+        return smoother(raw, state)
+    return raw
+
+
+def query_init(n: int, d: int) -> nn.Parameter:
+    """52 learnable blendshape queries ``[n, d]``, N(0, 0.1²) (seed 000)."""
+    return nn.Parameter(torch.randn(n, d) * 0.1)
+
+
+__all__ = ["WindowAttention", "Decoder", "TemporalSmoothing", "check_block", "smooth_outputs", "query_init"]

@@ -1,0 +1,56 @@
+"""Simplified baseline (seeds 000/002): per-frame mel MLP + query cross-attention + sigmoid decoder.
+
+Same input contract as the dual-stream model (see :mod:`koemorph.windows`): ``mel``
+``[B, S+C-1+L, n_mels]`` normalised, ``positions`` ``[B, n]``; ``egemaps`` is accepted and ignored.
+
+Seed 000 encodes 300 frames of one window with ``Linear(80,256)-ReLU-Dropout-Linear(256,256)-ReLU-
+Dropout``, lets 52 queries attend over all of them, decodes each query into 52 values and averages
+over queries (bug B18). Here: the same encoder runs ONCE per input frame of the block; every output
+position's queries attend over its own ``C + L`` frame window (with a learned per-age key embedding,
+which the seed lacks: without it a window is a bag of frames and the current frame is unknown);
+query ``i`` is decoded into blendshape ``i`` only (fixes B18). Smoothing follows
+``ModelConfig.smoothing`` exactly as in the dual-stream model (default on), so the two models differ
+only in their audio streams; the seed itself has none.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from koemorph import blendshapes
+from koemorph.model.layers import Decoder, TemporalSmoothing, WindowAttention, check_block, query_init, smooth_outputs
+from koemorph.windows import Spans
+
+
+class SimplifiedModel(nn.Module):
+    """``forward(mel, egemaps, positions, smooth=False, state=None)`` -> ``{blendshapes, raw[, alpha]}``, ``[B, n, 52]``."""
+
+    kind = "simplified"
+
+    def __init__(self, model_cfg, spans: Spans, n_mels: int = 80, n_egemaps: int = 0):
+        super().__init__()
+        d, heads, drop = model_cfg.d_model, model_cfg.num_heads, model_cfg.dropout
+        if d % heads:
+            raise ValueError(f"num_heads {heads} must divide d_model {d}")
+        self.spans, self.n_mels, self.n_egemaps = spans, n_mels, 0
+        self.queries = query_init(blendshapes.NUM_BLENDSHAPES, d)
+        self.mel_stream = nn.ModuleDict({
+            "encoder": nn.Sequential(nn.Linear(n_mels, d), nn.ReLU(), nn.Dropout(drop),
+                                     nn.Linear(d, d), nn.ReLU(), nn.Dropout(drop)),
+            "attention": WindowAttention(d, d, 1, heads, d // heads, torch.arange(spans.mel_window), drop),
+        })  # fmt: skip
+        self.out_proj = nn.Linear(d, d)
+        self.fuse_norm = nn.LayerNorm(d)
+        self.decoder = Decoder(d, model_cfg.decoder_hidden, drop)
+        self.smoothing = TemporalSmoothing(model_cfg.smoothing_init) if model_cfg.smoothing else None
+
+    def forward(self, mel, egemaps, positions, smooth: bool = False, state=None) -> dict:
+        check_block(mel, None, positions, self.spans)
+        tokens = self.mel_stream["encoder"](mel).unsqueeze(2)  # [B, T, 1, d]
+        attended = self.out_proj(self.mel_stream["attention"](self.queries, tokens, positions))
+        raw = self.decoder(self.fuse_norm(self.queries + attended))  # [B, n, 52]
+        out = {"blendshapes": smooth_outputs(self.smoothing, raw, smooth, state), "raw": raw}
+        if self.smoothing is not None:
+            out["alpha"] = self.smoothing.alpha()
+        return out
