@@ -1,0 +1,60 @@
+"""Training losses (seeds 002/004 §5), with groups by name (fixes B22) and real time deltas (fixes B23).
+
+``compute_losses(out, target, mask, cfg, consecutive)``:
+
+* ``out``: the model's output dict; ``out["blendshapes"]`` ``[B, n, 52]`` (smoothed when the model
+  smoothed, else the very ``out["raw"]`` tensor) and ``out["raw"]`` ``[B, n, 52]``, values in [0, 1];
+* ``target`` ``[B, n, 52]`` Apple order; ``mask`` ``[B, n]`` bool, True = a real frame (False =
+  padding, contributes nothing);
+* ``consecutive``: the n positions are consecutive grid frames (dense block), so ``velocity`` and
+  ``consistency`` are defined. Deltas are taken between neighbouring positions of the SAME batch
+  row only, and only where both frames are real.
+
+Terms (unweighted, means over real frames and channels):
+``mse``, ``l1``; ``perceptual`` = MSE over the mouth names + MSE over the expression names
+(:mod:`koemorph.blendshapes` groups); ``velocity`` = MSE of ``pred[t]-pred[t-1]`` against
+``target[t]-target[t-1]`` (dense only); ``consistency`` = MSE between the raw ``x_t`` and the
+detached smoothed ``y_{t-1}`` (dense and smoothed only). ``total`` = Σ ``cfg.<term>`` · term over
+the terms computed. Returns ``(total, {name: 0-dim tensor})`` with slash-free names, ``total``
+included (detached, for logging).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from koemorph import blendshapes
+
+TERMS = ("mse", "l1", "perceptual", "velocity", "consistency")
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` ``[B, n, K]`` over rows with ``weight`` ``[B, n]`` 1 (0 if none)."""
+    w = weight.to(values.dtype).unsqueeze(-1)
+    count = w.sum() * values.shape[-1]
+    return (values * w).sum() / count.clamp_min(1.0)
+
+
+def compute_losses(out: dict, target: torch.Tensor, mask: torch.Tensor | None, cfg,
+                   consecutive: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    pred, raw = out["blendshapes"], out["raw"]
+    if pred.shape != target.shape or pred.shape[-1] != blendshapes.NUM_BLENDSHAPES:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must both be [B, n, 52]")
+    if mask is None:
+        mask = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
+    target = target.to(pred.dtype)
+    err = pred - target
+    terms = {"mse": _masked_mean(err.square(), mask), "l1": _masked_mean(err.abs(), mask)}
+    mouth = torch.as_tensor(blendshapes.MOUTH_INDICES, device=pred.device)
+    expr = torch.as_tensor(blendshapes.EXPRESSION_INDICES, device=pred.device)
+    sq = err.square()
+    terms["perceptual"] = _masked_mean(sq.index_select(-1, mouth), mask) + _masked_mean(sq.index_select(-1, expr), mask)
+    if consecutive and pred.shape[1] >= 2:
+        pair = mask[:, 1:] & mask[:, :-1]
+        d_pred, d_tgt = pred.diff(dim=1), target.diff(dim=1)
+        terms["velocity"] = _masked_mean((d_pred - d_tgt).square(), pair)
+        if pred is not raw:  # the model smoothed: y_{t-1} is pred[t-1]
+            terms["consistency"] = _masked_mean((raw[:, 1:] - pred[:, :-1].detach()).square(), pair)
+    total = sum(float(getattr(cfg, name)) * value for name, value in terms.items())
+    terms["total"] = total.detach()
+    return total, terms
