@@ -118,7 +118,7 @@ def extract_file(job: Job) -> dict:
     from koemorph.audio import load_audio, sha256_file
     from koemorph.errors import InputError
 
-    entry, start = job.entry, time.perf_counter()
+    entry, start, cpu_start = job.entry, time.perf_counter(), time.process_time()
     features = FeaturesConfig(**{**job.features, "egemaps": job.hashes.get("egemaps") is not None})
     try:
         samples = load_audio(entry["audio_path"])
@@ -168,6 +168,7 @@ def extract_file(job: Job) -> dict:
                      "hashes": {k: v for k, v in job.hashes.items() if k in arrays}, "sums": sums}  # fmt: skip
             writer.publish(attrs)
         return _record(entry, "ok", attrs, seconds=round(time.perf_counter() - start, 3),
+                       cpu_seconds=round(time.process_time() - cpu_start, 3),
                        computed=sorted(set(arrays) - set(job.keep)))  # fmt: skip
     except InputError as exc:
         return _record(entry, "error", error=str(exc), seconds=round(time.perf_counter() - start, 3))
