@@ -18,7 +18,8 @@ from koemorph.windows import mel_pad_value, spans, window
 
 torch.set_num_threads(2)
 KINDS = ("dual_stream", "simplified")
-SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0)
+SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
+                    dropout=0.0)  # fmt: skip
 SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 mel frames, 30 eGeMAPS frames, tokens every 3
 
 
@@ -86,7 +87,8 @@ def test_every_parameter_gets_a_gradient(kind):
     mel, eg, pos = block(model, 2, 12)
     out = model(mel, eg, pos, smooth=True)
     target = torch.rand(2, 12, 52)
-    total, terms = compute_losses(out, target, torch.ones(2, 12, dtype=torch.bool), LossConfig(), consecutive=True)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    total, terms = compute_losses(out, target, mask, LossConfig(), consecutive=True)
     assert set(terms) == {"mse", "l1", "perceptual", "velocity", "consistency", "total"}
     total.backward()
     assert check_gradients(model) == []
@@ -94,7 +96,8 @@ def test_every_parameter_gets_a_gradient(kind):
     assert {"grad/mel_stream", "grad/queries", "grad/decoder", "grad/smoothing", "grad_norm"} <= set(norms)
     if kind == "dual_stream":
         assert {"grad/emotion_stream", "grad/stream_weights", "stream_balance"} <= set(norms)
-        assert norms["stream_balance"] == pytest.approx(norms["grad/mel_stream"] / norms["grad/emotion_stream"])
+        balance = norms["grad/mel_stream"] / norms["grad/emotion_stream"]
+        assert norms["stream_balance"] == pytest.approx(balance)
 
 
 def test_check_gradients_flags_problems():
@@ -171,7 +174,8 @@ def test_predict_file_chunks_and_naive_agree(kind):
     np.testing.assert_allclose(predict_file_naive(model, mel, eg, 30, pad_mel=-3.0), one, atol=1e-5)
     raw = predict_file(model, mel, eg, 30, chunk=16, pad_mel=-3.0, smooth=False)
     assert not np.allclose(raw, one)
-    np.testing.assert_allclose(predict_file_naive(model, mel, eg, 30, pad_mel=-3.0, smooth=False), raw, atol=1e-5)
+    naive_raw = predict_file_naive(model, mel, eg, 30, pad_mel=-3.0, smooth=False)
+    np.testing.assert_allclose(naive_raw, raw, atol=1e-5)
     with pytest.raises(ValueError):
         predict_file(model, mel, eg, 60, pad_mel=-3.0)
 
@@ -252,7 +256,8 @@ def test_losses_mask_and_consistency():
     _, t = compute_losses(_out(smoothed, raw), target, mask, cfg, True)
     expect = (raw[:, 1:] - smoothed[:, :-1]).square()
     pair = (mask[:, 1:] & mask[:, :-1]).float()[..., None]
-    assert t["consistency"].item() == pytest.approx(((expect * pair).sum() / (pair.sum() * 52)).item(), rel=1e-5)
+    expected = (expect * pair).sum().item() / (pair.sum().item() * 52)
+    assert t["consistency"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_build_model_errors():

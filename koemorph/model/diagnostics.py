@@ -39,7 +39,7 @@ def grad_norms(model: nn.Module) -> dict[str, float]:
 
 
 def check_gradients(model: nn.Module, limit: float = EXPLODING) -> list[str]:
-    """Problems, one line per trainable parameter: no gradient, zero gradient, or norm > ``limit`` / non-finite."""
+    """One line per broken trainable parameter: no gradient, zero gradient, norm > ``limit`` or non-finite."""
     problems = []
     for name, p in model.named_parameters():
         if not p.requires_grad:

@@ -13,14 +13,17 @@ band identity (bug B3). We follow the intent at band granularity: the ``mel_band
 (4 x 20 bins) of each frame are encoded by ONE per-frame MLP (shared weights) plus a learned band
 embedding added before the non-linearity (so bands differ: fixes B3); each band is a token
 sequence over time, and each band owns ``num_heads / mel_bands`` heads that attend over that band's
-window only, i.e. every band learns its own temporal attention. Band combination: the bands'
-head outputs are concatenated (``mel_bands * heads_per_band * head_dim = d_model``) and mixed by a
-Linear (concat + linear).
+window only, i.e. every band learns its own temporal attention. Band combination: concat + linear:
+the bands' head outputs are concatenated (``mel_bands * heads_per_band * head_dim = d_model``), and
+the decoder's first Linear (after the fusion LayerNorm) mixes them. There is no separate output
+projection per stream: it would run on every (position, query) row, ``B*n*52`` rows of 256x256,
+the largest matmul of a dense block, and the decoder's Linear already mixes heads and bands.
 
 Emotion stream (seed 001 §4.2, fixing B2): tokens are the eGeMAPS vectors at frames
 ``t, t-step, t-2*step, ...`` (``n_tokens = ceil(E/step)`` = 67 at 30 fps, one per 300 ms eGeMAPS
-update over 20 s), each encoded per frame and given a learned age embedding on its key; the same
-52 queries attend over them (many keys, so the attention depends on the query).
+update over 20 s), each encoded per frame (``d_model/2``-wide tokens, ``d_model``-wide values) and
+given a learned age embedding on its key; the same 52 queries attend over them (many keys, so the
+attention depends on the query).
 
 Time position: every key gets a learned per-age key embedding (mel: Δ = 0..C-1+L; emotion:
 token index), see :class:`~koemorph.model.layers.WindowAttention` for the per-frame sharing.
@@ -46,7 +49,8 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import Decoder, TemporalSmoothing, WindowAttention, check_block, query_init, smooth_outputs
+from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, check_block, query_init,
+                                   smooth_outputs)  # fmt: skip
 from koemorph.windows import Spans
 
 MEL_SHARE_INIT = 0.8  # initial weight of the "own" stream (mel for mouth names, emotion for expression)
@@ -65,16 +69,16 @@ class BandMelStream(nn.Module):
         d_band = (num_heads // bands) * head_dim  # token width per band
         self.band_in = nn.Linear(self.width, d_model)
         self.band_embedding = nn.Parameter(torch.randn(bands, d_model) * 0.1)
-        self.band_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_band), nn.LayerNorm(d_band))
-        self.attention = WindowAttention(d_model, d_band, bands, num_heads // bands, head_dim,
+        self.band_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_band),
+                                      nn.LayerNorm(d_band))  # fmt: skip
+        self.attention = WindowAttention(d_model, d_band, bands, num_heads // bands, head_dim, head_dim,
                                          torch.arange(spans.mel_window), dropout)  # fmt: skip
-        self.out_proj = nn.Linear(self.attention.out_dim, d_model)
 
     def forward(self, queries: torch.Tensor, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         b, t, _ = mel.shape
         x = mel.reshape(b, t, self.bands, self.width)
         tokens = self.band_out(self.band_in(x) + self.band_embedding)  # [B, T, bands, d_band]
-        return self.out_proj(self.attention(queries, tokens, positions))
+        return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]: bands concatenated
 
 
 class EmotionStream(nn.Module):
@@ -82,16 +86,17 @@ class EmotionStream(nn.Module):
 
     def __init__(self, n_egemaps: int, d_model: int, num_heads: int, spans: Spans, dropout: float):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(n_egemaps, d_model), nn.GELU(), nn.Dropout(dropout),
-                                     nn.Linear(d_model, d_model), nn.LayerNorm(d_model))  # fmt: skip
+        d_emo = max(num_heads, d_model // 2)  # 88 functionals need no 256-wide tokens; halves per-frame cost
+        self.encoder = nn.Sequential(nn.Linear(n_egemaps, d_emo), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(d_emo, d_emo), nn.LayerNorm(d_emo))  # fmt: skip
         # token m of output p is eGeMAPS row p + (E-1) - m*step, i.e. file frame a+p - m*step
         offsets = (spans.emotion_context - 1) - spans.step * torch.arange(spans.n_tokens)
-        self.attention = WindowAttention(d_model, d_model, 1, num_heads, d_model // num_heads, offsets, dropout)
-        self.out_proj = nn.Linear(self.attention.out_dim, d_model)
+        self.attention = WindowAttention(d_model, d_emo, 1, num_heads, d_emo // num_heads,
+                                         d_model // num_heads, offsets, dropout)  # fmt: skip
 
     def forward(self, queries: torch.Tensor, egemaps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        tokens = self.encoder(egemaps).unsqueeze(2)  # [B, S+E-1, 1, d]
-        return self.out_proj(self.attention(queries, tokens, positions))
+        tokens = self.encoder(egemaps).unsqueeze(2)  # [B, S+E-1, 1, d_emo]
+        return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]
 
 
 class DualStreamModel(nn.Module):
@@ -142,7 +147,8 @@ class DualStreamModel(nn.Module):
         if use_emotion:
             fused = fused + w[:, 1:] * self.emotion_stream(self.queries, egemaps, positions)
         raw = self.decoder(self.fuse_norm(fused))  # [B, n, 52]
-        out = {"blendshapes": smooth_outputs(self.smoothing, raw, smooth, state), "raw": raw, "stream_weights": w}
+        smoothed = smooth_outputs(self.smoothing, raw, smooth, state)
+        out = {"blendshapes": smoothed, "raw": raw, "stream_weights": w}
         if self.smoothing is not None:
             out["alpha"] = self.smoothing.alpha()
         return out

@@ -32,16 +32,20 @@ def _eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def _numpy(x) -> np.ndarray:
+    return np.asarray(x.detach().cpu() if torch.is_tensor(x) else x, dtype=np.float32)
+
+
 def _prepare(model, mel, egemaps, fps, pad_mel):
     spans = model.spans
     if int(fps) != spans.fps:
         raise ValueError(f"features at {fps} fps but the model was built for {spans.fps} fps")
     if pad_mel is None:
         raise ValueError("pass pad_mel: the normalised silence value (koemorph.windows.mel_pad_value)")
-    mel = np.asarray(mel.detach().cpu() if torch.is_tensor(mel) else mel, dtype=np.float32)
+    mel = _numpy(mel)
     use_emotion = egemaps is not None and getattr(model, "n_egemaps", 0) > 0
     if use_emotion:
-        egemaps = np.asarray(egemaps.detach().cpu() if torch.is_tensor(egemaps) else egemaps, dtype=np.float32)
+        egemaps = _numpy(egemaps)
         if egemaps.shape[0] != mel.shape[0]:
             raise ValueError(f"mel has {mel.shape[0]} frames but egemaps {egemaps.shape[0]}")
     device = next(model.parameters()).device
@@ -81,7 +85,8 @@ def predict_file(model: nn.Module, mel, egemaps, fps: int, chunk: int = 256, pad
         for a in range(0, n, chunk):
             span = min(chunk, n - a)
             positions = torch.arange(span)[None]
-            y = _run(model, spans, mel, egemaps, a, span, positions, smooth, state, pad_mel, pad_egemaps, device)
+            y = _run(model, spans, mel, egemaps, a, span, positions, smooth, state, pad_mel, pad_egemaps,
+                     device)  # fmt: skip
             result[a : a + span] = y[0].float().cpu().numpy()
             state = y[:, -1] if smooth else None
     return result

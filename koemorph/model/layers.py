@@ -17,10 +17,10 @@ from torch import nn
 class WindowAttention(nn.Module):
     """Static queries cross-attending over a sliding window of per-frame tokens, every position at once.
 
-    Heads: ``groups * heads_per_group`` heads of ``head_dim``; head ``h`` belongs to group
-    ``h // heads_per_group`` and sees only that group's tokens (groups = mel bands: every band gets
-    its own attention pattern; one group for a plain stream). Keys/values come from one projection
-    shared by the groups (the groups differ through their tokens).
+    Heads: ``groups * heads_per_group`` heads with ``key_dim``-wide keys and ``value_dim``-wide values;
+    head ``h`` belongs to group ``h // heads_per_group`` and sees only that group's tokens (groups =
+    mel bands: every band gets its own attention pattern; one group for a plain stream). Keys and
+    values come from projections shared by the groups (the groups differ through their tokens).
 
     Time position: key ``k`` of a window (token frame ``p + offsets[k]``) gets a learned key
     embedding ``pos_key[k]`` (one per age Δ, per head). Because the queries are static,
@@ -32,34 +32,35 @@ class WindowAttention(nn.Module):
     output, not on the (large) attention matrix.
 
     ``forward(queries [Nq, d_query], tokens [B, T, G, d_token], positions [B, n] long)``
-    -> ``[B, n, Nq, H * head_dim]``.
+    -> ``[B, n, Nq, H * value_dim]`` (head outputs concatenated, group by group).
     """
 
-    def __init__(self, d_query: int, d_token: int, groups: int, heads_per_group: int, head_dim: int,
-                 offsets: torch.Tensor, dropout: float = 0.0):  # fmt: skip
+    def __init__(self, d_query: int, d_token: int, groups: int, heads_per_group: int, key_dim: int,
+                 value_dim: int, offsets: torch.Tensor, dropout: float = 0.0):  # fmt: skip
         super().__init__()
-        self.groups, self.hpg, self.head_dim = groups, heads_per_group, head_dim
+        self.groups, self.hpg, self.key_dim, self.value_dim = groups, heads_per_group, key_dim, value_dim
         self.heads = groups * heads_per_group
-        self.q_proj = nn.Linear(d_query, self.heads * head_dim)
-        self.kv_proj = nn.Linear(d_token, 2 * heads_per_group * head_dim)
+        self.q_proj = nn.Linear(d_query, self.heads * key_dim)
+        self.k_proj = nn.Linear(d_token, heads_per_group * key_dim)
+        self.v_proj = nn.Linear(d_token, heads_per_group * value_dim)
         offsets = torch.as_tensor(offsets, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
-        self.pos_key = nn.Parameter(torch.randn(len(offsets), self.heads, head_dim) * 0.1)
+        self.pos_key = nn.Parameter(torch.randn(len(offsets), self.heads, key_dim) * 0.1)
         self.dropout = nn.Dropout(dropout)
 
     @property
     def out_dim(self) -> int:
-        return self.heads * self.head_dim
+        return self.heads * self.value_dim
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         b, t, g, _ = tokens.shape
         if g != self.groups:
             raise ValueError(f"expected {self.groups} token groups, got {g}")
-        nq, h, dh, n, w = queries.shape[0], self.heads, self.head_dim, positions.shape[1], len(self.offsets)
-        q = self.q_proj(queries).view(nq, h, dh) * (1.0 / math.sqrt(dh))
-        kv = self.kv_proj(tokens).view(b, t, g, 2, self.hpg, dh)
-        k = kv[:, :, :, 0].reshape(b, t, h, dh)
-        v = kv[:, :, :, 1].reshape(b, t, h, dh).transpose(1, 2)  # [B, H, T, dh]
+        nq, h, dk, dh = queries.shape[0], self.heads, self.key_dim, self.value_dim
+        n, w = positions.shape[1], len(self.offsets)
+        q = self.q_proj(queries).view(nq, h, dk) * (1.0 / math.sqrt(dk))
+        k = self.k_proj(tokens).view(b, t, h, dk)  # group g's tokens give heads g*hpg .. (g+1)*hpg - 1
+        v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
         age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2)  # [H, Nq, 1, W]: once
         idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
@@ -67,7 +68,8 @@ class WindowAttention(nn.Module):
         attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
         if n * t <= 2 * n * w:
             # long windows (mel): scatter each row into a banded [n, T] matrix, one matmul with all values
-            band = attn.new_zeros(b, h, nq, n, t).scatter(4, idx.view(b, 1, 1, n, w).expand(b, h, nq, n, w), attn)
+            rows = idx.view(b, 1, 1, n, w).expand(b, h, nq, n, w)
+            band = attn.new_zeros(b, h, nq, n, t).scatter(4, rows, attn)
             out = torch.matmul(band.view(b, h, nq * n, t), v).view(b, h, nq, n, dh)
             out = out.permute(0, 3, 2, 1, 4)  # [B, n, Nq, H, dh]
         else:
@@ -88,7 +90,8 @@ class Decoder(nn.Module):
 
     def __init__(self, d_model: int, hidden: int, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1))  # fmt: skip
         nn.init.constant_(self.net[-1].bias, -2.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,15 +136,16 @@ def check_block(mel: torch.Tensor, egemaps, positions: torch.Tensor, spans) -> i
     span = spans.span_of_mel(mel.shape[1])
     if span < 1:
         raise ValueError(f"mel has {mel.shape[1]} frames: fewer than C-1+L+1 = {spans.mel_window}")
-    if egemaps is not None and (egemaps.dim() != 3 or egemaps.shape[:2] != (mel.shape[0], span + spans.emotion_context - 1)):
-        raise ValueError(f"egemaps must be [B, S+E-1, D] = [{mel.shape[0]}, {span + spans.emotion_context - 1}, D]; "
+    n_eg = span + spans.emotion_context - 1
+    if egemaps is not None and (egemaps.dim() != 3 or egemaps.shape[:2] != (mel.shape[0], n_eg)):
+        raise ValueError(f"egemaps must be [B, S+E-1, D] = [{mel.shape[0]}, {n_eg}, D]; "
                          f"got {tuple(egemaps.shape)}")  # fmt: skip
     if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= span):
         raise ValueError(f"positions must lie in [0, {span})")
     return span
 
 
-def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth: bool, state) -> torch.Tensor:
+def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth: bool, state):
     """Smoothed outputs, or ``raw`` itself (the same tensor object) when not smoothing."""
     if smooth and smoother is not None:
         return smoother(raw, state)

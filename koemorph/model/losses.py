@@ -39,7 +39,7 @@ def compute_losses(out: dict, target: torch.Tensor, mask: torch.Tensor | None, c
                    consecutive: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
     pred, raw = out["blendshapes"], out["raw"]
     if pred.shape != target.shape or pred.shape[-1] != blendshapes.NUM_BLENDSHAPES:
-        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} must both be [B, n, 52]")
+        raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)}: need [B, n, 52]")
     if mask is None:
         mask = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
     target = target.to(pred.dtype)
@@ -48,7 +48,8 @@ def compute_losses(out: dict, target: torch.Tensor, mask: torch.Tensor | None, c
     mouth = torch.as_tensor(blendshapes.MOUTH_INDICES, device=pred.device)
     expr = torch.as_tensor(blendshapes.EXPRESSION_INDICES, device=pred.device)
     sq = err.square()
-    terms["perceptual"] = _masked_mean(sq.index_select(-1, mouth), mask) + _masked_mean(sq.index_select(-1, expr), mask)
+    terms["perceptual"] = (_masked_mean(sq.index_select(-1, mouth), mask)
+                           + _masked_mean(sq.index_select(-1, expr), mask))  # fmt: skip
     if consecutive and pred.shape[1] >= 2:
         pair = mask[:, 1:] & mask[:, :-1]
         d_pred, d_tgt = pred.diff(dim=1), target.diff(dim=1)

@@ -8,7 +8,9 @@ Dropout``, lets 52 queries attend over all of them, decodes each query into 52 v
 over queries (bug B18). Here: the same encoder runs ONCE per input frame of the block; every output
 position's queries attend over its own ``C + L`` frame window (with a learned per-age key embedding,
 which the seed lacks: without it a window is a bag of frames and the current frame is unknown);
-query ``i`` is decoded into blendshape ``i`` only (fixes B18). Smoothing follows
+query ``i`` is decoded into blendshape ``i`` only (fixes B18), from ``LayerNorm(q_i + attended_i)``
+(the query residual tells the shared decoder which blendshape it decodes; no attention output
+projection: the decoder's first Linear mixes the heads). Smoothing follows
 ``ModelConfig.smoothing`` exactly as in the dual-stream model (default on), so the two models differ
 only in their audio streams; the seed itself has none.
 """
@@ -19,12 +21,16 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import Decoder, TemporalSmoothing, WindowAttention, check_block, query_init, smooth_outputs
+from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, check_block, query_init,
+                                   smooth_outputs)  # fmt: skip
 from koemorph.windows import Spans
 
 
 class SimplifiedModel(nn.Module):
-    """``forward(mel, egemaps, positions, smooth=False, state=None)`` -> ``{blendshapes, raw[, alpha]}``, ``[B, n, 52]``."""
+    """``forward(mel, egemaps, positions, smooth=False, state=None)`` -> ``{blendshapes, raw[, alpha]}``.
+
+    ``blendshapes`` and ``raw`` are ``[B, n, 52]``; ``egemaps`` is ignored.
+    """
 
     kind = "simplified"
 
@@ -38,9 +44,9 @@ class SimplifiedModel(nn.Module):
         self.mel_stream = nn.ModuleDict({
             "encoder": nn.Sequential(nn.Linear(n_mels, d), nn.ReLU(), nn.Dropout(drop),
                                      nn.Linear(d, d), nn.ReLU(), nn.Dropout(drop)),
-            "attention": WindowAttention(d, d, 1, heads, d // heads, torch.arange(spans.mel_window), drop),
+            "attention": WindowAttention(d, d, 1, heads, d // heads, d // heads,
+                                         torch.arange(spans.mel_window), drop),
         })  # fmt: skip
-        self.out_proj = nn.Linear(d, d)
         self.fuse_norm = nn.LayerNorm(d)
         self.decoder = Decoder(d, model_cfg.decoder_hidden, drop)
         self.smoothing = TemporalSmoothing(model_cfg.smoothing_init) if model_cfg.smoothing else None
@@ -48,7 +54,7 @@ class SimplifiedModel(nn.Module):
     def forward(self, mel, egemaps, positions, smooth: bool = False, state=None) -> dict:
         check_block(mel, None, positions, self.spans)
         tokens = self.mel_stream["encoder"](mel).unsqueeze(2)  # [B, T, 1, d]
-        attended = self.out_proj(self.mel_stream["attention"](self.queries, tokens, positions))
+        attended = self.mel_stream["attention"](self.queries, tokens, positions)  # [B, n, 52, d]
         raw = self.decoder(self.fuse_norm(self.queries + attended))  # [B, n, 52]
         out = {"blendshapes": smooth_outputs(self.smoothing, raw, smooth, state), "raw": raw}
         if self.smoothing is not None:
