@@ -197,6 +197,12 @@ def test_causality(kind, lookahead):
         assert not np.allclose(moved[t + 1 :], base[t + 1 :]), name  # the test can fail
         if ahead:
             assert not np.allclose(moved[t + 1 - ahead : t + 1], base[t + 1 - ahead : t + 1])
+        mel3, eg3 = mel.copy(), eg.copy()
+        (mel3 if name == "mel" else eg3)[t] += 5.0  # the output frame's own features are in its window
+        own = predict_file(model, mel3, eg3, 30, chunk=13, pad_mel=-3.0, smooth=False)
+        plain = predict_file(model, mel, eg, 30, chunk=13, pad_mel=-3.0, smooth=False)
+        np.testing.assert_array_equal(own[: t - ahead], plain[: t - ahead])
+        assert not np.allclose(own[t], plain[t]), name
 
 
 def test_context_is_bounded():
