@@ -141,6 +141,44 @@ def extract(
         raise typer.Exit(1)
 
 
+@app.command("train")
+def train(
+    store: Annotated[Path, typer.Option("--store", help="Feature store from `koemorph extract`.")] = Path(
+        "cache/features.zarr"
+    ),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: train.out_dir).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt.")] = False,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (overrides train.epochs).")] = None,
+    max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget in minutes (0 = none).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Train a model on the cached features; checkpoints, metrics.csv and an MLflow run."""
+    cfg = _config(params, set_)
+    if not store.exists():
+        _fail(f"{store}: no feature store; run `koemorph extract MANIFEST --store {store}` first", code=2)
+    out_dir = out or Path(cfg.train.out_dir)
+    if resume and not (out_dir / "last.pt").is_file():
+        _fail(f"{out_dir / 'last.pt'}: nothing to resume", code=2)
+    from koemorph.train import train as run_train
+
+    try:
+        s = run_train(cfg, store, out_dir=out_dir, resume=resume, tracking_uri=tracking_uri, epochs=epochs,
+                      max_minutes=max_minutes)  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    summary = {"steps": s["steps"], "epochs done": s["epochs_done"], "stopped by": s["stop_reason"],
+               f"best {s['monitor']}": s["best"], **{k: v for k, v in s["val"].items()},
+               "windows/s": s["throughput"]["windows_per_s"], "last checkpoint": s["last"],
+               "best checkpoint": s["best_checkpoint"], "MLflow run": s["run_id"], "tracking URI": s["tracking_uri"]}  # fmt: skip
+    _print_summary(f"train {out_dir}", summary)
+    uri = s["tracking_uri"]
+    typer.echo(f'MLflow UI: pip install -e ".[ui]" && mlflow ui --backend-store-uri {uri}')
+
+
 def _print_failures(path: Path, limit: int = 20):
     from koemorph.atomic import read_jsonl
 
