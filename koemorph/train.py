@@ -93,6 +93,8 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
     train_ids, val_ids = cache.ids("train"), cache.ids("val")
     if not train_ids:
         raise ValueError(f"{store}: no train-split files with targets")
+    for fid in train_ids + val_ids:  # whole files in memory, before DataLoader workers fork (they share them)
+        cache.load(fid)
     geometry = spans(cfg.model, cfg.features)  # C, L, E in frames at the store's fps
     dataset = BlockDataset(cache, train_ids, geometry.context, geometry.lookahead, geometry.emotion_context)
     sampler = Sampler([cache.num_frames(i) for i in train_ids], cfg.sampling, tc.seed, tc.epochs)
