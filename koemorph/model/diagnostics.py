@@ -4,7 +4,7 @@ Call after ``loss.backward()`` and before ``optimizer.step()`` / gradient clippi
 
 Groups come from the first component of each parameter name: ``mel_stream``, ``emotion_stream``,
 ``queries``, ``decoder``, ``stream_logits`` (reported as ``stream_weights``), ``smoothing``, plus
-the fusion layers (``fuse_norm``, ``out_proj``) of the model at hand.
+the fusion LayerNorm (``fuse_norm``).
 """
 
 from __future__ import annotations
