@@ -140,7 +140,9 @@ def upper_face_dynamics_deviation(pred, truth) -> float:
     """FDD analogue: mean over UPPER_FACE_NAMES of |std_t(truth) - std_t(pred)| (weight units).
     Large when the upper face is dead (over-smoothed) or over-active."""
     p, y = _pair(pred, truth)
-    return float(np.abs(y[:, UPPER_INDICES].std(0) - p[:, UPPER_INDICES].std(0)).mean()) if len(p) else float("nan")
+    if not len(p):
+        return float("nan")
+    return float(np.abs(y[:, UPPER_INDICES].std(0) - p[:, UPPER_INDICES].std(0)).mean())
 
 
 def velocity_error(pred, truth, fps: int, channels=None) -> float:
@@ -182,7 +184,8 @@ def silence_rest(pred, truth, silent) -> dict:
                 "silence/mouth_mae": nan}  # fmt: skip
     ps, ys = p[mask][:, idx], y[mask][:, idx]
     return {"silence/frames": n, "silence/pred_mouth_mean": float(ps.mean()),
-            "silence/truth_mouth_mean": float(ys.mean()), "silence/mouth_mae": float(np.abs(ps - ys).mean())}  # fmt: skip
+            "silence/truth_mouth_mean": float(ys.mean()),
+            "silence/mouth_mae": float(np.abs(ps - ys).mean())}  # fmt: skip
 
 
 def sync_lag_ms(pred_channel, truth_channel, fps: int, window_s: float = 0.2) -> float:
@@ -232,7 +235,9 @@ def segment_frames(start_s: float, end_s: float, n_frames: int, fps: int, slack_
     return np.arange(max(lo, 0), min(hi, n_frames))
 
 
-def closure_scores(pred, truth, phones: list[dict], fps: int, quantile: float = 0.9, slack_s: float = 0.05) -> dict:
+def closure_scores(
+    pred, truth, phones: list[dict], fps: int, quantile: float = 0.9, slack_s: float = 0.05
+) -> dict:
     """Bilabial closure metrics on lip aperture ``a_t = jawOpen_t - mouthClose_t`` (weight units).
 
     - τ (``closure/tau``): the ``quantile`` (0.9) of the truth's per-segment min aperture over the
@@ -332,8 +337,9 @@ def micro_scores(preds: list, truths: list, flat_std: float = 1e-3, per_file: li
     scores = group_scores(np.concatenate(preds), np.concatenate(truths), flat_std)
     out = {f"micro/{k}": v for k, v in scores.items()}
     if per_file:
-        for num, den, name in (("closure/hits", "closure/bilabials", "closure/recall"),
-                               ("closure/false_closures", "closure/open_vowels", "closure/false_closure_rate")):  # fmt: skip
+        pooled = (("closure/hits", "closure/bilabials", "closure/recall"),
+                  ("closure/false_closures", "closure/open_vowels", "closure/false_closure_rate"))  # fmt: skip
+        for num, den, name in pooled:
             d = sum(row.get(den, 0) or 0 for row in per_file)
             out[f"micro/{name}"] = sum(row.get(num, 0) or 0 for row in per_file) / d if d else float("nan")
     return out
