@@ -179,6 +179,60 @@ def train(
     typer.echo(f'MLflow UI: pip install -e ".[ui]" && mlflow ui --backend-store-uri {uri}')
 
 
+@app.command("evaluate")
+def evaluate(
+    pred_dir: Annotated[Path, typer.Argument(help="Predicted tracks (e.g. `koemorph render` output).")],
+    truth_dir: Annotated[Path, typer.Argument(help="True tracks, paired by relative path and stem, with audio.")],
+    store: Annotated[
+        Optional[Path], typer.Option("--store", help="Feature store: enables the mean-pose and ridge baselines.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
+    fps: Annotated[int, typer.Option("--fps", help="Grid frame rate to score at (30 or 60).")] = 30,
+    run: Annotated[Optional[str], typer.Option("--run", help="MLflow run id to log metrics and files to.")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be scored.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Score predicted blendshape tracks against true ones, with mean-pose and ridge baselines beside them.
+
+    Metric settings: --set evaluate.KEY=VALUE (see koemorph.metrics.EvaluateConfig).
+    """
+    ev_sets = [s for s in set_ or [] if s.strip().startswith("evaluate.")]
+    _config(params, [s for s in set_ or [] if s not in ev_sets])
+    for folder in (pred_dir, truth_dir):
+        if not folder.is_dir():
+            _fail(f"{folder}: not a folder", code=2)
+    from koemorph.eval_report import log_to_mlflow, print_table, write_outputs
+    from koemorph.evaluate import evaluate as run_evaluate
+    from koemorph.evaluate import evaluate_config
+
+    try:
+        cfg = evaluate_config(ev_sets)
+    except ValueError as exc:
+        _fail(f"bad config: {exc}", code=2)
+    try:
+        ev = run_evaluate(pred_dir, truth_dir, fps=fps, store=store, cfg=cfg, ridge_cache=out / "ridge.npz",
+                          log=typer.echo)  # fmt: skip
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    context = {"pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "store": str(store) if store else None}
+    metrics = write_outputs(ev, out, cfg, context)
+    print_table(metrics, ev.notes)
+    for failure in ev.failures:
+        typer.echo(f"  not scored: {failure['problem']}", err=True)
+    typer.echo(f"wrote {out}/metrics.json, per_file.csv, per_channel.csv and plots")
+    if run:
+        uri = log_to_mlflow(run, metrics, out, tracking_uri)
+        typer.echo(f"logged to MLflow run {run} ({uri})")
+    if not ev.truths:
+        _fail("no file could be scored")
+    if strict and ev.failures:
+        raise typer.Exit(1)
+
+
 def _print_failures(path: Path, limit: int = 20):
     from koemorph.atomic import read_jsonl
 
