@@ -198,21 +198,15 @@ def evaluate(
 ):
     """Score predicted blendshape tracks against true ones, with mean-pose and ridge baselines beside them.
 
-    Metric settings: --set evaluate.KEY=VALUE (see koemorph.metrics.EvaluateConfig).
+    Metric settings: the `evaluate` section of the config (e.g. --set evaluate.silence_db=30).
     """
-    ev_sets = [s for s in set_ or [] if s.strip().startswith("evaluate.")]
-    _config(params, [s for s in set_ or [] if s not in ev_sets])
+    cfg = _config(params, set_).evaluate
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
             _fail(f"{folder}: not a folder", code=2)
     from koemorph.eval_report import log_to_mlflow, print_table, write_outputs
     from koemorph.evaluate import evaluate as run_evaluate
-    from koemorph.evaluate import evaluate_config
 
-    try:
-        cfg = evaluate_config(ev_sets)
-    except ValueError as exc:
-        _fail(f"bad config: {exc}", code=2)
     try:
         ev = run_evaluate(pred_dir, truth_dir, fps=fps, store=store, cfg=cfg, ridge_cache=out / "ridge.npz",
                           log=typer.echo)  # fmt: skip

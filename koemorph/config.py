@@ -121,6 +121,20 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """``koemorph evaluate``: metrics, silence detection, the ridge baseline."""
+
+    flat_std: float = 1e-3  # truth channels with std below this are skipped for Pearson/CCC
+    lag_window_s: float = 0.2  # sync lag searched within +- this (seconds)
+    silence_db: float = 40.0  # frames whose RMS is this far below the file's loudest frame are silent
+    closure_quantile: float = 0.9  # tau = this quantile of the truth's per-bilabial min aperture
+    closure_slack_s: float = 0.05  # bilabial windows are widened by this on each side (seconds)
+    ridge_context: int = 20  # ridge baseline: +- frames of mel context
+    ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # lambda = alpha * train frames
+    ridge_max_frames: int = 200_000  # ridge: evenly spaced train frames used at most
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -130,6 +144,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 def to_dict(obj) -> dict:

@@ -90,20 +90,6 @@ class Evaluation:
         return out
 
 
-def evaluate_config(overrides=()) -> EvaluateConfig:
-    """:class:`EvaluateConfig` with ``evaluate.key=value`` strings applied (the ``--set`` syntax), typed
-    like the config tree. Raises ValueError on unknown keys or bad values."""
-    from koemorph.config import _build, _merge, parse_override
-
-    values: dict = {}
-    for text in overrides:
-        tree = parse_override(text)
-        if set(tree) != {"evaluate"} or not isinstance(tree["evaluate"], dict):
-            raise ValueError(f"{text!r}: expected evaluate.<key>=<value>")
-        values = _merge(values, tree["evaluate"])
-    return _build(EvaluateConfig, values, "evaluate")
-
-
 def _tracks_under(root: Path) -> dict[str, Path]:
     found: dict[str, list[Path]] = {}
     for dirpath, dirs, files in os.walk(root):

@@ -14,11 +14,11 @@ Definitions are in the docstrings and, for the file-level metrics, in :func:`sco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from koemorph import blendshapes as bs
+from koemorph.config import EvaluateConfig
 
 GROUPS: dict[str, list[int]] = {
     "mouth": list(bs.MOUTH_INDICES),
@@ -37,20 +37,6 @@ PAUSE_VISEMES = frozenset({"rest", "sil"})
 # Per-file values that are counts: summed (not averaged) over files by :func:`aggregate`.
 COUNT_KEYS = frozenset({"frames", "trimmed_frames", "silence/frames", "closure/bilabials", "closure/hits",
                         "closure/open_vowels", "closure/false_closures"})  # fmt: skip
-
-
-@dataclass
-class EvaluateConfig:
-    """Parameters of ``koemorph evaluate`` (metrics, silence detection, ridge baseline)."""
-
-    flat_std: float = 1e-3  # truth channels with std below this are skipped for Pearson/CCC
-    lag_window_s: float = 0.2  # sync lag searched within +- this (seconds)
-    silence_db: float = 40.0  # frames whose RMS is this far below the file's loudest frame are silent
-    closure_quantile: float = 0.9  # tau = this quantile of the truth's per-bilabial min aperture
-    closure_slack_s: float = 0.05  # bilabial windows are widened by this on each side (seconds)
-    ridge_context: int = 20  # ridge baseline: +- frames of mel context
-    ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # lambda = alpha * train frames
-    ridge_max_frames: int = 200_000  # ridge: evenly spaced train frames used at most
 
 
 def _pair(pred, truth) -> tuple[np.ndarray, np.ndarray]:

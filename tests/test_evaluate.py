@@ -17,7 +17,7 @@ from koemorph import grid
 from koemorph.audio import load_audio
 from koemorph.baselines import RidgeBaseline, StoreMel, fit_ridge, mean_pose, stack_context
 from koemorph.config import load_config
-from koemorph.evaluate import evaluate, evaluate_config, find_pairs
+from koemorph.evaluate import evaluate, find_pairs
 from koemorph.features.mel import log_mel
 from koemorph.manifest import build_manifest
 from koemorph.metrics import EvaluateConfig
@@ -239,7 +239,7 @@ def test_pairing_and_unreadable_files(tmp_path):
 
 
 def test_evaluate_config_overrides():
-    cfg = evaluate_config(["evaluate.ridge_alphas=[0.1, 1]", "evaluate.silence_db=30"])
+    cfg = load_config(None, ["evaluate.ridge_alphas=[0.1, 1]", "evaluate.silence_db=30"]).evaluate
     assert cfg.ridge_alphas == (0.1, 1.0) and cfg.silence_db == 30.0
     with pytest.raises(ValueError):
-        evaluate_config(["train.epochs=3"])
+        load_config(None, ["evaluate.silence=3"])
