@@ -8,7 +8,8 @@ Training reads only what ``koemorph extract`` wrote (never audio):
 
 All arrays are on the store's frame grid: row ``k`` is at ``k / fps`` seconds. Normalised mel is
 ``(x - mean) / std`` per bin; eGeMAPS likewise, with the rows before the group's
-``first_valid_frame`` (no complete openSMILE window yet) set to 0. Outside a file the mel is
+``first_valid_frame`` (no complete openSMILE window yet) set to 0 (:mod:`koemorph.normalise`, shared
+with ``koemorph render``). Outside a file the mel is
 padded with the normalised silence floor (``features.db_floor``), eGeMAPS and targets with 0.
 
 Whole files are loaded into memory on first use, per process (after a DataLoader fork each
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from koemorph.atomic import read_jsonl
+from koemorph.normalise import normalise_egemaps, normalise_mel
 from koemorph.store import open_arrays, sidecar
 from koemorph.windows import mel_pad_value, window
 
@@ -110,15 +112,12 @@ class FeatureCache:
         return self._handles[file_id]
 
     def _normalise(self, name: str, x: np.ndarray, start: int, first_valid: int) -> np.ndarray:
-        """Normalise rows ``start..start+len(x)`` of array ``name``."""
-        x = np.asarray(x, np.float32)
+        """Normalise rows ``start..start+len(x)`` of array ``name`` (see :mod:`koemorph.normalise`)."""
         if name == "mel":
-            return (x - self.mel_mean) / self.mel_std
+            return normalise_mel(x, self.mel_mean, self.mel_std)
         if name == "egemaps":
-            x = (x - self.ege_mean) / self.ege_std
-            x[: max(0, first_valid - start)] = 0.0
-            return x
-        return x
+            return normalise_egemaps(x, self.ege_mean, self.ege_std, first_valid, start)
+        return np.asarray(x, np.float32)
 
     def load(self, file_id: str) -> dict[str, np.ndarray]:
         """Whole normalised file: ``mel`` [T, n_mels], ``egemaps`` [T, 88] or None, ``targets`` [T, 52] or None.
