@@ -7,51 +7,10 @@ a cluster, shows progress and hands the records to :func:`koemorph.extract.finis
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from koemorph.config import Config
-
-
-def dask_client(workers: int | None, scheduler: str | None):
-    """A client on ``scheduler`` (or $DASK_SCHEDULER_ADDRESS), else on a new LocalCluster.
-
-    Local workers are processes with one thread each: the work is CPU-bound Python/C.
-    """
-    from distributed import Client, LocalCluster
-
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    if address:
-        return Client(address)
-    n = workers or max(1, min(os.cpu_count() or 1, 8))
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                           env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})  # fmt: skip
-    return Client(cluster)
-
-
-def run_map(fn, jobs, client, describe, label: str):
-    """Run ``fn(job)`` for every job on ``client``; yield results as they complete, with a progress bar.
-
-    ``describe(job) -> seconds of audio`` drives the bar (files, audio hours, ETA on stderr).
-    """
-    from distributed import as_completed
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    total_s = sum(describe(j) for j in jobs)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-               TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
-    futures = client.map(fn, jobs, pure=False)
-    seconds_of = {f.key: describe(j) for f, j in zip(futures, jobs)}
-    done = 0
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(label, total=max(total_s, 1e-9), files=f"0/{len(jobs)} files")
-        for future in as_completed(futures):
-            done += 1
-            progress.update(task, advance=seconds_of[future.key], files=f"{done}/{len(jobs)} files")
-            yield future.result()
-            future.release()
+from pipeline.dask_utils import dask_client, run_map  # noqa: F401  (run_map: also imported from here)
 
 
 def extract(manifest: Path, store: Path, cfg: Config, workers: int | None = None,
