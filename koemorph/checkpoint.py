@@ -76,3 +76,33 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if ckpt.get("blendshape_order") != list(ARKIT_NAMES):
         raise ValueError(f"{path}: blendshape order differs from koemorph's {ORDER_NAME}")
     return ckpt
+
+
+def load_model(path: str | Path, map_location="cpu"):
+    """Rebuild the network of a checkpoint for inference: ``(model, meta)``, model in eval mode.
+
+    The model is built with :func:`koemorph.model.build_model` from the checkpoint's own config
+    (``config["model"]``, ``config["features"]``), with ``n_mels`` / ``n_egemaps`` taken from the
+    stored feature stats (``n_egemaps = 0`` when eGeMAPS was off), and its weights loaded strictly.
+    ``meta``: ``config`` (a :class:`koemorph.config.Config`), ``stats`` (the train-split feature
+    stats dict), ``fps`` (the features' native frame rate), ``model_kind``, ``mlflow_run_id``,
+    ``step``, ``epoch`` and ``sha256`` (hex digest of the checkpoint file).
+    """
+    from koemorph.audio import sha256_file
+    from koemorph.config import load_config
+    from koemorph.model import build_model
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    cfg = load_config(None, extra=ckpt["config"])
+    stats = ckpt["stats"]
+    n_mels = len(stats["mel"]["mean"])
+    n_egemaps = len(stats["egemaps"]["mean"]) if cfg.features.egemaps and "egemaps" in stats else 0
+    if int(ckpt["fps"]) != int(cfg.features.fps):
+        raise ValueError(f"{path}: checkpoint fps {ckpt['fps']} differs from its features.fps {cfg.features.fps}")
+    model = build_model(cfg.model, cfg.features, n_mels=n_mels, n_egemaps=n_egemaps)
+    model.load_state_dict(ckpt["model"])
+    model.to(map_location).eval()
+    meta = {"config": cfg, "stats": stats, "fps": int(ckpt["fps"]), "model_kind": ckpt.get("model_kind"),
+            "mlflow_run_id": ckpt.get("mlflow_run_id"), "step": ckpt.get("step"), "epoch": ckpt.get("epoch"),
+            "sha256": sha256_file(path)}  # fmt: skip
+    return model, meta
