@@ -179,6 +179,54 @@ def train(
     typer.echo(f'MLflow UI: pip install -e ".[ui]" && mlflow ui --backend-store-uri {uri}')
 
 
+@app.command("render")
+def render(
+    input_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for .wav, .flac, .ogg.")],
+    model: Annotated[str, typer.Option("--model", help="Checkpoint (runs/demo/best.pt) or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl.")],
+    fps: Annotated[Optional[int], typer.Option("--fps", help="30 or 60 (default: the model's; others: linear interpolation).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | livelink-csv | beat-json.")] = "jsonl",
+    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")] = None,
+    scheduler: Annotated[
+        Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
+    ] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Feature store to reuse cached features from.")] = None,
+    tracking_uri: Annotated[
+        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+    ] = None,
+    smooth_mouth: Annotated[float, typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off).")] = 0.0,
+    smooth_face: Annotated[float, typer.Option(help="Same for the upper face / expression channels (0 = off).")] = 0.0,
+    rest_pose: Annotated[bool, typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences.")] = False,
+    rest_threshold_db: Annotated[float, typer.Option(help="Silence: RMS this far below the file's speech level.")] = 40.0,
+    clamp: Annotated[
+        Optional[list[str]], typer.Option("--clamp", help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).")
+    ] = None,
+):
+    """Render every audio file under INPUT_DIR to blendshapes, one output per input (mirrored tree).
+
+    Re-running skips files whose audio, model, fps, format and post-processing are unchanged.
+    Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
+    """
+    from koemorph.postprocess import RenderConfig, parse_clamp
+    from pipeline.render import render as run_render
+
+    try:
+        post = RenderConfig(smooth_mouth_s=smooth_mouth, smooth_face_s=smooth_face, rest_pose=rest_pose,
+                            rest_threshold_db=rest_threshold_db, clamp=parse_clamp(clamp))  # fmt: skip
+        summary = run_render(input_dir, out, model, fmt=fmt, fps=fps, post=post, store=store, workers=workers,
+                             scheduler=scheduler, tracking_uri=tracking_uri)  # fmt: skip
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(str(exc), code=2)
+    errors = summary.pop("errors")
+    _print_summary(f"render {out}", summary)
+    for message in errors[:20]:
+        typer.echo(f"  failed: {message}", err=True)
+    if len(errors) > 20:
+        typer.echo(f"  ... and {len(errors) - 20} more (see {summary['manifest']})", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
 @app.command("evaluate")
 def evaluate(
     pred_dir: Annotated[Path, typer.Argument(help="Predicted tracks (e.g. `koemorph render` output).")],
