@@ -125,6 +125,9 @@ def test_bad_inputs_become_failure_records(tmp_path, scheduler):
     write_pair(data, "train/corrupt_0", 2.0)
     write_pair(data, "train/nan_0", 2.0)
     write_pair(data, "train/wide_0", 2.0)
+    write_pair(data, "train/empty_0", 2.0)
+    write_pair(data, "train/range_0", 2.0)
+    write_pair(data, "train/backwards_0", 2.0)
     write_pair(data, "train/stereo44k_0", 2.0)
     sf.write(data / "train/stereo44k_0.wav", np.stack([tone(2.0, 44_100)] * 2, 1), 44_100)
     manifest = tmp_path / "m.jsonl"
@@ -137,6 +140,13 @@ def test_bad_inputs_become_failure_records(tmp_path, scheduler):
     row["blendshapes"] = row["blendshapes"][:51]
     lines[3] = json.dumps(row)
     (data / "train/wide_0.jsonl").write_text("\n".join(lines) + "\n")
+    (data / "train/empty_0.wav").write_bytes(b"")
+    for name, edit in (("range_0", lambda r: r.update(blendshapes=[1.5] * 52)),
+                       ("backwards_0", lambda r: r.update(timestamp=0.0))):
+        path = data / f"train/{name}.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        edit(rows[5])
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     entries = read_jsonl(manifest)
     short = json.loads(json.dumps(entries[0]))  # the manifest rejected the short track; force it in
     short.update(id="train__short_0", audio_path="data/train/short_0.wav", track_path="data/train/short_0.jsonl")
@@ -147,8 +157,12 @@ def test_bad_inputs_become_failure_records(tmp_path, scheduler):
 
     summary = run(manifest, tmp_path / "f.zarr", scheduler)
     failures = {r["id"]: r["error"] for r in read_jsonl(sidecar(tmp_path / "f.zarr", "failures.jsonl"))}
-    assert set(failures) == {"train__corrupt_0", "train__nan_0", "train__wide_0", "train__short_0"}
+    assert set(failures) == {"train__corrupt_0", "train__nan_0", "train__wide_0", "train__short_0",
+                             "train__empty_0", "train__range_0", "train__backwards_0"}
     assert "corrupt_0.wav" in failures["train__corrupt_0"]
+    assert "empty_0.wav" in failures["train__empty_0"] and "empty" in failures["train__empty_0"]
+    assert "range_0.jsonl:6" in failures["train__range_0"]
+    assert "backwards_0.jsonl:6" in failures["train__backwards_0"]
     assert "wide_0.jsonl:4" in failures["train__wide_0"] and "51" in failures["train__wide_0"]
     assert "shorter" in failures["train__short_0"]
     assert summary["ok files"] == 3  # ok0, ok1 and the stereo 44.1 kHz file
