@@ -108,14 +108,20 @@ def smooth(values: np.ndarray, fps: int, cfg: RenderConfig) -> np.ndarray:
 def frame_rms_db(samples: np.ndarray, n_frames: int, fps: int) -> np.ndarray:
     """RMS in dB (re full scale) of a two-hop window centred on each grid frame: ``[n_frames]`` float64.
 
-    ``samples`` ``[N]`` float at 16 kHz; zero outside the file; floor -120 dB.
+    ``samples`` ``[N]`` float at 16 kHz; zero outside the file; floor -120 dB. Works in blocks of
+    4096 frames, so memory does not grow with the file beyond the output.
     """
-    x = np.asarray(samples, dtype=np.float64)
+    x = np.asarray(samples).reshape(-1)
     half = grid.SAMPLE_RATE // fps
-    csum = np.concatenate([[0.0], np.cumsum(x * x)])
     centers = grid.frame_centers(n_frames, fps)
     lo, hi = np.clip(centers - half, 0, x.size), np.clip(centers + half, 0, x.size)
-    power = (csum[hi] - csum[lo]) / (2 * half)
+    power = np.zeros(n_frames)
+    for b0 in range(0, n_frames, 4096):
+        a, b = int(lo[b0]), int(hi[min(b0 + 4096, n_frames) - 1])
+        seg = x[a:b].astype(np.float64)
+        csum = np.concatenate([[0.0], np.cumsum(seg * seg)])
+        sl = slice(b0, b0 + 4096)
+        power[sl] = (csum[hi[sl] - a] - csum[lo[sl] - a]) / (2 * half)
     return 10.0 * np.log10(np.maximum(power, 1e-12))
 
 
