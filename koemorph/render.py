@@ -108,7 +108,7 @@ class RenderJob:
     store: str | None = None
     store_group: str | None = None
     threads: int | None = None  # torch threads in the worker (1 under Dask)
-    chunk: int = 256  # output frames per inference block (does not change the result)
+    chunk: int = 64  # output frames per inference block (result independent of it; smaller = less memory)
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -164,7 +164,7 @@ def _wanted_hashes(features, array_hashes) -> dict:
 
 
 def plan(input_dir, out_dir, model: ModelRef, *, fmt: str = "jsonl", fps: int | None = None,
-         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = 256):  # fmt: skip
+         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = 64):  # fmt: skip
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, model sha256, fps,
