@@ -1,0 +1,195 @@
+"""Benchmark of `koemorph render`: real-time factors, the naive per-frame baseline, long-file memory.
+
+Prints, from measurements taken in this one run (the machine is shared: compare ratios, and CPU
+times rather than wall times where both are given):
+
+1. whole render (decode + log-mel + eGeMAPS + model + JSONL write) of a >= 10-minute demo corpus
+   with 2 Dask workers: wall RTF of the map (cluster start and model preload excluded, shown apart);
+   goal <= 0.05;
+2. the model alone (``predict_file`` on precomputed normalised features, 1 torch thread): CPU seconds
+   per audio second; goal <= 0.01; beside the features alone (log-mel, eGeMAPS);
+3. naive per-frame inference (``predict_file_naive``: one forward pass per output frame over its
+   whole window) timed on a subset and extrapolated to the same audio, and the speed-up;
+4. one long WAV (default 60 min) and a 10-min WAV rendered by ``render_file`` in fresh processes:
+   peak RSS of each and the growth per hour (goal < 2 GB; flat in file length).
+
+The model is the default dual-stream network, untrained (``build_model``; timing does not depend on
+the weights), normalised with stats from the corpus; or ``--model CHECKPOINT``.
+
+Usage: python benchmarks/bench_render.py [--minutes 10] [--long-minutes 60] [--work DIR] [--model PT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from koemorph import grid  # noqa: E402
+from koemorph.audio import load_audio, write_wav  # noqa: E402
+
+
+def default_checkpoint(path: Path, wavs: list[Path]) -> Path:
+    """An untrained default model, saved with feature stats from a few corpus files."""
+    import torch
+
+    from koemorph.checkpoint import save_checkpoint
+    from koemorph.config import load_config, to_dict
+    from koemorph.features.egemaps import egemaps
+    from koemorph.features.mel import log_mel
+    from koemorph.model import build_model
+
+    cfg = load_config(None)
+    mels, eges = [], []
+    for wav in wavs[:4]:
+        x = load_audio(wav)
+        mels.append(log_mel(x, cfg.features))
+        eges.append(egemaps(x, cfg.features)[1])
+    stats = {name: {"mean": np.concatenate(a).mean(0).tolist(), "std": np.maximum(np.concatenate(a).std(0), 1e-5).tolist()}
+             for name, a in (("mel", mels), ("egemaps", eges))}  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.features)
+    return save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), schedule={},
+                           epoch=0, batch=0, step=0, best=None, bad_validations=0, config=to_dict(cfg), stats=stats,
+                           fps=cfg.features.fps, run_id=None)  # fmt: skip
+
+
+def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
+    """Render the corpus on a LocalCluster; wall seconds of start-up and of the map, CPU seconds per task."""
+    from koemorph.render import plan, render_file, resolve_model
+    from pipeline.dask_utils import close_client, dask_client, run_map
+    from pipeline.render import _preload
+
+    ref = resolve_model(str(ckpt), out)
+    jobs, _ = plan(corpus, out, ref, threads=1)
+    start = time.perf_counter()
+    client = dask_client(workers, None)
+    client.run(_preload, ref.path, ref.sha256)
+    startup = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        records = list(run_map(render_file, jobs, client, lambda j: j.duration, f"render, {workers} workers"))
+        wall = time.perf_counter() - start
+    finally:
+        close_client(client)
+    bad = [r for r in records if r["status"] != "ok"]
+    assert not bad, bad[:3]
+    return {"startup": startup, "wall": wall, "cpu": sum(r["cpu_seconds"] for r in records),
+            "audio": sum(r["duration"] for r in records), "files": len(records)}  # fmt: skip
+
+
+def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
+    """CPU seconds of features, predict_file and predict_file_naive (subset) on the same audio."""
+    import torch
+
+    from koemorph.checkpoint import load_model
+    from koemorph.model.infer import predict_file, predict_file_naive
+    from koemorph.render import RenderJob, file_features
+
+    torch.set_num_threads(1)
+    model, meta = load_model(ckpt)
+    job = RenderJob("", "", "", "", "jsonl", meta["fps"], {}, {}, None, 0.0)
+    feats, audio_s, feat_cpu, model_cpu = [], 0.0, 0.0, 0.0
+    for wav in wavs:
+        x = load_audio(wav)
+        audio_s += x.size / grid.SAMPLE_RATE
+        start = time.process_time()
+        f, _ = file_features(x, "", meta, job)
+        feat_cpu += time.process_time() - start
+        start = time.process_time()
+        predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=f["mel_pad"])
+        model_cpu += time.process_time() - start
+        feats.append(f)
+    f = max(feats, key=lambda f: len(f["mel"]))
+    n = min(naive_frames, len(f["mel"]))
+    start = time.process_time()
+    predict_file_naive(model, f["mel"][:n], f["egemaps"][:n], meta["fps"], pad_mel=f["mel_pad"])
+    naive_per_frame = (time.process_time() - start) / n
+    frames = sum(len(f["mel"]) for f in feats)
+    return {"audio": audio_s, "features": feat_cpu / audio_s, "model": model_cpu / audio_s,
+            "naive": naive_per_frame * frames / audio_s, "naive_frames": n}  # fmt: skip
+
+
+def fresh_process_render(wav: Path, ckpt: Path, out: Path) -> dict:
+    """render_file on one WAV in a new process: CPU seconds and peak RSS (MB)."""
+    code = f"""
+import json, resource, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from pathlib import Path
+from koemorph.render import plan, render_file, resolve_model
+ref = resolve_model({str(ckpt)!r}, {str(out)!r})
+jobs, _ = plan(Path({str(wav.parent)!r}), Path({str(out)!r}), ref)
+start = time.process_time()
+record = render_file(jobs[0])
+assert record["status"] == "ok", record
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]  # ru_maxrss survives fork+exec
+peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"cpu": time.process_time() - start, "frames": record["frames"], "peak_mb": peak}}))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-3000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="demo corpus size")
+    parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the long-file run")
+    parser.add_argument("--naive-frames", type=int, default=150, help="frames timed with predict_file_naive")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: untrained default model)")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_render_"))
+
+    from koemorph.demo.corpus import generate_corpus
+
+    corpus = work / "demo"
+    generate_corpus(corpus, minutes=args.minutes, seed=0, workers=2)
+    wavs = sorted(corpus.rglob("*.wav"))
+    ckpt = args.model or default_checkpoint(work / "untrained.pt", wavs)
+
+    run = dask_render(corpus, work / f"out{args.workers}", ckpt, args.workers)
+    print(f"corpus: {run['files']} files, {run['audio'] / 60:.1f} min of audio; model {ckpt}")
+    alone = model_alone(ckpt, wavs, args.naive_frames)
+    rtf = run["wall"] / run["audio"]
+    print(f"\n== whole render, {args.workers} Dask workers (decode, features, model, JSONL) ==")
+    print(f"wall RTF {rtf:.4f}   goal <= 0.05   ({run['wall']:.1f} s for {run['audio']:.0f} s of audio; "
+          f"cluster start + model preload {run['startup']:.1f} s not included)")
+    print(f"CPU per audio second, all tasks: {run['cpu'] / run['audio']:.4f}")
+    print("\n== per audio second, CPU seconds, 1 thread, same audio ==")
+    print(f"features (log-mel + eGeMAPS):       {alone['features']:.4f}")
+    print(f"model alone, predict_file:          {alone['model']:.4f}   goal <= 0.01")
+    print(f"naive per-frame inference:          {alone['naive']:.4f}   (timed on {alone['naive_frames']} frames, "
+          "extrapolated)")
+    print(f"predict_file vs naive:              {alone['naive'] / alone['model']:.1f}x faster")
+    print(f"whole render vs naive model alone:  {alone['naive'] / (run['cpu'] / run['audio']):.1f}x (CPU vs CPU)")
+
+    signal = np.concatenate([load_audio(w) for w in wavs])
+    results = {}
+    for minutes in sorted({10.0, args.long_minutes}):
+        folder = work / f"long{minutes:g}"
+        write_wav(folder / "long.wav", np.resize(signal, int(minutes * 60 * grid.SAMPLE_RATE)))
+        results[minutes] = fresh_process_render(folder / "long.wav", ckpt, work / f"out_long{minutes:g}")
+        print(f"\n== one {minutes:g}-minute WAV, fresh process (render_file) ==")
+        r = results[minutes]
+        print(f"CPU RTF {r['cpu'] / (minutes * 60):.4f}; peak memory {r['peak_mb']:.0f} MB   goal < 2048 MB")
+    if len(results) == 2:
+        (m0, r0), (m1, r1) = sorted(results.items())
+        print(f"growth: {(r1['peak_mb'] - r0['peak_mb']) / ((m1 - m0) / 60):.0f} MB per hour of audio")
+    print(f"\n(work dir: {work}; peak RSS of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
