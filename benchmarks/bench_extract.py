@@ -41,7 +41,7 @@ def timed_extract(manifest: Path, store: Path, workers: int) -> tuple[float, flo
 
     from koemorph.extract import extract_file, plan
     from koemorph.manifest import load_manifest
-    from pipeline.extract import run_map
+    from pipeline.dask_utils import run_map
 
     cfg = load_config(None)
     jobs, _ = plan(load_manifest(manifest), store, cfg.features, cfg.data)
@@ -79,7 +79,7 @@ def per_window_cost(signal: np.ndarray, n_windows: int) -> tuple[float, float]:
 def long_file_run(wav: Path, work: Path) -> dict:
     """Extract one long WAV in a fresh process; return its CPU time and peak RSS."""
     code = f"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from koemorph.config import load_config
 from koemorph.manifest import build_manifest, load_manifest
@@ -91,7 +91,9 @@ start = time.process_time()
 record = extract_file(jobs[0])
 seconds = time.process_time() - start
 assert record["status"] == "ok", record
-print(json.dumps({{"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+# VmHWM: this process's own peak (ru_maxrss would carry the parent's peak over the exec)
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(json.dumps({{"seconds": seconds, "peak_mb": int(hwm.split()[1]) / 1024}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

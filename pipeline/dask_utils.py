@@ -30,11 +30,11 @@ def close_client(client) -> None:
 
 
 def progress_columns():
-    """rich Progress columns: label, bar, files done, audio seconds done/total, elapsed, ETA."""
+    """rich Progress columns: label, bar, files done, audio hours done/total, elapsed, ETA."""
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-            TextColumn("{task.completed:.0f}/{task.total:.0f} s audio"), TimeElapsedColumn(),
+            TextColumn("{task.fields[hours]}"), TimeElapsedColumn(),
             TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
 
 
@@ -48,12 +48,21 @@ def run_map(fn, jobs, client, describe, label: str):
     from rich.progress import Progress
 
     total_s = sum(describe(j) for j in jobs)
+    done_s = 0.0
+
+    def advance(progress, task, done: int, seconds: float):
+        nonlocal done_s
+        done_s += seconds
+        progress.update(task, advance=seconds, files=f"{done}/{len(jobs)} files",
+                        hours=f"{done_s / 3600:.3f}/{total_s / 3600:.3f} h audio")  # fmt: skip
+
     with Progress(*progress_columns(), console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(label, total=max(total_s, 1e-9), files=f"0/{len(jobs)} files")
+        task = progress.add_task(label, total=max(total_s, 1e-9), files=f"0/{len(jobs)} files",
+                                 hours=f"0/{total_s / 3600:.3f} h audio")  # fmt: skip
         if client is None:
             for done, job in enumerate(jobs, 1):
                 result = fn(job)
-                progress.update(task, advance=describe(job), files=f"{done}/{len(jobs)} files")
+                advance(progress, task, done, describe(job))
                 yield result
             return
         from distributed import as_completed
@@ -61,6 +70,6 @@ def run_map(fn, jobs, client, describe, label: str):
         futures = client.map(fn, jobs, pure=False)
         seconds_of = {f.key: describe(j) for f, j in zip(futures, jobs)}
         for done, future in enumerate(as_completed(futures), 1):
-            progress.update(task, advance=seconds_of[future.key], files=f"{done}/{len(jobs)} files")
+            advance(progress, task, done, seconds_of[future.key])
             yield future.result()
             future.release()

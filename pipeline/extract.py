@@ -10,7 +10,7 @@ import importlib.util
 from pathlib import Path
 
 from koemorph.config import Config
-from pipeline.dask_utils import dask_client, run_map  # noqa: F401  (run_map: also imported from here)
+from pipeline.dask_utils import close_client, dask_client, run_map
 
 
 def extract(manifest: Path, store: Path, cfg: Config, workers: int | None = None,
@@ -37,8 +37,5 @@ def extract(manifest: Path, store: Path, cfg: Config, workers: int | None = None
             finish(store, records, cfg.features)
             raise
         finally:
-            cluster = client.cluster
-            client.close()
-            if cluster is not None:
-                cluster.close()
+            close_client(client)
     return finish(store, records, cfg.features)
