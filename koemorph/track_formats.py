@@ -138,10 +138,14 @@ def read_jsonl_track(path: str | Path) -> Track:
     Timestamps are seconds relative to the audio start and are used as they are (the first may
     be 0.0333, not 0). Blank lines are skipped.
     """
-    times, rows, lines = [], [], []
-    for line_no, text in _text_lines(path):
-        if not text.strip():
-            continue
+    numbered = [(n, text) for n, text in _text_lines(path) if text.strip()]
+    if not numbered:
+        raise TrackError(path, "track file is empty")
+    parsed = _parse_jsonl_fast(numbered)
+    if parsed is not None:
+        return make_track(path, parsed[0], parsed[1], lines=[n for n, _ in numbered])
+    times, rows, lines = [], [], []  # slow path: find the first bad line and say what is wrong
+    for line_no, text in numbered:
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -164,9 +168,27 @@ def read_jsonl_track(path: str | Path) -> Track:
         times.append(stamp)
         rows.append(weights)
         lines.append(line_no)
-    if not rows:
-        raise TrackError(path, "track file is empty")
     return make_track(path, times, rows, lines=lines)
+
+
+def _parse_jsonl_fast(numbered: list[tuple[int, str]]):
+    """``(times [N], values [N, 52])`` parsed in one C-level pass, or None if anything looks off
+    (the caller then re-reads line by line to name the bad line)."""
+    text = ",".join(t for _, t in numbered)
+    if "true" in text or "false" in text:  # booleans are numbers to numpy, not to us
+        return None
+    try:
+        records = json.loads("[" + text + "]")
+        times = np.array([r["timestamp"] for r in records])
+        values = np.array([r["blendshapes"] for r in records])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    numeric = ("f", "i")
+    if len(records) != len(numbered) or times.dtype.kind not in numeric or values.dtype.kind not in numeric:
+        return None
+    if values.shape != (len(records), NUM_BLENDSHAPES) or times.ndim != 1:
+        return None
+    return times, values
 
 
 def write_jsonl_track(path: str | Path, values, fps: int) -> None:
