@@ -115,11 +115,9 @@ class GroupWriter:
         data = np.ascontiguousarray(data)
         chunks = (min(TIME_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
         arr = self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                      compressors=_compressor(), overwrite=True)  # fmt: skip
+                                      compressors=_compressor(), attributes=attrs or {}, overwrite=True)  # fmt: skip
         if data.size:
             arr[...] = data
-        if attrs:
-            arr.attrs.update(attrs)
 
     def publish(self, attrs: dict) -> None:
         """Set the group attrs with ``complete=True`` last, then move the group into place."""
