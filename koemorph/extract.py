@@ -142,13 +142,13 @@ def extract_file(job: Job) -> dict:
             if features.egemaps and "egemaps" not in job.keep:
                 from koemorph.features.egemaps import egemaps, window_index_for_frames
 
-                aligned, native, ends = egemaps(samples, features)
+                aligned, _, ends = egemaps(samples, features)
                 assert aligned.shape[0] == n_frames, (aligned.shape, n_frames)
                 held = window_index_for_frames(n_frames, len(ends), features) >= 0
                 first = int(held.argmax()) if held.any() else n_frames
-                writer.write("egemaps", aligned.astype(np.float32), {"first_valid_frame": first})
-                writer.write("egemaps_windows", native.astype(np.float32),
-                             {"window_end_s": np.asarray(ends, dtype=float).round(6).tolist()})  # fmt: skip
+                writer.write("egemaps", aligned.astype(np.float32),
+                             {"first_valid_frame": first, "window_step_s": features.egemaps_step_s,
+                              "windows": len(ends)})  # fmt: skip
                 sums["egemaps"] = _sums(aligned[first:])
                 arrays.append("egemaps")
             if entry.get("track_path") and "targets" not in job.keep:

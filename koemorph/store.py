@@ -6,8 +6,8 @@ Layout (``S`` = the store folder, e.g. ``cache/features.zarr``)::
     S/<id>/zarr.json         group attrs: id, audio_sha256, track_sha256, per-array config hashes,
                              schema_version, fps, num_frames, duration, per-file feature sums, complete
     S/<id>/mel               [T, n_mels] float32 log-mel (dB re full scale), chunks of 1024 frames
-    S/<id>/egemaps           [T, 88] float32, causal sample-and-hold on the grid (optional)
-    S/<id>/egemaps_windows   [K, 88] float32 native 300 ms updates, + attrs window ends (audit)
+    S/<id>/egemaps           [T, 88] float32, causal sample-and-hold on the grid (optional); window j
+                             (ending at (j+1) * window_step_s) is the row of the first frame at or after its end
     S/<id>/targets           [T, 52] float32 Apple-order blendshapes (absent for audio-only files)
     S/_staging/              groups being written; removed at the start of every run
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: no egemaps_windows array (it repeated rows of egemaps)
 TIME_CHUNK = 1024  # frames per chunk (~34 s at 30 fps): cheap random window reads
 STAGING = "_staging"
 ARRAYS = ("mel", "egemaps", "targets")
@@ -96,7 +96,6 @@ class GroupWriter:
             for name in ARRAYS:
                 if name not in keep:
                     shutil.rmtree(self.staging / name, ignore_errors=True)
-                    shutil.rmtree(self.staging / f"{name}_windows", ignore_errors=True)
             self.group = zarr.open_group(str(self.staging), mode="a")
             self.group.attrs["complete"] = False
         else:
@@ -114,10 +113,12 @@ class GroupWriter:
         """Write ``data`` ``[T, D]`` as array ``name``, chunked along time."""
         data = np.ascontiguousarray(data)
         chunks = (min(TIME_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
-        arr = self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                      compressors=_compressor(), attributes=attrs or {}, overwrite=True)  # fmt: skip
-        if data.size:
-            arr[...] = data
+        if data.size:  # create and fill in one call: fewer round trips to zarr's I/O thread
+            self.group.create_array(name, data=data, chunks=chunks, compressors=_compressor(),
+                                    attributes=attrs or {}, overwrite=True)  # fmt: skip
+        else:
+            self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
+                                    compressors=_compressor(), attributes=attrs or {}, overwrite=True)  # fmt: skip
 
     def publish(self, attrs: dict) -> None:
         """Set the group attrs with ``complete=True`` last, then move the group into place."""
