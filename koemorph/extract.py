@@ -177,6 +177,19 @@ def extract_file(job: Job) -> dict:
                        traceback=traceback.format_exc(), seconds=round(time.perf_counter() - start, 3))  # fmt: skip
 
 
+def warm_up(features: FeaturesConfig | None = None) -> None:
+    """Build this process's cached extractor objects (openSMILE, mel filters) on 2 s of silence,
+    so timings of the first real file do not include them (benchmarks)."""
+    from koemorph.features.egemaps import egemaps
+    from koemorph.features.mel import log_mel
+
+    features = features or FeaturesConfig()
+    silence = np.zeros(2 * grid.SAMPLE_RATE, dtype=np.float32)
+    log_mel(silence, features)
+    if features.egemaps:
+        egemaps(silence, features)
+
+
 def feature_stats(records: list[dict], split: str = "train") -> dict:
     """Global per-dimension mean/std of mel and eGeMAPS over the files of ``split``.
 
