@@ -19,22 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from koemorph import blendshapes as bs
-
-FLAT_STD = 1e-3
-
-
-def pearson_per_channel(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Pearson r per channel of ``[T, D]`` arrays; NaN where the target is flat, 0 where the prediction is."""
-    p, t = pred - pred.mean(0), true - true.mean(0)
-    sp, st = np.sqrt((p * p).mean(0)), np.sqrt((t * t).mean(0))
-    r = np.where(sp > 1e-8, (p * t).mean(0) / np.maximum(sp * st, 1e-12), 0.0)
-    return np.where(st > FLAT_STD, r, np.nan)
+from koemorph.metrics import channel_pearson
 
 
 def file_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     """Metrics of one file's prediction ``[T, 52]`` against its targets ``[T, 52]``."""
     err = pred.astype(np.float64) - true
-    r = pearson_per_channel(pred.astype(np.float64), true.astype(np.float64))
+    r = channel_pearson(pred, true)  # NaN on flat targets, 0 on a flat prediction
     mouth = r[bs.MOUTH_INDICES]
     return {"frames": int(len(true)), "mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
             "mouth_pearson": float(np.nanmean(mouth)) if np.isfinite(mouth).any() else float("nan"),
