@@ -10,8 +10,11 @@ Mel stream (seed 001 §4.1). The seed reshapes the mel to ``(B*80, 256, 1)`` so 
 frequency band learns its own attention pattern"; taken literally that is 80 one-dimensional
 sequences, and the original code instead made 80 frequency tokens from one shared Linear with no
 band identity (bug B3). We follow the intent at band granularity: the ``mel_bands`` bands
-(4 x 20 bins) of each frame are encoded by ONE per-frame MLP (shared weights) plus a learned band
-embedding added before the non-linearity (so bands differ: fixes B3); each band is a token
+(4 x 20 bins) are encoded by ONE MLP (shared weights) plus a learned band embedding added before
+the non-linearity (so bands differ: fixes B3). The MLP's first layer is a valid causal convolution
+over ``conv_kernel`` frames (token ``j`` sees the band's bins of frames ``j-K+1..j``: onsets and
+closures are differences between frames, which attention, a weighted average, cannot form); it
+runs once per frame of the block, so windows still share it. Each band is a token
 sequence over time, and each band owns ``num_heads / mel_bands`` heads that attend over that band's
 window only, i.e. every band learns its own temporal attention. Band combination: concat + linear:
 the bands' head outputs are concatenated (``mel_bands * heads_per_band * head_dim = d_model``), and
@@ -25,14 +28,17 @@ update over 20 s), each encoded per frame (``d_model/2``-wide tokens, ``d_model`
 given a learned age embedding on its key; the same 52 queries attend over them (many keys, so the
 attention depends on the query).
 
-Time position: every key gets a learned per-age key embedding (mel: Δ = 0..C-1+L; emotion:
-token index), see :class:`~koemorph.model.layers.WindowAttention` for the per-frame sharing.
+Time position: every key gets a learned per-age key embedding (mel: Δ = -L..C-K; emotion:
+token index), see :class:`~koemorph.model.layers.WindowAttention` for the per-frame sharing, and,
+with ``locality_prior``, a fixed ALiBi-style bias ``-slope_h * |age in frames|`` with slopes from 1
+to 1/128 spread over the heads (every band gets a local and a long-range head): attention starts
+local instead of uniform over 8.5 s, which is what made the untrained model learn so slowly.
 
 Stream fusion (seed 001 §4.3 "normalized weights" and the docs' fuse-then-decode variant, fixing
 B1): per blendshape ``w[i] = softmax(logits[i] / temperature)`` over the TWO streams (never over
 the 52 blendshapes), then ``h_i = LayerNorm(q_i + w_mel[i] * A_mel[i] + w_emo[i] * A_emo[i])`` and
-the shared decoder gives ONE value per query through a sigmoid. The query residual gives the
-shared decoder the blendshape's identity. Logits start mel-dominant (0.8 / 0.2) for the mouth
+the decoder (shared hidden layer, per-blendshape readout) gives ONE value per query through a
+sigmoid; the query residual also tells the shared layer which blendshape it decodes. Logits start mel-dominant (0.8 / 0.2) for the mouth
 names and emotion-dominant (0.2 / 0.8) for the expression names (by name), learnable.
 Without eGeMAPS (``n_egemaps=0`` or ``egemaps=None``) the emotion stream is off and the weights are
 ``[1, 0]``.
@@ -49,8 +55,8 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, check_block, query_init,
-                                   smooth_outputs)  # fmt: skip
+from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, alibi_slopes, check_block,
+                                   mel_window, query_init, smooth_outputs, stack_frames)  # fmt: skip
 from koemorph.windows import Spans
 
 MEL_SHARE_INIT = 0.8  # initial weight of the "own" stream (mel for mouth names, emotion for expression)
@@ -59,40 +65,48 @@ MEL_SHARE_INIT = 0.8  # initial weight of the "own" stream (mel for mouth names,
 class BandMelStream(nn.Module):
     """``mel [B, T, n_mels]`` -> per-query mel features ``[B, n, Nq, d_model]`` at ``positions``."""
 
-    def __init__(self, n_mels: int, bands: int, d_model: int, num_heads: int, spans: Spans, dropout: float):
+    def __init__(self, n_mels: int, bands: int, d_model: int, num_heads: int, spans: Spans, dropout: float,
+                 kernel: int = 1, locality: bool = False):  # fmt: skip
         super().__init__()
         if bands < 1 or n_mels % bands or num_heads % bands or d_model % num_heads:
             raise ValueError(f"mel_bands {bands} must divide n_mels {n_mels} and num_heads {num_heads}, "
                              f"and num_heads must divide d_model {d_model}")  # fmt: skip
-        self.bands, self.width = bands, n_mels // bands
+        if not 1 <= kernel <= spans.context:
+            raise ValueError(f"conv_kernel {kernel} must lie in [1, context {spans.context}]")
+        self.bands, self.width, self.kernel = bands, n_mels // bands, kernel
         head_dim = d_model // num_heads
         d_band = (num_heads // bands) * head_dim  # token width per band
-        self.band_in = nn.Linear(self.width, d_model)
+        self.band_in = nn.Linear(kernel * self.width, d_model)  # a valid causal conv over `kernel` frames
         self.band_embedding = nn.Parameter(torch.randn(bands, d_model) * 0.1)
         self.band_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_band),
                                       nn.LayerNorm(d_band))  # fmt: skip
+        offsets, ages = mel_window(spans, kernel)
+        slopes = alibi_slopes(bands, num_heads // bands) if locality else None
         self.attention = WindowAttention(d_model, d_band, bands, num_heads // bands, head_dim, head_dim,
-                                         torch.arange(spans.mel_window), dropout)  # fmt: skip
+                                         offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
 
     def forward(self, queries: torch.Tensor, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         b, t, _ = mel.shape
-        x = mel.reshape(b, t, self.bands, self.width)
-        tokens = self.band_out(self.band_in(x) + self.band_embedding)  # [B, T, bands, d_band]
+        x = stack_frames(mel.reshape(b, t, self.bands, self.width), self.kernel)  # [B, T-K+1, bands, K*width]
+        tokens = self.band_out(self.band_in(x) + self.band_embedding)  # [B, T-K+1, bands, d_band]
         return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]: bands concatenated
 
 
 class EmotionStream(nn.Module):
     """``egemaps [B, S+E-1, D]`` -> per-query emotion features ``[B, n, Nq, d_model]`` at ``positions``."""
 
-    def __init__(self, n_egemaps: int, d_model: int, num_heads: int, spans: Spans, dropout: float):
+    def __init__(self, n_egemaps: int, d_model: int, num_heads: int, spans: Spans, dropout: float,
+                 locality: bool = False):  # fmt: skip
         super().__init__()
         d_emo = max(num_heads, d_model // 2)  # 88 functionals need no 256-wide tokens; halves per-frame cost
         self.encoder = nn.Sequential(nn.Linear(n_egemaps, d_emo), nn.GELU(), nn.Dropout(dropout),
                                      nn.Linear(d_emo, d_emo), nn.LayerNorm(d_emo))  # fmt: skip
         # token m of output p is eGeMAPS row p + (E-1) - m*step, i.e. file frame a+p - m*step
-        offsets = (spans.emotion_context - 1) - spans.step * torch.arange(spans.n_tokens)
+        ages = spans.step * torch.arange(spans.n_tokens)  # grid frames
+        offsets = (spans.emotion_context - 1) - ages
+        slopes = alibi_slopes(1, num_heads) if locality else None
         self.attention = WindowAttention(d_model, d_emo, 1, num_heads, d_emo // num_heads,
-                                         d_model // num_heads, offsets, dropout)  # fmt: skip
+                                         d_model // num_heads, offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
 
     def forward(self, queries: torch.Tensor, egemaps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         tokens = self.encoder(egemaps).unsqueeze(2)  # [B, S+E-1, 1, d_emo]
@@ -117,9 +131,11 @@ class DualStreamModel(nn.Module):
         self.temperature = float(getattr(model_cfg, "temperature", 1.0))
         n = blendshapes.NUM_BLENDSHAPES
         self.queries = query_init(n, d)
-        self.mel_stream = BandMelStream(n_mels, getattr(model_cfg, "mel_bands", 4), d, heads, spans, drop)
+        kernel, locality = getattr(model_cfg, "conv_kernel", 1), getattr(model_cfg, "locality_prior", False)
+        self.mel_stream = BandMelStream(n_mels, getattr(model_cfg, "mel_bands", 4), d, heads, spans, drop,
+                                        kernel, locality)  # fmt: skip
         if n_egemaps > 0:
-            self.emotion_stream = EmotionStream(n_egemaps, d, heads, spans, drop)
+            self.emotion_stream = EmotionStream(n_egemaps, d, heads, spans, drop, locality)
             share = math.log(MEL_SHARE_INIT / (1 - MEL_SHARE_INIT)) * self.temperature / 2
             logits = torch.full((n, 2), 0.0)
             logits[:, 0], logits[:, 1] = -share, share  # expression: emotion-dominant

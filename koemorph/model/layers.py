@@ -23,7 +23,10 @@ class WindowAttention(nn.Module):
     values come from projections shared by the groups (the groups differ through their tokens).
 
     Time position: key ``k`` of a window (token frame ``p + offsets[k]``) gets a learned key
-    embedding ``pos_key[k]`` (one per age Δ, per head). Because the queries are static,
+    embedding ``pos_key[k]`` (one per age Δ, per head). With ``ages`` (``[W]``, the age of key ``k``
+    in grid frames, negative for lookahead keys) and ``slopes`` (``[H]``), every score also gets a
+    fixed locality prior ``-slopes[h] * |ages[k]|`` (ALiBi-style): a head with slope 1 starts
+    attending to the last few frames, one with slope 1/128 to seconds of context. Because the queries are static,
     ``q·(K_t + pos_k) = q·K_t + q·pos_k``: the frame part ``q·K_t`` is computed ONCE per input frame
     ``[B, T, H, Nq]`` and the age part ``q·pos_k`` once per call ``[H, Nq, W]``; each position's
     scores are then a gather + add, never a recomputation of its window. Long windows (mel) put each
@@ -36,7 +39,8 @@ class WindowAttention(nn.Module):
     """
 
     def __init__(self, d_query: int, d_token: int, groups: int, heads_per_group: int, key_dim: int,
-                 value_dim: int, offsets: torch.Tensor, dropout: float = 0.0):  # fmt: skip
+                 value_dim: int, offsets: torch.Tensor, dropout: float = 0.0, ages=None,
+                 slopes=None):  # fmt: skip
         super().__init__()
         self.groups, self.hpg, self.key_dim, self.value_dim = groups, heads_per_group, key_dim, value_dim
         self.heads = groups * heads_per_group
@@ -46,6 +50,11 @@ class WindowAttention(nn.Module):
         offsets = torch.as_tensor(offsets, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
         self.pos_key = nn.Parameter(torch.randn(len(offsets), self.heads, key_dim) * 0.1)
+        prior = torch.zeros(self.heads, 1, 1, len(offsets))
+        if ages is not None and slopes is not None:
+            ages = torch.as_tensor(ages, dtype=torch.float32).abs()
+            prior = -torch.as_tensor(slopes, dtype=torch.float32).view(-1, 1, 1, 1) * ages.view(1, 1, 1, -1)
+        self.register_buffer("prior", prior.expand(self.heads, 1, 1, len(offsets)).contiguous(), persistent=False)
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -62,7 +71,7 @@ class WindowAttention(nn.Module):
         k = self.k_proj(tokens).view(b, t, h, dk)  # group g's tokens give heads g*hpg .. (g+1)*hpg - 1
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
-        age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2)  # [H, Nq, 1, W]: once
+        age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
         idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
         scores = frame_scores.gather(3, idx.expand(b, h, nq, n * w)).view(b, h, nq, n, w) + age_scores
         attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
@@ -81,21 +90,30 @@ class WindowAttention(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Shared per-query head: ``[..., d]`` attended vector -> ``[...]`` ONE value in (0, 1).
+    """Per-query head: ``[..., Nq, d]`` attended vectors -> ``[..., Nq]``, ONE value in (0, 1) per query.
 
-    ``Linear(d, hidden) -> GELU -> Dropout -> Linear(hidden, 1) -> sigmoid``; query ``i`` gives
-    blendshape ``i`` (never 52 values per query averaged: bug B18). The output bias starts at -2
-    (sigmoid 0.12, a typical resting blendshape level) so training starts near the data.
+    ``Linear(d, hidden) -> GELU -> Dropout`` shared by the queries, then a per-query readout
+    ``hidden -> 1`` (``weight`` ``[Nq, hidden]``, ``bias`` ``[Nq]``) and a sigmoid; query ``i`` gives
+    blendshape ``i`` (never 52 values per query averaged: bug B18). With one shared readout every
+    blendshape had to be told apart through its query residual alone, which trained slowly; the
+    per-query readout costs ``Nq * hidden`` parameters. The biases start at -2 (sigmoid 0.12, a
+    typical resting level); :meth:`init_bias` sets them to the logit of the train mean pose.
     """
 
-    def __init__(self, d_model: int, hidden: int, dropout: float):
+    def __init__(self, d_model: int, hidden: int, dropout: float, n_out: int = 52):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, 1))  # fmt: skip
-        nn.init.constant_(self.net[-1].bias, -2.0)
+        self.net = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Dropout(dropout))
+        self.weight = nn.Parameter(torch.empty(n_out, hidden).uniform_(-1, 1) / math.sqrt(hidden))
+        self.bias = nn.Parameter(torch.full((n_out,), -2.0))
+
+    def init_bias(self, mean_pose) -> None:
+        """Output biases = logit of ``mean_pose`` ``[Nq]`` (clipped to [0.01, 0.99])."""
+        p = torch.as_tensor(mean_pose, dtype=self.bias.dtype).clamp(0.01, 0.99)
+        with torch.no_grad():
+            self.bias.copy_(torch.log(p / (1 - p)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x).squeeze(-1))
+        return torch.sigmoid((self.net(x) * self.weight).sum(-1) + self.bias)
 
 
 class TemporalSmoothing(nn.Module):
@@ -152,9 +170,46 @@ def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth
     return raw
 
 
+def alibi_slopes(groups: int, heads_per_group: int, steepest: float = 1.0, flattest: float = 1 / 128) -> torch.Tensor:
+    """``[groups * heads_per_group]`` locality slopes (per grid frame of age), geometric from
+    ``steepest`` to ``flattest``, interleaved so that every group (mel band) gets local and
+    long-range heads: head ``g * hpg + j`` gets the ``(j * groups + g)``-th slope."""
+    h = groups * heads_per_group
+    ranks = torch.arange(h, dtype=torch.float64) / max(1, h - 1)
+    values = steepest * (flattest / steepest) ** ranks
+    order = torch.tensor([j * groups + g for g in range(groups) for j in range(heads_per_group)])
+    return values[order].float()
+
+
+def mel_window(spans, kernel: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mel-token window of an output position after a ``kernel``-frame valid conv: ``(offsets, ages)``.
+
+    Token ``j`` of the conv output stands for mel input row ``j + kernel - 1``; output position ``p``
+    sits at mel row ``p + C - 1`` and sees tokens ``p + offsets``, ``offsets = 0 .. C + L - kernel``
+    (their receptive fields stay inside its mel window ``[p, p + C - 1 + L]``). ``ages`` ``[W]``:
+    ``C - kernel - offsets`` grid frames (0 = the output frame itself, negative = lookahead).
+    """
+    offsets = torch.arange(spans.mel_window - kernel + 1)
+    return offsets, (spans.context - kernel) - offsets
+
+
+def stack_frames(x: torch.Tensor, kernel: int) -> torch.Tensor:
+    """``[B, T, ...]`` -> ``[B, T - kernel + 1, ..., kernel * D]``: row ``j`` holds input rows
+    ``j .. j + kernel - 1`` (oldest first) concatenated along the last dim, a valid (unpadded) causal
+    convolution's receptive field: output row ``j`` stands for input frame ``j + kernel - 1`` and sees
+    no later frame. ``kernel = 1`` returns ``x`` itself."""
+    if kernel <= 1:
+        return x
+    t = x.shape[1] - kernel + 1
+    if t < 1:
+        raise ValueError(f"{x.shape[1]} frames: fewer than the encoder kernel {kernel}")
+    return torch.cat([x[:, k : k + t] for k in range(kernel)], dim=-1)
+
+
 def query_init(n: int, d: int) -> nn.Parameter:
     """52 learnable blendshape queries ``[n, d]``, N(0, 0.1²) (seed 000)."""
     return nn.Parameter(torch.randn(n, d) * 0.1)
 
 
-__all__ = ["WindowAttention", "Decoder", "TemporalSmoothing", "check_block", "smooth_outputs", "query_init"]
+__all__ = ["WindowAttention", "Decoder", "TemporalSmoothing", "check_block", "smooth_outputs", "query_init",
+           "alibi_slopes", "mel_window", "stack_frames"]

@@ -5,11 +5,13 @@ Same input contract as the dual-stream model (see :mod:`koemorph.windows`): ``me
 
 Seed 000 encodes 300 frames of one window with ``Linear(80,256)-ReLU-Dropout-Linear(256,256)-ReLU-
 Dropout``, lets 52 queries attend over all of them, decodes each query into 52 values and averages
-over queries (bug B18). Here: the same encoder runs ONCE per input frame of the block; every output
-position's queries attend over its own ``C + L`` frame window (with a learned per-age key embedding,
-which the seed lacks: without it a window is a bag of frames and the current frame is unknown);
-query ``i`` is decoded into blendshape ``i`` only (fixes B18), from ``LayerNorm(q_i + attended_i)``
-(the query residual tells the shared decoder which blendshape it decodes; no attention output
+over queries (bug B18). Here: the same encoder runs ONCE per input frame of the block, its first
+Linear widened to a valid causal convolution over ``conv_kernel`` frames (as in the dual-stream
+band encoder); every output position's queries attend over its own window of ``C + L - K + 1``
+tokens (with a learned per-age key embedding, which the seed lacks: without it a window is a bag of
+frames and the current frame is unknown, and the same fixed ALiBi locality prior as the dual-stream
+model); query ``i`` is decoded into blendshape ``i`` only (fixes B18), from
+``LayerNorm(q_i + attended_i)`` (shared hidden layer, per-blendshape readout; no attention output
 projection: the decoder's first Linear mixes the heads). Smoothing follows
 ``ModelConfig.smoothing`` exactly as in the dual-stream model (default on), so the two models differ
 only in their audio streams; the seed itself has none.
@@ -21,8 +23,8 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, check_block, query_init,
-                                   smooth_outputs)  # fmt: skip
+from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, alibi_slopes, check_block,
+                                   mel_window, query_init, smooth_outputs, stack_frames)  # fmt: skip
 from koemorph.windows import Spans
 
 
@@ -40,12 +42,17 @@ class SimplifiedModel(nn.Module):
         if d % heads:
             raise ValueError(f"num_heads {heads} must divide d_model {d}")
         self.spans, self.n_mels, self.n_egemaps = spans, n_mels, 0
+        self.kernel = int(getattr(model_cfg, "conv_kernel", 1))
+        if not 1 <= self.kernel <= spans.context:
+            raise ValueError(f"conv_kernel {self.kernel} must lie in [1, context {spans.context}]")
+        offsets, ages = mel_window(spans, self.kernel)
+        slopes = alibi_slopes(1, heads) if getattr(model_cfg, "locality_prior", False) else None
         self.queries = query_init(blendshapes.NUM_BLENDSHAPES, d)
         self.mel_stream = nn.ModuleDict({
-            "encoder": nn.Sequential(nn.Linear(n_mels, d), nn.ReLU(), nn.Dropout(drop),
+            "encoder": nn.Sequential(nn.Linear(self.kernel * n_mels, d), nn.ReLU(), nn.Dropout(drop),
                                      nn.Linear(d, d), nn.ReLU(), nn.Dropout(drop)),
-            "attention": WindowAttention(d, d, 1, heads, d // heads, d // heads,
-                                         torch.arange(spans.mel_window), drop),
+            "attention": WindowAttention(d, d, 1, heads, d // heads, d // heads, offsets, drop,
+                                         ages=ages, slopes=slopes),
         })  # fmt: skip
         self.fuse_norm = nn.LayerNorm(d)
         self.decoder = Decoder(d, model_cfg.decoder_hidden, drop)
@@ -53,7 +60,7 @@ class SimplifiedModel(nn.Module):
 
     def forward(self, mel, egemaps, positions, smooth: bool = False, state=None) -> dict:
         check_block(mel, None, positions, self.spans)
-        tokens = self.mel_stream["encoder"](mel).unsqueeze(2)  # [B, T, 1, d]
+        tokens = self.mel_stream["encoder"](stack_frames(mel, self.kernel)).unsqueeze(2)  # [B, T-K+1, 1, d]
         attended = self.mel_stream["attention"](self.queries, tokens, positions)  # [B, n, 52, d]
         raw = self.decoder(self.fuse_norm(self.queries + attended))  # [B, n, 52]
         out = {"blendshapes": smooth_outputs(self.smoothing, raw, smooth, state), "raw": raw}
