@@ -64,6 +64,8 @@ class ModelConfig:
     context_s: float = 8.5333  # mel context per output frame (256 frames at 30 fps)
     lookahead_s: float = 0.0  # future audio an output frame may see (0: causal)
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
+    conv_kernel: int = 5  # frames per mel token: per-frame encoders see frames t-K+1..t (valid causal conv)
+    locality_prior: bool = True  # fixed ALiBi bias -slope_h*|age|, slopes 1 .. 1/128 per frame across heads
     decoder_hidden: int = 128
     dropout: float = 0.1
     temperature: float = 0.5  # stream-weight softmax temperature
@@ -97,10 +99,11 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 3e-4
+    lr: float = 1e-3  # peak, reached after warmup_steps
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
     min_lr: float = 1e-6  # cosine annealing floor
+    warmup_steps: int = 30  # linear warm-up from lr/warmup_steps to lr
     grad_clip: float = 1.0
 
 
@@ -110,7 +113,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = no limit (cosine runs over `epochs`)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    val_every: int = 5  # epochs between validations
+    val_every: int = 0  # epochs between validations; 0 = every val_every_minutes of wall time
+    val_every_minutes: float = 4.0  # with val_every = 0; a demo10 validation costs ~15 s (always at the end too)
     early_stopping_patience: int = 0  # validations without improvement before stopping; 0 = off
     monitor: str = "val/mouth_pearson"  # metric for `best` and early stopping (higher is better)
     log_every: int = 20  # steps between per-step metric logs

@@ -5,11 +5,12 @@ Data: the Zarr store written by ``koemorph extract`` (never audio), whole files 
 mixed / progressive blocks); a step is one homogeneous batch of blocks.
 
 Optimiser: AdamW (weight decay on matrices only), gradient clipping at ``optim.grad_clip``,
-cosine annealing per step from ``optim.lr`` to ``optim.min_lr`` over the planned steps.
+linear warm-up, then cosine annealing per step from ``optim.lr`` to ``optim.min_lr`` over the planned steps.
 The plan is the number of batches of ``train.epochs`` epochs. With a wall-clock budget
-(``train.max_minutes`` > 0) the horizon is re-planned once, after the first epoch, as the number
-of steps that fit in the budget at the speed measured so far (never more than the epochs' steps);
-training stops when the budget is spent, then validates and checkpoints.
+(``train.max_minutes`` > 0) the cosine runs over the budget's wall time instead (progress = share
+of the budget spent, so a slow or busy stretch never leaves the LR at its floor early), training
+stops when the budget is spent, then validates and checkpoints; the time spent is saved in the
+checkpoint and a resumed run continues the same clock.
 
 Outputs in ``train.out_dir``: ``last.pt`` (every epoch end and at the stop), ``best.pt`` (best
 ``train.monitor``), ``metrics.csv`` (one row per epoch), ``val/`` (per-file tables, plots), and one
@@ -38,9 +39,16 @@ from koemorph.windows import spans
 LOWER_IS_BETTER = ("loss", "mae", "rmse", "mse")
 
 
-def lr_at(step: int, horizon: int, optim) -> float:
-    """Cosine annealing from ``optim.lr`` (step 0) to ``optim.min_lr`` (step >= horizon)."""
-    progress = min(1.0, step / max(1, horizon))
+def lr_at(step: int, horizon: int, optim, progress: float | None = None) -> float:
+    """Linear warm-up over ``optim.warmup_steps`` steps (at most a tenth of ``horizon``), then cosine
+    annealing from ``optim.lr`` to ``optim.min_lr``: at ``progress`` (0..1, e.g. the share of a time
+    budget spent) when given, else at ``(step - warmup) / (horizon - warmup)``."""
+    warm = min(int(getattr(optim, "warmup_steps", 0)), horizon // 10)
+    if step < warm:
+        return optim.lr * (step + 1) / warm
+    if progress is None:
+        progress = (step - warm) / max(1, horizon - warm)
+    progress = min(1.0, max(0.0, progress))
     return optim.min_lr + 0.5 * (optim.lr - optim.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
@@ -105,6 +113,8 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(8, len(os.sched_getaffinity(0)))))
     model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps).to(device)
+    if ckpt is None and hasattr(model.decoder, "init_bias"):  # start at the train mean pose
+        model.decoder.init_bias(np.concatenate([cache.load(i)["targets"] for i in train_ids]).mean(0))
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
@@ -137,6 +147,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
     rows = [r for r in read_epoch_rows(out / "metrics.csv") if int(r["epoch"]) < epoch] if ckpt else []
 
     def checkpoint(path, next_epoch, next_batch, rng=None):
+        schedule["elapsed_s"] = time.perf_counter() - t_start
         return save_checkpoint(path, model=model, optimizer=optimizer, schedule=schedule, epoch=next_epoch,
                                batch=next_batch, step=step, best=best, bad_validations=bad, config=to_dict(cfg),
                                stats={k: cache.stats[k] for k in ("mel", "egemaps", "split", "ids") if k in cache.stats},
@@ -176,8 +187,13 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
 
     console = console or Console(stderr=True)
     meter, warner = StepMeter(), GradientWarnings(console)
-    t_start, budget_s = time.perf_counter(), tc.max_minutes * 60.0
-    stop_reason, last_loss = "epochs", float("nan")
+    budget_s = tc.max_minutes * 60.0
+    t_start = time.perf_counter() - float(schedule.get("elapsed_s", 0.0))
+
+    def spent() -> float | None:  # share of the time budget spent (None: no budget)
+        return (time.perf_counter() - t_start) / budget_s if budget_s > 0 else None
+
+    stop_reason, last_loss, t_last_val = "epochs", float("nan"), time.perf_counter()
     columns = (TextColumn("epoch {task.fields[epoch]}"), BarColumn(), TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[wps]} windows/s"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
@@ -190,7 +206,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
             t_wait = time.perf_counter()
             for bi, batch in enumerate(loader, start=batch_start):
                 wait = time.perf_counter() - t_wait
-                lr = lr_at(step, schedule["horizon"], cfg.optim)
+                lr = lr_at(step, schedule["horizon"], cfg.optim, spent())
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 metrics = train_step(model, batch, optimizer, cfg, device, check=warner)
@@ -215,15 +231,21 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
             else:
                 epoch_done = batch_start >= len(batches)
                 next_pos = (epoch + 1, 0) if epoch_done else (epoch, batch_start)
-            if budget_s > 0 and not schedule["replanned"] and epoch_done:
+            if budget_s > 0 and epoch_done:  # expected steps in the budget, for the bar and the record
                 per_step = (time.perf_counter() - t_start) / max(1, step)
-                schedule = {"horizon": min(planned, int(budget_s / per_step)), "replanned": True}
+                schedule.update(horizon=min(planned, int(budget_s / per_step)), replanned=True)
                 bar.update(task, total=schedule["horizon"])
             is_last = next_pos[0] >= tc.epochs or stop_reason != "epochs"
-            agg = run_validation(epoch) if ((epoch + 1) % max(1, tc.val_every) == 0 or is_last) else {}
+            if tc.val_every > 0:
+                due = (epoch + 1) % tc.val_every == 0
+            else:
+                due = time.perf_counter() - t_last_val >= 60.0 * tc.val_every_minutes
+            agg = run_validation(epoch) if (due or is_last) else {}
+            if agg:
+                t_last_val = time.perf_counter()
             rows.append({"epoch": epoch, "step": step, "train_loss": epoch_loss / max(1, epoch_n),
                          "val_loss": agg.get("val/loss"), "val_mae": agg.get("val/mae"),
-                         "val_mouth_pearson": agg.get("val/mouth_pearson"), "lr": lr_at(step, schedule["horizon"], cfg.optim),
+                         "val_mouth_pearson": agg.get("val/mouth_pearson"), "lr": lr_at(step, schedule["horizon"], cfg.optim, spent()),
                          "seconds": round(time.perf_counter() - t_epoch, 3)})  # fmt: skip
             write_epoch_rows(out / "metrics.csv", rows)
             tracker.log_metrics({"train/epoch_loss": rows[-1]["train_loss"]}, step=step)

@@ -65,9 +65,11 @@ def test_training_learns_and_logs_everything(store, tmp_path, tracking_uri):
     assert summary["stop_reason"] == "epochs" and summary["epochs_done"] == 8
     rows = read_epoch_rows(tmp_path / "run" / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(8))
-    losses = [float(r["train_loss"]) for r in rows]
-    assert (losses[-1] + losses[-2]) / 2 < 0.8 * losses[0], losses
     assert rows[3]["val_mae"] is not None and rows[2]["val_mae"] is None  # validated every 4 epochs
+    # it learns: the decoder starts at the train mean pose (so the first epochs' loss is already that
+    # of the mean), and from there validation gets better and tracks the loudness-driven channels
+    vals = [(float(r["val_loss"]), float(r["val_mouth_pearson"])) for r in rows if r["val_mae"] is not None]
+    assert vals[-1][0] < vals[0][0] and vals[-1][1] > max(0.2, vals[0][1]), vals
     assert float(rows[-1]["lr"]) == pytest.approx(cfg.optim.min_lr, rel=1e-6)  # cosine reached its floor
 
     client = MlflowClient(tracking_uri)
