@@ -69,7 +69,8 @@ def predict_split(model, cfg, store: str | Path, split: str = "test") -> tuple[l
 
 
 def channel_table(preds: list, truths: list, flat_std: float) -> np.ndarray:
-    """``[52]`` macro Pearson: per channel, the mean over files of ``metrics.channel_pearson`` (NaN skipped)."""
+    """``[52]`` macro Pearson: per channel, the mean over files of ``metrics.channel_pearson``
+    (NaN skipped: flat truth)."""
     per_file = np.stack([metrics.channel_pearson(p, y, flat_std) for p, y in zip(preds, truths)])
     with np.errstate(all="ignore"):
         counts = np.isfinite(per_file).sum(0)
@@ -77,7 +78,8 @@ def channel_table(preds: list, truths: list, flat_std: float) -> np.ndarray:
 
 
 def group_means(r: np.ndarray) -> dict:
-    return {"mouth": metrics._nanmean(r[bs.MOUTH_INDICES]), "closure": metrics._nanmean(r[metrics.CLOSURE_INDICES])}
+    return {"mouth": metrics._nanmean(r[bs.MOUTH_INDICES]),
+            "closure": metrics._nanmean(r[metrics.CLOSURE_INDICES])}
 
 
 def train_default(store: str, minutes: float, out: Path, kind: str) -> Path:
@@ -152,10 +154,12 @@ def main(argv=None) -> dict:
     for n in ROWS:
         i = bs.INDEX[n]
         mark = " *" if n in CLOSURE else ""
-        cells = "".join(f"{'flat':>12s}" if not np.isfinite(scores[c][1][i]) else f"{scores[c][1][i]:12.3f}" for c in cols)
+        cells = "".join(f"{scores[c][1][i]:12.3f}" if np.isfinite(scores[c][1][i]) else f"{'flat':>12s}"
+                        for c in cols)  # fmt: skip
         print(f"{n + mark:22s}{cells}")
-    summary: dict = {"files": len(ids), "frames": int(sum(map(len, truths))), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
-                     "kinds": kinds, "ridge_alpha": ridge.alpha, "groups": {}, "micro": {}}  # fmt: skip
+    summary: dict = {"files": len(ids), "frames": int(sum(map(len, truths))), "kinds": kinds,
+                     "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "ridge_alpha": ridge.alpha,
+                     "groups": {}, "micro": {}}  # fmt: skip
     print("\n" + f"{'group (* = closure)':22s}" + "".join(f"{c:>12s}" for c in cols))
     for g in GOALS:
         means = {c: group_means(scores[c][1])[g] for c in cols}

@@ -38,8 +38,9 @@ def block(model, batch, span, seed=0):
 
 def test_spans_and_window():
     for fps, c, e, step in ((30, 256, 600, 9), (60, 512, 1200, 18)):
-        sp = spans(ModelConfig(), FeaturesConfig(fps=fps))
-        assert (sp.context, sp.lookahead, sp.emotion_context, sp.step, sp.n_tokens) == (c, 0, e, step, 67)
+        sp = spans(ModelConfig(lookahead_s=0.1), FeaturesConfig(fps=fps))
+        got = (sp.context, sp.lookahead, sp.emotion_context, sp.step, sp.n_tokens)
+        assert got == (c, fps // 10, e, step, 67)
         assert sp.mel_frames(10, 32) == (10 - (c - 1), 42) and sp.egemaps_frames(10, 32) == (10 - (e - 1), 42)
     x = np.arange(12, dtype=np.float32).reshape(6, 2)
     w = window(x, -2, 8, pad_value=np.array([-1.0, -9.0]))

@@ -12,9 +12,9 @@ sequences, and the original code instead made 80 frequency tokens from one share
 band identity (bug B3). We follow the intent at band granularity: the ``mel_bands`` bands
 (4 x 20 bins) are encoded by ONE MLP (shared weights) plus a learned band embedding added before
 the non-linearity (so bands differ: fixes B3). The MLP's first layer is a valid causal convolution
-over ``conv_kernel`` frames (token ``j`` sees the band's bins of frames ``j-K+1..j``: onsets and
-closures are differences between frames, which attention, a weighted average, cannot form); it
-runs once per frame of the block, so windows still share it. Each band is a token
+over ``conv_kernel`` frames (token ``j`` sees the band's bins of frames ``j-K+1..j``; default 1:
+frame-wise, since K = 5 or 9 gave no gain on the demo corpus); it runs once per frame of the
+block, so windows still share it. Each band is a token
 sequence over time, and each band owns ``num_heads / mel_bands`` heads that attend over that band's
 window only, i.e. every band learns its own temporal attention. Band combination: concat + linear:
 the bands' head outputs are concatenated (``mel_bands * heads_per_band * head_dim = d_model``), and
@@ -38,8 +38,9 @@ Stream fusion (seed 001 §4.3 "normalized weights" and the docs' fuse-then-decod
 B1): per blendshape ``w[i] = softmax(logits[i] / temperature)`` over the TWO streams (never over
 the 52 blendshapes), then ``h_i = LayerNorm(q_i + w_mel[i] * A_mel[i] + w_emo[i] * A_emo[i])`` and
 the decoder (shared hidden layer, per-blendshape readout) gives ONE value per query through a
-sigmoid; the query residual also tells the shared layer which blendshape it decodes. Logits start mel-dominant (0.8 / 0.2) for the mouth
-names and emotion-dominant (0.2 / 0.8) for the expression names (by name), learnable.
+sigmoid; the query residual also tells the shared layer which blendshape it decodes. Logits start
+mel-dominant (0.8 / 0.2) for the mouth names and emotion-dominant (0.2 / 0.8) for the expression
+names (by name), learnable.
 Without eGeMAPS (``n_egemaps=0`` or ``egemaps=None``) the emotion stream is off and the weights are
 ``[1, 0]``.
 

@@ -26,10 +26,12 @@ class WindowAttention(nn.Module):
     embedding ``pos_key[k]`` (one per age Δ, per head). With ``ages`` (``[W]``, the age of key ``k``
     in grid frames, negative for lookahead keys) and ``slopes`` (``[H]``), every score also gets a
     fixed locality prior ``-slopes[h] * |ages[k]|`` (ALiBi-style): a head with slope 1 starts
-    attending to the last few frames, one with slope 1/128 to seconds of context. Because the queries are static,
-    ``q·(K_t + pos_k) = q·K_t + q·pos_k``: the frame part ``q·K_t`` is computed ONCE per input frame
-    ``[B, T, H, Nq]`` and the age part ``q·pos_k`` once per call ``[H, Nq, W]``; each position's
-    scores are then a gather + add, never a recomputation of its window. Long windows (mel) put each
+    attending to the last few frames, one with slope 1/128 to seconds of context (without it the
+    untrained attention is uniform over the 8.5 s window, and the model learned far more slowly).
+    Because the queries are static, ``q·(K_t + pos_k) = q·K_t + q·pos_k``: the frame part ``q·K_t``
+    is computed ONCE per input frame ``[B, T, H, Nq]`` and the age part ``q·pos_k`` (plus the prior)
+    once per call ``[H, Nq, W]``; each position's scores are then a gather + add, never a
+    recomputation of its window. Long windows (mel) put each
     position's attention row into a banded ``[n, T]`` matrix and multiply it with the per-frame values
     once; short strided windows (emotion tokens) gather their values. Dropout acts on the attended
     output, not on the (large) attention matrix.
@@ -54,7 +56,8 @@ class WindowAttention(nn.Module):
         if ages is not None and slopes is not None:
             ages = torch.as_tensor(ages, dtype=torch.float32).abs()
             prior = -torch.as_tensor(slopes, dtype=torch.float32).view(-1, 1, 1, 1) * ages.view(1, 1, 1, -1)
-        self.register_buffer("prior", prior.expand(self.heads, 1, 1, len(offsets)).contiguous(), persistent=False)
+        prior = prior.expand(self.heads, 1, 1, len(offsets)).contiguous()
+        self.register_buffer("prior", prior, persistent=False)  # [H, 1, 1, W]
         self.dropout = nn.Dropout(dropout)
 
     @property
@@ -170,7 +173,8 @@ def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth
     return raw
 
 
-def alibi_slopes(groups: int, heads_per_group: int, steepest: float = 1.0, flattest: float = 1 / 128) -> torch.Tensor:
+def alibi_slopes(groups: int, heads_per_group: int, steepest: float = 1.0,
+                 flattest: float = 1 / 128) -> torch.Tensor:  # fmt: skip
     """``[groups * heads_per_group]`` locality slopes (per grid frame of age), geometric from
     ``steepest`` to ``flattest``, interleaved so that every group (mel band) gets local and
     long-range heads: head ``g * hpg + j`` gets the ``(j * groups + g)``-th slope."""
