@@ -41,7 +41,7 @@ def test_spans_and_window():
         sp = spans(ModelConfig(lookahead_s=0.1), FeaturesConfig(fps=fps))
         got = (sp.context, sp.lookahead, sp.emotion_context, sp.step, sp.n_tokens)
         assert got == (c, fps // 10, e, step, 67)
-        assert sp.mel_frames(10, 32) == (10 - (c - 1), 42) and sp.egemaps_frames(10, 32) == (10 - (e - 1), 42)
+        assert sp.mel_frames(10, 32) == (10 - (c - 1), 42 + fps // 10) and sp.egemaps_frames(10, 32) == (10 - (e - 1), 42)
     x = np.arange(12, dtype=np.float32).reshape(6, 2)
     w = window(x, -2, 8, pad_value=np.array([-1.0, -9.0]))
     assert w.shape == (10, 2) and w.dtype == np.float32
