@@ -112,7 +112,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 60
-    max_minutes: float = 0.0  # wall-clock budget; 0 = no limit (cosine runs over `epochs`)
+    max_minutes: float = 0.0  # wall-clock budget, trains past `epochs` until spent; 0 = off (cosine over epochs)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     val_every: int = 0  # epochs between validations; 0 = every val_every_minutes of wall time

@@ -8,8 +8,8 @@ Optimiser: AdamW (weight decay on matrices only), gradient clipping at ``optim.g
 linear warm-up, then cosine annealing per step from ``optim.lr`` to ``optim.min_lr`` over the planned steps.
 The plan is the number of batches of ``train.epochs`` epochs. With a wall-clock budget
 (``train.max_minutes`` > 0) the cosine runs over the budget's wall time instead (progress = share
-of the budget spent, so a slow or busy stretch never leaves the LR at its floor early), training
-stops when the budget is spent, then validates and checkpoints; the time spent is saved in the
+of the budget spent, so a slow or busy stretch never leaves the LR at its floor early), and
+training goes on past ``train.epochs`` until the budget is spent, then validates and checkpoints; the time spent is saved in the
 checkpoint and a resumed run continues the same clock.
 
 Outputs in ``train.out_dir``: ``last.pt`` (every epoch end and at the stop), ``best.pt`` (best
@@ -198,7 +198,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[wps]} windows/s"), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
         task = bar.add_task("train", total=schedule["horizon"], completed=step, epoch=epoch, loss="-", wps="-")
-        while epoch < tc.epochs and stop_reason == "epochs":
+        while (epoch < tc.epochs or budget_s > 0) and stop_reason == "epochs":  # a budget alone ends it
             batches = sampler.batches(epoch)
             loader = make_loader(dataset, batches[batch_start:], cfg.sampling.num_workers, seed=tc.seed + epoch)
             epoch_loss, epoch_n, t_epoch = 0.0, 0, time.perf_counter()
@@ -235,7 +235,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
                 per_step = (time.perf_counter() - t_start) / max(1, step)
                 schedule.update(horizon=min(planned, int(budget_s / per_step)), replanned=True)
                 bar.update(task, total=schedule["horizon"])
-            is_last = next_pos[0] >= tc.epochs or stop_reason != "epochs"
+            is_last = (next_pos[0] >= tc.epochs and budget_s <= 0) or stop_reason != "epochs"
             if tc.val_every > 0:
                 due = (epoch + 1) % tc.val_every == 0
             else:
