@@ -127,7 +127,7 @@ def extract_file(job: Job) -> dict:
                              "re-run `koemorph manifest`")  # fmt: skip
         n_frames = grid.num_frames_for_samples(len(samples), features.fps)
         duration = len(samples) / grid.SAMPLE_RATE
-        arrays = [a for a in job.keep]
+        arrays = list(job.keep)
         with GroupWriter(job.store, entry["id"], keep=job.keep) as writer:
             sums = dict(writer.group.attrs.get("sums", {})) if job.keep else {}
             sums = {k: v for k, v in sums.items() if k in job.keep}
@@ -140,12 +140,12 @@ def extract_file(job: Job) -> dict:
                 sums["mel"] = _sums(mel)
                 arrays.append("mel")
             if features.egemaps and "egemaps" not in job.keep:
-                from koemorph.features.egemaps import egemaps, window_index_for_frames
+                from koemorph.features.egemaps import egemaps
+                from koemorph.normalise import first_valid_frame
 
                 aligned, _, ends = egemaps(samples, features)
                 assert aligned.shape[0] == n_frames, (aligned.shape, n_frames)
-                held = window_index_for_frames(n_frames, len(ends), features) >= 0
-                first = int(held.argmax()) if held.any() else n_frames
+                first = first_valid_frame(n_frames, len(ends), features)
                 writer.write("egemaps", aligned.astype(np.float32),
                              {"first_valid_frame": first, "window_step_s": features.egemaps_step_s,
                               "windows": len(ends)})  # fmt: skip

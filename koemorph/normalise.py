@@ -44,8 +44,8 @@ def normalise_egemaps(egemaps, mean: np.ndarray, std: np.ndarray, first_valid: i
 def first_valid_frame(n_frames: int, n_windows: int, features_cfg) -> int:
     """First grid frame that holds a complete eGeMAPS window (``n_frames`` if none does).
 
-    Same rule as the cache (``egemaps.first_valid_frame`` attribute written by ``extract``):
-    the first frame whose causal sample-and-hold index is >= 0.
+    ``extract`` stores it as the ``first_valid_frame`` attribute of ``egemaps``: the first frame
+    whose causal sample-and-hold index is >= 0.
     """
     from koemorph.features.egemaps import window_index_for_frames
 
