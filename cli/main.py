@@ -42,9 +42,28 @@ def _fail(message: str, code: int = 1):
     raise typer.Exit(code)
 
 
+@app.command("params")
+def params_cmd(
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write here instead of printing.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Print the whole config (built-in defaults <- params.yaml <- --set) as a commented params.yaml."""
+    cfg = _config(params, set_)
+    from koemorph.atomic import atomic_write_text
+    from koemorph.params_file import params_yaml
+
+    text = params_yaml(cfg)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+        typer.echo(f"wrote {out}", err=True)
+
+
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write train/ val/ test/ into.")],
+    out_dir: Annotated[Optional[Path], typer.Argument(help="Folder to write train/ val/ test/ into (default: demo.out_dir).")] = None,
     minutes: Annotated[Optional[float], typer.Option(help="Total minutes of speech.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed: same seed, same bytes.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
@@ -56,14 +75,14 @@ def demo_data(
     cfg = _config(params, set_, extra)
     from koemorph.demo.corpus import generate_corpus
 
-    summary = generate_corpus(out_dir, minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers)
+    summary = generate_corpus(out_dir or Path(cfg.demo.out_dir), minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers)
     _print_summary("demo corpus", summary)
 
 
 @app.command("manifest")
 def manifest(
-    data_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for audio + tracks.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Manifest to write (JSONL).")],
+    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder searched recursively for audio + tracks (default: paths.data_dir).")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Manifest to write, JSONL (default: paths.manifest).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file is unpaired or bad.")] = False,
     audio_only: Annotated[
         bool, typer.Option("--audio-only", help="Also list audio without a track (renderable, not trainable).")
@@ -75,6 +94,9 @@ def manifest(
     cfg = _config(params, set_)
     from koemorph.manifest import build_manifest, print_manifest_summary
 
+    data_dir, out = data_dir or Path(cfg.paths.data_dir), out or Path(cfg.paths.manifest)
+    if not data_dir.is_dir():
+        _fail(f"{data_dir}: not a folder", code=2)
     result = build_manifest(data_dir, out, cfg.data, include_audio_only=audio_only)
     print_manifest_summary(result)
     if strict and result.problems:
@@ -112,8 +134,8 @@ def import_livelink(
 
 @app.command("extract")
 def extract(
-    manifest: Annotated[Path, typer.Argument(help="Manifest from `koemorph manifest`.", exists=True, dir_okay=False)],
-    store: Annotated[Path, typer.Option("--store", help="Zarr store to create or update, e.g. cache/features.zarr.")],
+    manifest: Annotated[Optional[Path], typer.Argument(help="Manifest from `koemorph manifest` (default: paths.manifest).")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Zarr store to create or update (default: paths.store).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores).")] = None,
     scheduler: Annotated[
         Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
@@ -127,6 +149,9 @@ def extract(
     commercial work (see README).
     """
     cfg = _config(params, set_)
+    manifest, store = manifest or Path(cfg.paths.manifest), store or Path(cfg.paths.store)
+    if not manifest.is_file():
+        _fail(f"{manifest}: no manifest; run `koemorph manifest DATA_DIR -o {manifest}` first", code=2)
     from koemorph.store import sidecar
     from pipeline.extract import extract as run_extract
 
@@ -143,10 +168,8 @@ def extract(
 
 @app.command("train")
 def train(
-    store: Annotated[Path, typer.Option("--store", help="Feature store from `koemorph extract`.")] = Path(
-        "cache/features.zarr"
-    ),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: train.out_dir).")] = None,
+    store: Annotated[Optional[Path], typer.Option("--store", help="Feature store from `koemorph extract` (default: paths.store).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: paths.run_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt.")] = False,
     tracking_uri: Annotated[
         Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
@@ -158,9 +181,10 @@ def train(
 ):
     """Train a model on the cached features; checkpoints, metrics.csv and an MLflow run."""
     cfg = _config(params, set_)
+    store = store or Path(cfg.paths.store)
     if not store.exists():
         _fail(f"{store}: no feature store; run `koemorph extract MANIFEST --store {store}` first", code=2)
-    out_dir = out or Path(cfg.train.out_dir)
+    out_dir = out or Path(cfg.paths.run_dir)
     if resume and not (out_dir / "last.pt").is_file():
         _fail(f"{out_dir / 'last.pt'}: nothing to resume", code=2)
     from koemorph.train import train as run_train
@@ -181,11 +205,11 @@ def train(
 
 @app.command("render")
 def render(
-    input_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for .wav, .flac, .ogg.")],
-    model: Annotated[str, typer.Option("--model", help="Checkpoint (runs/demo/best.pt) or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl.")],
-    fps: Annotated[Optional[int], typer.Option("--fps", help="30 or 60 (default: the model's; others: linear interpolation).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | livelink-csv | beat-json.")] = "jsonl",
+    input_dir: Annotated[Optional[Path], typer.Argument(help="Folder searched recursively for .wav, .flac, .ogg (default: paths.render_input).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>); default: paths.run_dir/best.pt.")] = None,
+    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl (default: paths.render_dir).")] = None,
+    fps: Annotated[Optional[int], typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format).")] = None,
     workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")] = None,
     scheduler: Annotated[
         Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
@@ -194,26 +218,39 @@ def render(
     tracking_uri: Annotated[
         Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
     ] = None,
-    smooth_mouth: Annotated[float, typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off).")] = 0.0,
-    smooth_face: Annotated[float, typer.Option(help="Same for the upper face / expression channels (0 = off).")] = 0.0,
-    rest_pose: Annotated[bool, typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences.")] = False,
-    rest_threshold_db: Annotated[float, typer.Option(help="Silence: RMS this far below the file's speech level.")] = 40.0,
+    smooth_mouth: Annotated[Optional[float], typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off).")] = None,
+    smooth_face: Annotated[Optional[float], typer.Option(help="Same for the upper face / expression channels (0 = off).")] = None,
+    rest_pose: Annotated[Optional[bool], typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences.")] = None,
+    rest_threshold_db: Annotated[Optional[float], typer.Option(help="Silence: RMS this far below the file's speech level.")] = None,
     clamp: Annotated[
         Optional[list[str]], typer.Option("--clamp", help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).")
     ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
 ):
     """Render every audio file under INPUT_DIR to blendshapes, one output per input (mirrored tree).
 
-    Re-running skips files whose audio, model, fps, format and post-processing are unchanged.
+    Options left out come from the `render` and `paths` sections of the config. Re-running skips
+    files whose audio, model, fps, format and post-processing are unchanged.
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
     """
-    from koemorph.postprocess import RenderConfig, parse_clamp
+    try:
+        options = {"format": fmt, "fps": fps, "smooth_mouth_s": smooth_mouth, "smooth_face_s": smooth_face,
+                   "rest_pose": rest_pose, "rest_threshold_db": rest_threshold_db}  # fmt: skip
+        if clamp:
+            from koemorph.postprocess import parse_clamp
+
+            options["clamp"] = parse_clamp(clamp)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    cfg = _config(params, set_, {"render": {k: v for k, v in options.items() if v is not None}})
+    paths = cfg.paths
+    input_dir, out = input_dir or Path(paths.render_input), out or Path(paths.render_dir)
     from pipeline.render import render as run_render
 
     try:
-        post = RenderConfig(smooth_mouth_s=smooth_mouth, smooth_face_s=smooth_face, rest_pose=rest_pose,
-                            rest_threshold_db=rest_threshold_db, clamp=parse_clamp(clamp))  # fmt: skip
-        summary = run_render(input_dir, out, model, fmt=fmt, fps=fps, post=post, store=store, workers=workers,
+        summary = run_render(input_dir, out, model or str(Path(paths.run_dir) / "best.pt"), fmt=cfg.render.format,
+                             fps=cfg.render.fps or None, post=cfg.render, store=store, workers=workers,
                              scheduler=scheduler, tracking_uri=tracking_uri)  # fmt: skip
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc), code=2)
@@ -229,13 +266,13 @@ def render(
 
 @app.command("evaluate")
 def evaluate(
-    pred_dir: Annotated[Path, typer.Argument(help="Predicted tracks (e.g. `koemorph render` output).")],
-    truth_dir: Annotated[Path, typer.Argument(help="True tracks, paired by relative path and stem, with audio.")],
+    pred_dir: Annotated[Optional[Path], typer.Argument(help="Predicted tracks, e.g. `koemorph render` output (default: paths.render_dir).")] = None,
+    truth_dir: Annotated[Optional[Path], typer.Argument(help="True tracks, paired by relative path and stem, with audio (default: paths.render_input).")] = None,
     store: Annotated[
-        Optional[Path], typer.Option("--store", help="Feature store: enables the mean-pose and ridge baselines.")
+        Optional[Path], typer.Option("--store", help="Feature store: enables the mean-pose and ridge baselines (default: paths.store if it exists).")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports"),
-    fps: Annotated[int, typer.Option("--fps", help="Grid frame rate to score at (30 or 60).")] = 30,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: paths.report_dir).")] = None,
+    fps: Annotated[Optional[int], typer.Option("--fps", help="Grid frame rate to score at, 30 or 60 (default: features.fps).")] = None,
     run: Annotated[Optional[str], typer.Option("--run", help="MLflow run id to log metrics and files to.")] = None,
     tracking_uri: Annotated[
         Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
@@ -248,7 +285,12 @@ def evaluate(
 
     Metric settings: the `evaluate` section of the config (e.g. --set evaluate.silence_db=30).
     """
-    cfg = _config(params, set_).evaluate
+    full = _config(params, set_)
+    cfg, paths = full.evaluate, full.paths
+    pred_dir, truth_dir = pred_dir or Path(paths.render_dir), truth_dir or Path(paths.render_input)
+    out, fps = out or Path(paths.report_dir), fps or full.features.fps
+    if store is None and Path(paths.store).exists():
+        store = Path(paths.store)
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
             _fail(f"{folder}: not a folder", code=2)
@@ -273,6 +315,21 @@ def evaluate(
         _fail("no file could be scored")
     if strict and ev.failures:
         raise typer.Exit(1)
+
+
+@app.command("summary")
+def summary_cmd(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None):
+    """What the pipeline made: data, training, model vs baselines, and where renders, plots and MLflow are."""
+    cfg = _config(params, set_)
+    from rich.console import Console
+    from rich.table import Table
+
+    from koemorph.summary import pipeline_summary
+
+    table = Table(title="koemorph pipeline", show_header=False)
+    for label, text in pipeline_summary(cfg):
+        table.add_row(label, text)
+    Console().print(table)
 
 
 def _print_failures(path: Path, limit: int = 20):

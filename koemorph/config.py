@@ -18,6 +18,21 @@ import yaml
 
 
 @dataclass
+class PathsConfig:
+    """Where the stages read and write, relative to the project root. ``dvc.yaml`` interpolates these
+    (``${paths.store}``) and every command takes them as its defaults, so a dataset is chosen in one
+    place. Point ``data_dir`` (and ``render_input``) at your own recordings to train on them."""
+
+    data_dir: str = "data/demo"  # paired audio + tracks, searched recursively by `manifest`
+    manifest: str = "data_manifests/demo.jsonl"
+    store: str = "cache/demo.zarr"  # feature cache (Zarr)
+    run_dir: str = "runs/demo"  # checkpoints last.pt / best.pt, metrics.csv
+    render_input: str = "data/demo/test"  # audio rendered by `render`; its tracks are the truth for `evaluate`
+    render_dir: str = "renders/demo"
+    report_dir: str = "reports/demo"  # `evaluate`: metrics.json, CSVs, plots
+
+
+@dataclass
 class DataConfig:
     """Pairing, splitting and validating recordings (``koemorph manifest``)."""
 
@@ -92,6 +107,8 @@ class SamplingConfig:
 
 @dataclass
 class LossConfig:
+    """Weights of the training loss terms (each term is also logged on its own)."""
+
     mse: float = 1.0
     l1: float = 0.1
     perceptual: float = 0.5  # MSE on the mouth group + MSE on the expression group
@@ -101,6 +118,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    """AdamW with linear warm-up and cosine annealing."""
+
     lr: float = 2e-3  # peak, after warmup_steps; demo10, 250 steps: val mouth r 0.23 / 0.31 at 3e-4 / 2e-3
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
@@ -111,6 +130,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """The training run (``koemorph train``): length, validation, checkpoints' metric, MLflow."""
+
     epochs: int = 60
     max_minutes: float = 0.0  # wall-clock budget, trains past `epochs` until spent; 0 = off (cosine over epochs)
     seed: int = 0
@@ -120,7 +141,6 @@ class TrainConfig:
     early_stopping_patience: int = 0  # validations without improvement before stopping; 0 = off
     monitor: str = "val/mouth_pearson"  # metric for `best` and early stopping (higher is better)
     log_every: int = 20  # steps between per-step metric logs
-    out_dir: str = "runs/demo"
     experiment: str = "koemorph"
     tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     plot_files: int = 3  # validation files drawn in the predicted-vs-true PNG
@@ -141,7 +161,65 @@ class EvaluateConfig:
 
 
 @dataclass
+class RenderConfig:
+    """``koemorph render``: output format and rate, and the post-processing animators ask for
+    (all off by default, recorded per output; see :mod:`koemorph.postprocess`)."""
+
+    format: str = "jsonl"  # jsonl | livelink-csv | beat-json
+    fps: int = 0  # output frame rate, 30 or 60; 0 = the model's
+    smooth_mouth_s: float = 0.0  # Savitzky-Golay window on the mouth group, seconds; 0 = off
+    smooth_face_s: float = 0.0  # same on the expression (upper face) group; 0 = off
+    smooth_polyorder: int = 2  # polynomial order of the Savitzky-Golay fit
+    rest_pose: bool = False  # ease mouth channels to 0 in long silences
+    rest_threshold_db: float = 40.0  # silence: frame RMS this many dB below the file's speech level
+    rest_min_silence_s: float = 0.3  # shorter pauses are left alone
+    rest_fade_s: float = 0.15  # ease-in / ease-out at each edge of a pause
+    clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
+
+    def __post_init__(self):
+        from koemorph.blendshapes import index_of
+
+        if min(self.smooth_mouth_s, self.smooth_face_s, self.rest_fade_s, self.rest_min_silence_s) < 0:
+            raise ValueError("smoothing, fade and silence lengths must be >= 0 seconds")
+        if self.smooth_polyorder < 0:
+            raise ValueError("smooth_polyorder must be >= 0")
+        if self.fps not in (0, 30, 60):
+            raise ValueError(f"render fps must be 30 or 60 (0 = the model's), got {self.fps}")
+        self.clamp = {str(k): [parse_bound(b) for b in v] for k, v in dict(self.clamp or {}).items()}
+        for name, bounds in self.clamp.items():
+            index_of(name)  # KeyError for an unknown channel
+            if len(bounds) != 2:
+                raise ValueError(f"clamp {name}: expected [lo, hi], got {bounds!r}")
+            for b in bounds:
+                if isinstance(b, str):
+                    index_of(b)
+
+    def to_dict(self) -> dict:
+        """The post-processing settings (not format/fps, recorded on their own), as written in the
+        render manifest and compared for skipping."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in ("format", "fps")}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.smooth_mouth_s or self.smooth_face_s or self.rest_pose or self.clamp)
+
+
+def parse_bound(b):
+    """A clamp bound: a number, or a channel name (a string that is not a number)."""
+    if isinstance(b, str):
+        try:
+            return float(b)
+        except ValueError:
+            return b
+    return float(b)
+
+
+@dataclass
 class Config:
+    """The whole tree: one section per stage (``params.yaml`` has the same layout)."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
@@ -150,6 +228,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 

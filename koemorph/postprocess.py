@@ -21,58 +21,11 @@ Every time setting is in seconds, so the result means the same at 30 and 60 fps.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from koemorph import grid
 from koemorph.blendshapes import EXPRESSION_INDICES, MOUTH_INDICES, index_of
-
-
-@dataclass
-class RenderConfig:
-    """Post-processing settings of ``koemorph render`` (all off by default; recorded per output)."""
-
-    smooth_mouth_s: float = 0.0  # Savitzky-Golay window on the mouth group, seconds; 0 = off
-    smooth_face_s: float = 0.0  # same on the expression (upper face) group; 0 = off
-    smooth_polyorder: int = 2  # polynomial order of the Savitzky-Golay fit
-    rest_pose: bool = False  # ease mouth channels to 0 in long silences
-    rest_threshold_db: float = 40.0  # silence: frame RMS this many dB below the file's speech level
-    rest_min_silence_s: float = 0.3  # shorter pauses are left alone
-    rest_fade_s: float = 0.15  # ease-in / ease-out at each edge of a pause
-    clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
-
-    def __post_init__(self):
-        if self.smooth_mouth_s < 0 or self.smooth_face_s < 0 or self.rest_fade_s < 0 or self.rest_min_silence_s < 0:
-            raise ValueError("smoothing, fade and silence lengths must be >= 0 seconds")
-        if self.smooth_polyorder < 0:
-            raise ValueError("smooth_polyorder must be >= 0")
-        self.clamp = {str(k): [_bound(b) for b in v] for k, v in dict(self.clamp).items()}
-        for name, bounds in self.clamp.items():
-            index_of(name)  # KeyError for an unknown channel
-            if len(bounds) != 2:
-                raise ValueError(f"clamp {name}: expected [lo, hi], got {bounds!r}")
-            for b in bounds:
-                if isinstance(b, str):
-                    index_of(b)
-
-    def to_dict(self) -> dict:
-        """JSON-able settings, as written in the render manifest and compared for skipping."""
-        return dataclasses.asdict(self)
-
-    @property
-    def active(self) -> bool:
-        return bool(self.smooth_mouth_s or self.smooth_face_s or self.rest_pose or self.clamp)
-
-
-def _bound(b):
-    if isinstance(b, str):
-        try:
-            return float(b)
-        except ValueError:
-            return b
-    return float(b)
+from koemorph.config import RenderConfig, parse_bound
 
 
 def parse_clamp(items) -> dict:
@@ -83,7 +36,7 @@ def parse_clamp(items) -> dict:
         lo, sep2, hi = rng.partition(":")
         if not sep or not sep2:
             raise ValueError(f"clamp {text!r}: expected NAME=LO:HI (LO/HI a number or a channel name)")
-        out[name.strip()] = [_bound(lo.strip()), _bound(hi.strip())]
+        out[name.strip()] = [parse_bound(lo.strip()), parse_bound(hi.strip())]
     return out
 
 

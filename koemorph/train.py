@@ -12,8 +12,9 @@ of the budget spent, so a slow or busy stretch never leaves the LR at its floor 
 training goes on past ``train.epochs`` until the budget is spent, then validates and checkpoints; the time spent is saved in the
 checkpoint and a resumed run continues the same clock.
 
-Outputs in ``train.out_dir``: ``last.pt`` (every epoch end and at the stop), ``best.pt`` (best
-``train.monitor``), ``metrics.csv`` (one row per epoch), ``val/`` (per-file tables, plots), and one
+Outputs in ``out_dir`` (default ``paths.run_dir``): ``last.pt`` (every epoch end and at the stop), ``best.pt`` (best
+``train.monitor``), ``metrics.csv`` (one row per epoch), ``summary.json`` (what :func:`train` returns: steps,
+seconds of training including resumed time, last validation, MLflow run), ``val/`` (per-file tables, plots), and one
 MLflow run with params, step metrics, validation metrics and those files as artifacts.
 ``resume=True`` continues from ``last.pt`` exactly: same config, optimiser, LR schedule, sampler
 position ``(epoch, batch)``, RNG states and MLflow run.
@@ -21,6 +22,7 @@ position ``(epoch, batch)``, RNG states and MLflow run.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 from koemorph import blendshapes as bs
+from koemorph.atomic import atomic_write_text
 from koemorph.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from koemorph.config import Config, FeaturesConfig, flatten, load_config, to_dict
 from koemorph.data import BlockDataset, FeatureCache, make_loader
@@ -87,7 +90,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
     from koemorph.trainstep import GradientWarnings, StepMeter, read_epoch_rows, train_step, write_epoch_rows
 
     # ---------------------------------------------------------------- config, checkpoint, data
-    out = Path(out_dir or cfg.train.out_dir)
+    out = Path(out_dir or cfg.paths.run_dir)
     ckpt = load_checkpoint(out / "last.pt") if resume else None
     if ckpt is not None:
         cfg = load_config(None, extra=ckpt["config"])  # the run's own config, exactly
@@ -267,8 +270,10 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
         tracker.log_artifact(final_csv, "val")
     tracker.set_tags({"stop_reason": stop_reason})
     tracker.end("FINISHED")
-    return {"run_id": tracker.run_id, "tracking_uri": uri, "steps": step, "epochs_done": epoch,
-            "stop_reason": stop_reason, "last_loss": last_loss, "monitor": tc.monitor, "best": best,
-            "val": last_val.get("agg", {}), "last": out / "last.pt",
-            "best_checkpoint": out / "best.pt" if (out / "best.pt").exists() else None,
-            "seconds": round(time.perf_counter() - t_start, 2), "throughput": meter.totals()}  # fmt: skip
+    summary = {"run_id": tracker.run_id, "tracking_uri": uri, "steps": step, "epochs_done": epoch,
+               "stop_reason": stop_reason, "last_loss": last_loss, "monitor": tc.monitor, "best": best,
+               "val": last_val.get("agg", {}), "last": out / "last.pt",
+               "best_checkpoint": out / "best.pt" if (out / "best.pt").exists() else None,
+               "seconds": round(time.perf_counter() - t_start, 2), "throughput": meter.totals()}  # fmt: skip
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    return summary

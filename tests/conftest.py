@@ -28,3 +28,10 @@ def make_wav(tmp_path):
         return path
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder: commands there find no ``params.yaml``, no
+    ``cache/`` and no ``mlflow.db`` of the developer's checkout (paths.* defaults are relative)."""
+    monkeypatch.chdir(tmp_path)
