@@ -14,15 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make demo: generate the demo corpus and run the pipeline on it
+## make demo: generate the demo corpus and run the whole pipeline on it (dvc.yaml, params.yaml)
 demo: $(STAMP)
-	$(BIN)/koemorph demo-data data/demo
-	$(BIN)/koemorph manifest data/demo -o data_manifests/demo.jsonl
-	$(BIN)/koemorph extract data_manifests/demo.jsonl --store cache/demo.zarr
+	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
+	$(BIN)/koemorph summary
 
 ## make test: the whole test suite (what .ci/run runs)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf data/demo data_manifests/demo.jsonl data_manifests/demo.problems.jsonl cache/demo.*
+	rm -rf data/demo data_manifests/demo.jsonl data_manifests/demo.problems.jsonl cache/demo.* runs/demo \
+		renders/demo reports/demo dvc.lock
