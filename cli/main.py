@@ -323,12 +323,13 @@ def summary_cmd(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None):
     cfg = _config(params, set_)
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from koemorph.summary import pipeline_summary
 
     table = Table(title="koemorph pipeline", show_header=False)
     for label, text in pipeline_summary(cfg):
-        table.add_row(label, text)
+        table.add_row(label, Text(text))  # plain text: `.[ui]` is not markup
     Console().print(table)
 
 

@@ -175,7 +175,8 @@ def test_summary_reports_every_stage(project, monkeypatch):
     monkeypatch.chdir(root)
     res = CliRunner().invoke(app, ["summary"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    for needle in ("files", "h of audio", "min,", "mouth Pearson r", "ridge", "mean pose", "MLflow UI",
+    for needle in ("files", "h of audio", "min,", "mouth Pearson r", "ridge", "mean pose", '".[ui]"',
+                   "mlflow ui --backend-store-uri sqlite:///",
                    "renders/tiny", "reports/tiny"):  # fmt: skip
         assert needle in res.output, (needle, res.output)
     assert "not run yet" not in res.output
