@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from koemorph.model.dense import DenseWindow
+
 
 class WindowAttention(nn.Module):
     """Static queries cross-attending over a sliding window of per-frame tokens, every position at once.
@@ -34,7 +36,8 @@ class WindowAttention(nn.Module):
     recomputation of its window. Long windows (mel) put each
     position's attention row into a banded ``[n, T]`` matrix and multiply it with the per-frame values
     once; short strided windows (emotion tokens) gather their values. Dropout acts on the attended
-    output, not on the (large) attention matrix.
+    output, not on the (large) attention matrix. Dense inference blocks (no grad, every position)
+    take the exact shortcut of :mod:`koemorph.model.dense` instead (same function, float rounding).
 
     ``forward(queries [Nq, d_query], tokens [B, T, G, d_token], positions [B, n] long)``
     -> ``[B, n, Nq, H * value_dim]`` (head outputs concatenated, group by group).
@@ -59,6 +62,7 @@ class WindowAttention(nn.Module):
         prior = prior.expand(self.heads, 1, 1, len(offsets)).contiguous()
         self.register_buffer("prior", prior, persistent=False)  # [H, 1, 1, W]
         self.dropout = nn.Dropout(dropout)
+        self.dense = DenseWindow(offsets)  # plain object: no parameters, nothing in the state_dict
 
     @property
     def out_dim(self) -> int:
@@ -75,6 +79,9 @@ class WindowAttention(nn.Module):
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
         age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
+        shift = self.dense.shift(frame_scores, positions)
+        if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
+            return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
         idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
         scores = frame_scores.gather(3, idx.expand(b, h, nq, n * w)).view(b, h, nq, n, w) + age_scores
         attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
