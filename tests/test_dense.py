@@ -1,5 +1,5 @@
-"""Exact inference shortcut: the dense attention path (koemorph.model.dense) agrees with the generic
-path to float tolerance."""
+"""Exact inference shortcuts: the dense attention path (koemorph.model.dense) and closed-form smoothing
+agree with the generic code to float tolerance."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from koemorph.config import FeaturesConfig, ModelConfig
 from koemorph.model import build_model, dense
 from koemorph.model.infer import predict_file, predict_file_naive
+from koemorph.model.layers import TemporalSmoothing
 
 torch.set_num_threads(2)
 SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
@@ -150,3 +151,17 @@ def test_kernel_cache_follows_the_weights(generic):
     assert not np.allclose(before, after, atol=1e-4)
     generic()
     np.testing.assert_allclose(after, predict_file(model, mel, eg, 30, chunk=16, pad_mel=-3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("with_state", (False, True))
+def test_closed_form_smoothing_equals_the_recursion(with_state):
+    smoother = TemporalSmoothing(0.8)
+    x = torch.rand(2, 600, 52)  # more than one 256-frame piece
+    state = torch.rand(2, 52) if with_state else None
+    with torch.no_grad():
+        fast = smoother(x, state)
+    slow = smoother(x, state)  # with grad: the frame loop
+    assert slow.requires_grad and not fast.requires_grad
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
+    if not with_state:
+        torch.testing.assert_close(fast[:, 0], x[:, 0])

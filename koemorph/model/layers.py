@@ -146,6 +146,8 @@ class TemporalSmoothing(nn.Module):
         return torch.sigmoid(self.logit)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.is_grad_enabled() and x.shape[1] > 1:
+            return self._closed_form(x, state)
         a = self.alpha()
         prev = None if state is None else state.to(x.dtype)
         ys = []
@@ -154,6 +156,25 @@ class TemporalSmoothing(nn.Module):
             ys.append(y)
             prev = y
         return torch.stack(ys, dim=1) if ys else x
+
+    def _closed_form(self, x: torch.Tensor, state: torch.Tensor | None, piece: int = 256) -> torch.Tensor:
+        """The same recursion without a Python loop over frames (inference): with ``c = 1 - a`` and
+        ``y_{-1}`` = ``state`` (or ``x_0`` at a reset, so that ``y_0 = x_0``),
+        ``y_t = sum_{s <= t} a c^(t-s) x_s + c^(t+1) y_{-1}``: a lower-triangular ``[piece, piece]``
+        matmul per ``piece`` frames, the last frame carried to the next piece."""
+        a = self.alpha().to(x.dtype)
+        t = torch.arange(min(piece, x.shape[1]), device=x.device, dtype=x.dtype)
+        lag = t[:, None] - t[None, :]
+        weights = torch.where(lag >= 0, a * (1 - a) ** lag.clamp(min=0), torch.zeros((), dtype=x.dtype))
+        decay = (1 - a) ** (t + 1)[:, None]
+        prev = x[:, 0] if state is None else state.to(x.dtype)
+        ys = []
+        for start in range(0, x.shape[1], piece):
+            xs = x[:, start : start + piece]
+            m = xs.shape[1]
+            ys.append(torch.matmul(weights[:m, :m], xs) + decay[:m] * prev[:, None, :])
+            prev = ys[-1][:, -1]
+        return torch.cat(ys, dim=1)
 
 
 def check_block(mel: torch.Tensor, egemaps, positions: torch.Tensor, spans) -> int:
