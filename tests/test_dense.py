@@ -75,9 +75,10 @@ def test_default_model_block_matches_generic(generic, dense_calls):
 
 @pytest.mark.parametrize("kind", ("dual_stream", "simplified"))
 @pytest.mark.parametrize("locality", (True, False))
-def test_predict_file_matches_generic(kind, locality, generic, dense_calls):
+def test_predict_file_matches_generic(kind, locality, generic, dense_calls, monkeypatch):
     """Whole files (padding before frame 0 and past the end, chunk boundaries): the shortcut equals
-    the generic path and the naive per-frame reference."""
+    the generic path and the naive per-frame reference (blocks of any size, 1 included, take it)."""
+    monkeypatch.setattr(dense, "MIN_POSITIONS", 1)
     torch.manual_seed(0)
     model = build_model(replace(SMALL, kind=kind, locality_prior=locality), SMALL_FEATURES)
     rng = np.random.default_rng(3)
@@ -133,6 +134,7 @@ def test_shortcut_only_for_dense_inference():
         assert att.dense.shift(scores, torch.arange(10)[None]) is not None
         assert att.dense.shift(scores, torch.tensor([[0, 2, 4, 6, 8, 9, 9, 9, 9, 9]])) is None  # sparse
         assert att.dense.shift(scores, torch.arange(9)[None]) is None  # scores of another block length
+        assert att.dense.shift(scores[..., 5:], torch.arange(5)[None]) is None  # fewer than MIN_POSITIONS
         assert att.dense.shift(scores.half(), torch.arange(10)[None]) is None
     with torch.enable_grad():
         assert att.dense.shift(scores, torch.arange(10)[None]) is None  # training keeps the generic path

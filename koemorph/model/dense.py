@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 SCORE_BOUND = 40.0  # frame scores are shifted into [-SCORE_BOUND, SCORE_BOUND]
+MIN_POSITIONS = 8  # smaller blocks (predict_file_naive: 1) are faster on the generic path
 TILE = 32  # output rows per Toeplitz matmul (16-32 about equally fast on the 2-core EPYC, 1 thread)
 
 
@@ -60,12 +61,14 @@ class DenseWindow:
         """``m`` ``[B, H, Nq, 1]`` for :meth:`attend`, or None where the generic path must run.
 
         Applies without grad, in float32/64, when ``positions`` ``[B, n]`` is every output of the block
-        in order (``n = T - max offset``) and every row's frame scores span at most ``2 * SCORE_BOUND``.
+        in order (``n = T - max offset``, at least ``MIN_POSITIONS``) and every row's frame scores span
+        at most ``2 * SCORE_BOUND``.
         """
         b, t = frame_scores.shape[0], frame_scores.shape[-1]
         n = positions.shape[1]
-        if (torch.is_grad_enabled() or self.progression is None or n != t - self.span_extra or n < 1
-                or frame_scores.dtype not in (torch.float32, torch.float64)):  # fmt: skip
+        floating = frame_scores.dtype in (torch.float32, torch.float64)
+        if (torch.is_grad_enabled() or not floating or self.progression is None or n < max(1, MIN_POSITIONS)
+                or n != t - self.span_extra):  # fmt: skip
             return None
         if not torch.equal(positions, torch.arange(n, device=positions.device).expand(b, n)):
             return None
@@ -132,4 +135,4 @@ class DenseWindow:
         return tiles
 
 
-__all__ = ["DenseWindow", "SCORE_BOUND", "TILE"]
+__all__ = ["DenseWindow", "MIN_POSITIONS", "SCORE_BOUND", "TILE"]
