@@ -251,8 +251,11 @@ def warm_up(path: str, sha256: str, threads: int | None = None) -> None:
     model, meta = get_model(path, sha256, threads)
     samples = np.random.default_rng(0).normal(0.0, 1e-3, grid.SAMPLE_RATE).astype(np.float32)
     job = RenderJob("", "", "", "", "jsonl", meta["fps"], {}, {}, None, 0.0)
-    feats, _ = file_features(samples, "", meta, job)
-    predict_file(model, feats["mel"], feats["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=feats["mel_pad"])
+    try:
+        feats, _ = file_features(samples, "", meta, job)
+        predict_file(model, feats["mel"], feats["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=feats["mel_pad"])
+    except Exception:  # best effort (e.g. openSMILE missing): every file reports its own error record
+        pass
 
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job: RenderJob) -> tuple[dict, str]:
