@@ -1,17 +1,21 @@
 """Benchmark of `koemorph render`: real-time factors, the naive per-frame baseline, long-file memory.
 
 Prints, from measurements taken in this one run (the machine is shared: compare ratios, and CPU
-times rather than wall times where both are given):
+times rather than wall times where both are given; the load average is printed at start and end):
 
 1. whole render (decode + log-mel + eGeMAPS + model + JSONL write) of a >= 10-minute demo corpus
-   with 2 Dask workers: wall RTF of the map (cluster start and model preload excluded, shown apart);
-   goal <= 0.05;
-2. the model alone (``predict_file`` on precomputed normalised features, 1 torch thread): CPU seconds
-   per audio second; goal <= 0.01; beside the features alone (log-mel, eGeMAPS);
+   with 2 Dask workers: wall RTF of the map (cluster start and per-worker warm-up excluded, shown
+   apart); goal <= 0.05; beside it the ideal, (features + model CPU RTF) / workers;
+2. per audio second, CPU seconds, 1 torch thread, on the same audio: features (log-mel alone and
+   log-mel + eGeMAPS, as a worker computes them), the model alone (``predict_file`` on the
+   normalised features, render chunk) with its goal <= 0.01, and the same ``predict_file`` with the
+   dense attention shortcut switched off (the generic path every block took before);
 3. naive per-frame inference (``predict_file_naive``: one forward pass per output frame over its
-   whole window) timed on a subset and extrapolated to the same audio, and the speed-up;
-4. one long WAV (default 60 min) and a 10-min WAV rendered by ``render_file`` in fresh processes:
-   peak RSS of each and the growth per hour (goal < 2 GB; flat in file length).
+   whole window, plain softmax attention) timed on a subset and extrapolated to the same audio,
+   and the speed-ups;
+4. one long WAV (default 60 min) and a 10-min WAV rendered by ``render_file`` in fresh processes
+   (with the workers' malloc settings): peak RSS of each and the growth per hour (goal < 2 GB for
+   the hour; flat in file length).
 
 The model is the default dual-stream network, untrained (``build_model``; timing does not depend on
 the weights), normalised with stats from the corpus; or ``--model CHECKPOINT``.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -89,35 +94,55 @@ def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
 
 
 def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
-    """CPU seconds of features, predict_file and predict_file_naive (subset) on the same audio."""
+    """CPU seconds per audio second of the features, predict_file (dense shortcut on and off) and
+    predict_file_naive (on a subset, extrapolated), all on the same audio with 1 torch thread."""
     import torch
 
     from koemorph.checkpoint import load_model
+    from koemorph.features.mel import log_mel
+    from koemorph.model import dense
     from koemorph.model.infer import predict_file, predict_file_naive
     from koemorph.render import RenderJob, file_features
 
     torch.set_num_threads(1)
     model, meta = load_model(ckpt)
     job = RenderJob("", "", "", "", "jsonl", meta["fps"], {}, {}, None, 0.0)
-    feats, audio_s, feat_cpu, model_cpu = [], 0.0, 0.0, 0.0
+    cpu = {"mel": 0.0, "features": 0.0, "model": 0.0, "generic": 0.0}
+    feats, audio_s = [], 0.0
+
+    def timed(name, fn):
+        start = time.process_time()
+        out = fn()
+        cpu[name] += time.process_time() - start
+        return out
+
+    timed("mel", lambda: log_mel(load_audio(wavs[0])[:16000], meta["config"].features))  # imports, filterbank
+    cpu["mel"] = 0.0
     for wav in wavs:
         x = load_audio(wav)
         audio_s += x.size / grid.SAMPLE_RATE
-        start = time.process_time()
-        f, _ = file_features(x, "", meta, job)
-        feat_cpu += time.process_time() - start
-        start = time.process_time()
-        predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=f["mel_pad"])
-        model_cpu += time.process_time() - start
+        timed("mel", lambda: log_mel(x, meta["config"].features))
+        f, _ = timed("features", lambda: file_features(x, "", meta, job))
+        timed("model", lambda: predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk,
+                                             pad_mel=f["mel_pad"]))  # fmt: skip
         feats.append(f)
-    f = max(feats, key=lambda f: len(f["mel"]))
-    n = min(naive_frames, len(f["mel"]))
-    start = time.process_time()
-    predict_file_naive(model, f["mel"][:n], f["egemaps"][:n], meta["fps"], pad_mel=f["mel_pad"])
-    naive_per_frame = (time.process_time() - start) / n
+    shift = dense.DenseWindow.shift
+    dense.DenseWindow.shift = lambda *args: None  # every block through the generic (softmax) attention path
+    try:
+        for f in feats:
+            timed("generic", lambda: predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk,
+                                                  pad_mel=f["mel_pad"]))  # fmt: skip
+        f = max(feats, key=lambda f: len(f["mel"]))
+        n = min(naive_frames, len(f["mel"]))
+        start = time.process_time()
+        predict_file_naive(model, f["mel"][:n], f["egemaps"][:n], meta["fps"], pad_mel=f["mel_pad"])
+        naive_per_frame = (time.process_time() - start) / n
+    finally:
+        dense.DenseWindow.shift = shift
     frames = sum(len(f["mel"]) for f in feats)
-    return {"audio": audio_s, "features": feat_cpu / audio_s, "model": model_cpu / audio_s,
-            "naive": naive_per_frame * frames / audio_s, "naive_frames": n}  # fmt: skip
+    out = {k: v / audio_s for k, v in cpu.items()}
+    out.update(audio=audio_s, naive=naive_per_frame * frames / audio_s, naive_frames=n, chunk=job.chunk)
+    return out
 
 
 def fresh_process_render(wav: Path, ckpt: Path, out: Path) -> dict:
@@ -136,7 +161,10 @@ hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]  # ru_max
 peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({{"cpu": time.process_time() - start, "frames": record["frames"], "peak_mb": peak}}))
 """
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    from pipeline.dask_utils import WORKER_MALLOC_ENV
+
+    env = {**os.environ, **WORKER_MALLOC_ENV}  # as in a render worker
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if res.returncode:
         raise RuntimeError(res.stderr[-3000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -160,21 +188,27 @@ def main() -> None:
     wavs = sorted(corpus.rglob("*.wav"))
     ckpt = args.model or default_checkpoint(work / "untrained.pt", wavs)
 
+    load = os.getloadavg()
     run = dask_render(corpus, work / f"out{args.workers}", ckpt, args.workers)
     print(f"corpus: {run['files']} files, {run['audio'] / 60:.1f} min of audio; model {ckpt}")
     alone = model_alone(ckpt, wavs, args.naive_frames)
     rtf = run["wall"] / run["audio"]
     print(f"\n== whole render, {args.workers} Dask workers (decode, features, model, JSONL) ==")
     print(f"wall RTF {rtf:.4f}   goal <= 0.05   ({run['wall']:.1f} s for {run['audio']:.0f} s of audio; "
-          f"cluster start + model preload {run['startup']:.1f} s not included)")
-    print(f"CPU per audio second, all tasks: {run['cpu'] / run['audio']:.4f}")
-    print("\n== per audio second, CPU seconds, 1 thread, same audio ==")
-    print(f"features (log-mel + eGeMAPS):       {alone['features']:.4f}")
-    print(f"model alone, predict_file:          {alone['model']:.4f}   goal <= 0.01")
-    print(f"naive per-frame inference:          {alone['naive']:.4f}   (timed on {alone['naive_frames']} frames, "
-          "extrapolated)")
-    print(f"predict_file vs naive:              {alone['naive'] / alone['model']:.1f}x faster")
-    print(f"whole render vs naive model alone:  {alone['naive'] / (run['cpu'] / run['audio']):.1f}x (CPU vs CPU)")
+          f"cluster start + worker warm-up {run['startup']:.1f} s not included)")
+    print(f"CPU per audio second, all tasks: {run['cpu'] / run['audio']:.4f}; ideal wall RTF "
+          f"(features + model) / {args.workers} = {(alone['features'] + alone['model']) / args.workers:.4f}")
+    print(f"\n== per audio second, CPU seconds, 1 thread, same audio (chunk {alone['chunk']}) ==")
+    print(f"features: log-mel alone                  {alone['mel']:.4f}")
+    print(f"features: log-mel + eGeMAPS (as render)  {alone['features']:.4f}")
+    print(f"model alone, predict_file                {alone['model']:.4f}   goal <= 0.01")
+    print(f"predict_file, generic attention path     {alone['generic']:.4f}   (dense shortcut off: "
+          f"{alone['generic'] / alone['model']:.1f}x slower)")
+    print(f"naive per-frame inference                {alone['naive']:.4f}   (timed on "
+          f"{alone['naive_frames']} frames, extrapolated)")
+    print(f"predict_file vs naive:                   {alone['naive'] / alone['model']:.1f}x faster")
+    whole_cpu = run["cpu"] / run["audio"]
+    print(f"whole render vs naive model alone:       {alone['naive'] / whole_cpu:.1f}x (CPU vs CPU)")
 
     signal = np.concatenate([load_audio(w) for w in wavs])
     results = {}
@@ -189,6 +223,9 @@ def main() -> None:
         (m0, r0), (m1, r1) = sorted(results.items())
         print(f"growth: {(r1['peak_mb'] - r0['peak_mb']) / ((m1 - m0) / 60):.0f} MB per hour of audio")
     print(f"\n(work dir: {work}; peak RSS of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    end = os.getloadavg()
+    print(f"load average (1, 5, 15 min): at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
+          f"at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}; {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ class RenderJob:
     store: str | None = None
     store_group: str | None = None
     threads: int | None = None  # torch threads in the worker (1 under Dask)
-    chunk: int = 64  # output frames per inference block (result independent of it; smaller = less memory)
+    chunk: int = 256  # output frames per inference block (result independent of it; smaller = less memory)
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -164,7 +164,7 @@ def _wanted_hashes(features, array_hashes) -> dict:
 
 
 def plan(input_dir, out_dir, model: ModelRef, *, fmt: str = "jsonl", fps: int | None = None,
-         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = 64):  # fmt: skip
+         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = 256):  # fmt: skip
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, model sha256, fps,
@@ -240,6 +240,22 @@ def get_model(path: str, sha256: str, threads: int | None = None):
         _MODELS.clear()  # one model per worker at a time
         _MODELS[key] = load_model(path)
     return _MODELS[key]
+
+
+def warm_up(path: str, sha256: str, threads: int | None = None) -> None:
+    """Worker start-up: load the model (:func:`get_model`) and render 1 s of faint noise without
+    writing anything, so that imports, openSMILE objects and the attention kernels are ready
+    before the first file (about 2 CPU s otherwise spent in it)."""
+    from koemorph.model.infer import predict_file
+
+    model, meta = get_model(path, sha256, threads)
+    samples = np.random.default_rng(0).normal(0.0, 1e-3, grid.SAMPLE_RATE).astype(np.float32)
+    job = RenderJob("", "", "", "", "jsonl", meta["fps"], {}, {}, None, 0.0)
+    try:
+        feats, _ = file_features(samples, "", meta, job)
+        predict_file(model, feats["mel"], feats["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=feats["mel_pad"])
+    except Exception:  # best effort (e.g. openSMILE missing): every file reports its own error record
+        pass
 
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job: RenderJob) -> tuple[dict, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from koemorph.atomic import atomic_write_text
+from koemorph.atomic import atomic_path, atomic_write_text
 from koemorph.blendshapes import ALPHABETICAL_NAMES, ARKIT_NAMES, INDEX, NUM_BLENDSHAPES, canonical_name
 from koemorph.errors import TrackError
 from koemorph.grid import SUPPORTED_FPS, check_fps
@@ -25,6 +25,7 @@ from koemorph.grid import SUPPORTED_FPS, check_fps
 VALUE_TOLERANCE = 1e-3  # weights in [-tol, 1 + tol] are clipped to [0, 1]; beyond that is an error
 FPS_SNAP_TOLERANCE = 0.05  # relative: an estimate within 5 % of 30 or 60 snaps to it
 DECIMALS = 6  # digits written for times and weights
+WRITE_BLOCK = 4096  # frames formatted at a time by the JSONL writer
 
 
 @dataclass
@@ -192,14 +193,17 @@ def _parse_jsonl_fast(numbered: list[tuple[int, str]]):
 
 
 def write_jsonl_track(path: str | Path, values, fps: int) -> None:
-    """Write ``values`` ``[T, 52]`` (Apple order) as project JSONL, frame k at ``k / fps`` s."""
+    """Write ``values`` ``[T, 52]`` (Apple order) as project JSONL, frame k at ``k / fps`` s.
+
+    Written atomically in blocks of :data:`WRITE_BLOCK` frames: the text of a long file never
+    exists whole in memory (an hour as Python floats and one string took ~400 MB)."""
     values, fps = check_weights(values, fps)
-    times = clean_floats(np.arange(len(values)) / fps)
-    rows = clean_floats(values)
-    text = "".join(
-        json.dumps({"timestamp": t, "blendshapes": r}, allow_nan=False) + "\n" for t, r in zip(times, rows)
-    )
-    atomic_write_text(path, text)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for start in range(0, len(values), WRITE_BLOCK):
+            stop = min(start + WRITE_BLOCK, len(values))
+            times, rows = clean_floats(np.arange(start, stop) / fps), clean_floats(values[start:stop])
+            f.write("".join(json.dumps({"timestamp": t, "blendshapes": r}, allow_nan=False) + "\n"
+                            for t, r in zip(times, rows)))  # fmt: skip
 
 
 # --- BEAT-style JSON: {"names": [...], "frames": [{"time": s, "weights": [...]}]} -------------

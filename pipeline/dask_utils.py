@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 
 
+# glibc malloc in local workers. Dask's default MALLOC_TRIM_THRESHOLD_=65536 hands freed memory back
+# to the OS at once (and fixes the mmap threshold at 128 kB), so every large temporary is faulted in
+# again: a render worker spent 0.014 CPU s per audio s in page faults (4.6 M faults for 10 min of
+# audio) against 0.001 with these values; they keep at most 64 MB of free heap per worker.
+WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+
+
 def dask_client(workers: int | None, scheduler: str | None):
     """A client on ``scheduler`` (or $DASK_SCHEDULER_ADDRESS), else on a new LocalCluster.
 
     Local workers are processes with one thread each: the work is CPU-bound Python/C.
     """
+    import dask
     from distributed import Client, LocalCluster
 
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS")
@@ -19,7 +27,10 @@ def dask_client(workers: int | None, scheduler: str | None):
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            # the worker's statistical profiler samples every 10 ms: ~15% of a core for nothing here
            "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # fmt: skip
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env)
+    malloc = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
+    with dask.config.set(malloc):  # must be in the environment before the worker process starts
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               env=env)
     return Client(cluster)
 
 

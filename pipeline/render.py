@@ -1,7 +1,7 @@
 """Dask driver for ``koemorph render``: one task per input file, results gathered as they finish.
 
 Thin by design: the work is :func:`koemorph.render.render_file`; this module resolves the model,
-plans, starts (or joins) a cluster, preloads the model once per worker, shows progress and hands
+plans, starts (or joins) a cluster, preloads and warms the model once per worker, shows progress and hands
 the records to :func:`koemorph.render.finish` (the only writer of the manifest).
 """
 
@@ -14,15 +14,15 @@ from pipeline.dask_utils import close_client, dask_client, run_map
 
 
 def _preload(path: str, sha256: str) -> None:
-    """Worker-side: load the model into this process's cache, with one torch thread."""
-    from koemorph.render import get_model
+    """Worker-side: load the model into this process's cache, with one torch thread, and warm up."""
+    from koemorph.render import warm_up
 
-    get_model(path, sha256, threads=1)
+    warm_up(path, sha256, threads=1)
 
 
 def render(input_dir: Path, out_dir: Path, model: str, *, fmt: str = "jsonl", fps: int | None = None,
            post: RenderConfig | None = None, store: Path | None = None, workers: int | None = None,
-           scheduler: str | None = None, tracking_uri: str | None = None, chunk: int = 64) -> dict:  # fmt: skip
+           scheduler: str | None = None, tracking_uri: str | None = None, chunk: int = 256) -> dict:  # fmt: skip
     """Render every audio file under ``input_dir`` into ``out_dir``; return the summary of
     :func:`koemorph.render.finish`. ``workers=0`` runs in this process without Dask."""
     from koemorph.render import finish, plan, render_file, resolve_model

@@ -101,6 +101,18 @@ def test_round_trip(tmp_path, writer, suffix, fps):
     assert track.source_fps == fps and track.present.all()
 
 
+def test_jsonl_written_in_blocks_is_one_document(tmp_path, monkeypatch):
+    import koemorph.track_formats as track_formats
+
+    values = np.random.default_rng(0).random((23, 52))
+    write_jsonl_track(tmp_path / "whole.jsonl", values, 30)
+    monkeypatch.setattr(track_formats, "WRITE_BLOCK", 5)  # 5 blocks, the last one short
+    write_jsonl_track(tmp_path / "blocks.jsonl", values, 30)
+    text = (tmp_path / "blocks.jsonl").read_text()
+    assert text == (tmp_path / "whole.jsonl").read_text() and text.count("\n") == 23
+    np.testing.assert_allclose(read_track(tmp_path / "blocks.jsonl").times, np.arange(23) / 30, atol=1e-6)
+
+
 def test_writers_never_emit_negative_zero_or_nan(tmp_path):
     values = np.zeros((40, 52))
     rotations = np.full((40, 9), -1e-9)

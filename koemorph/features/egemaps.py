@@ -176,7 +176,8 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     a0 = max(0, (j0 + 1) * step - context - margin) // _LLD_HOP * _LLD_HOP
     a1 = min(x.size, j1 * step + margin)
     n = j1 - j0
-    df = _list_smile(_frame_list(j0, CHUNK_WINDOWS, a0, step, context, guard)).process_signal(x[a0:a1], sr)
+    seg = _as_pcm_float(x[a0:a1])  # clipped per pass: no whole-file copy
+    df = _list_smile(_frame_list(j0, CHUNK_WINDOWS, a0, step, context, guard)).process_signal(seg, sr)
     values = df.to_numpy(dtype=np.float64)
     if values.shape[1] != EGEMAPS_DIM:
         raise RuntimeError(f"openSMILE returned {values.shape[1]} eGeMAPS columns, expected {EGEMAPS_DIM}")
@@ -191,7 +192,9 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     out = np.empty((n, EGEMAPS_DIM), dtype=np.float32)
     out[:got] = _finite(values[:got])
     if got < n:  # trailing windows openSMILE did not emit (EOF): compute them directly
-        out[got:] = egemaps_per_window(x, cfg, (np.arange(j0 + got, j1) + 1) * step / sr)
+        ends = (np.arange(j0 + got, j1) + 1) * step  # samples; the same segments from a tail of x
+        lo = max(0, int(ends[0]) - context)
+        out[got:] = egemaps_per_window(x[lo:], cfg, (ends - lo) / sr)
     return out
 
 
@@ -213,7 +216,7 @@ def egemaps_windows(samples: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarra
     empty arrays. One openSMILE pass per :data:`CHUNK_WINDOWS` windows (5 min of audio); see the
     module docstring for the window definition and look-ahead guard.
     """
-    x = _as_pcm_float(samples)
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)  # clipped pass by pass (_one_pass_chunk)
     ends_s = window_end_times(x.size, cfg)
     k = ends_s.size
     if k == 0:

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from koemorph.model.dense import DenseWindow
+
 
 class WindowAttention(nn.Module):
     """Static queries cross-attending over a sliding window of per-frame tokens, every position at once.
@@ -34,7 +36,8 @@ class WindowAttention(nn.Module):
     recomputation of its window. Long windows (mel) put each
     position's attention row into a banded ``[n, T]`` matrix and multiply it with the per-frame values
     once; short strided windows (emotion tokens) gather their values. Dropout acts on the attended
-    output, not on the (large) attention matrix.
+    output, not on the (large) attention matrix. Dense inference blocks (no grad, every position)
+    take the exact shortcut of :mod:`koemorph.model.dense` instead (same function, float rounding).
 
     ``forward(queries [Nq, d_query], tokens [B, T, G, d_token], positions [B, n] long)``
     -> ``[B, n, Nq, H * value_dim]`` (head outputs concatenated, group by group).
@@ -59,6 +62,7 @@ class WindowAttention(nn.Module):
         prior = prior.expand(self.heads, 1, 1, len(offsets)).contiguous()
         self.register_buffer("prior", prior, persistent=False)  # [H, 1, 1, W]
         self.dropout = nn.Dropout(dropout)
+        self.dense = DenseWindow(offsets)  # plain object: no parameters, nothing in the state_dict
 
     @property
     def out_dim(self) -> int:
@@ -75,6 +79,9 @@ class WindowAttention(nn.Module):
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
         age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
+        shift = self.dense.shift(frame_scores, positions)
+        if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
+            return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
         idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
         scores = frame_scores.gather(3, idx.expand(b, h, nq, n * w)).view(b, h, nq, n, w) + age_scores
         attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
@@ -139,6 +146,8 @@ class TemporalSmoothing(nn.Module):
         return torch.sigmoid(self.logit)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.is_grad_enabled() and x.shape[1] > 1:
+            return self._closed_form(x, state)
         a = self.alpha()
         prev = None if state is None else state.to(x.dtype)
         ys = []
@@ -147,6 +156,25 @@ class TemporalSmoothing(nn.Module):
             ys.append(y)
             prev = y
         return torch.stack(ys, dim=1) if ys else x
+
+    def _closed_form(self, x: torch.Tensor, state: torch.Tensor | None, piece: int = 256) -> torch.Tensor:
+        """The same recursion without a Python loop over frames (inference): with ``c = 1 - a`` and
+        ``y_{-1}`` = ``state`` (or ``x_0`` at a reset, so that ``y_0 = x_0``),
+        ``y_t = sum_{s <= t} a c^(t-s) x_s + c^(t+1) y_{-1}``: a lower-triangular ``[piece, piece]``
+        matmul per ``piece`` frames, the last frame carried to the next piece."""
+        a = self.alpha().to(x.dtype)
+        t = torch.arange(min(piece, x.shape[1]), device=x.device, dtype=x.dtype)
+        lag = t[:, None] - t[None, :]
+        weights = torch.where(lag >= 0, a * (1 - a) ** lag.clamp(min=0), torch.zeros((), dtype=x.dtype))
+        decay = (1 - a) ** (t + 1)[:, None]
+        prev = x[:, 0] if state is None else state.to(x.dtype)
+        ys = []
+        for start in range(0, x.shape[1], piece):
+            xs = x[:, start : start + piece]
+            m = xs.shape[1]
+            ys.append(torch.matmul(weights[:m, :m], xs) + decay[:m] * prev[:, None, :])
+            prev = ys[-1][:, -1]
+        return torch.cat(ys, dim=1)
 
 
 def check_block(mel: torch.Tensor, egemaps, positions: torch.Tensor, spans) -> int:
