@@ -11,14 +11,16 @@ Layout (``S`` = the store folder, e.g. ``cache/features.zarr``)::
     S/<id>/targets           [T, 52] float32 Apple-order blendshapes (absent for audio-only files)
     S/_staging/              groups being written; removed at the start of every run
 
-A group is built in ``S/_staging/<id>.<uuid>`` and only renamed into ``S/<id>`` once every array
-is written and ``complete`` is set, so a killed run never leaves a group that passes as done.
+A group is built in memory, written to ``S/_staging/<id>.<uuid>`` and only renamed into
+``S/<id>`` once every array is written and ``complete`` is set, so a killed run never leaves a
+group that passes as done.
 Beside the store the driver writes ``<stem>.results.jsonl``, ``<stem>.failures.jsonl`` and
 ``<stem>.stats.json`` (see :func:`sidecar`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -39,10 +41,43 @@ def _zarr():
     return zarr
 
 
-def _compressor():
-    from zarr.codecs import BloscCodec
+# Codec chain of every array: little-endian float32 bytes, then blosc (zstd level 3, byte shuffle).
+_BLOSC = {"typesize": 4, "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "blocksize": 0}
+_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}},
+           {"name": "blosc", "configuration": _BLOSC}]
 
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+def _json(doc: dict) -> bytes:
+    return json.dumps(doc, indent=2, allow_nan=False).encode()
+
+
+def array_nodes(data: np.ndarray, attrs: dict | None = None) -> dict[str, bytes]:
+    """The files of a Zarr v3 array holding ``data`` (``[T, D]``, stored as float32), by relative key.
+
+    ``zarr.json`` plus one blosc-compressed chunk per :data:`TIME_CHUNK` rows (``c/<i>/0``; the last
+    chunk padded with the fill value 0, as zarr stores edge chunks). Written directly rather than
+    through zarr-python, whose event-loop round trips cost ~4 ms per array; the bytes are the ones
+    zarr writes for the same array (tested), and zarr reads them.
+    """
+    from numcodecs import Blosc
+
+    data = np.ascontiguousarray(data, dtype="<f4")
+    if data.ndim != 2:
+        raise ValueError(f"expected a [T, D] array, got shape {data.shape}")
+    rows = min(TIME_CHUNK, max(1, data.shape[0]))
+    meta = {"shape": list(data.shape), "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, data.shape[1]]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0.0, "codecs": _CODECS, "attributes": attrs or {}, "zarr_format": 3,
+            "node_type": "array", "storage_transformers": []}  # fmt: skip
+    nodes = {"zarr.json": _json(meta)}
+    blosc = Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE, blocksize=0)  # typesize: float32's 4 bytes
+    for i, start in enumerate(range(0, data.shape[0], rows)):
+        chunk = data[start : start + rows]
+        if len(chunk) < rows:
+            chunk = np.concatenate([chunk, np.zeros((rows - len(chunk), data.shape[1]), chunk.dtype)])
+        nodes[f"c/{i}/0"] = blosc.encode(chunk)
+    return nodes
 
 
 def sidecar(store: str | Path, kind: str) -> Path:
@@ -67,8 +102,6 @@ def group_path(store: str | Path, file_id: str) -> Path:
 
 def read_group_attrs(store: str | Path, file_id: str) -> dict | None:
     """Attrs of a complete group, or None if it is absent or incomplete."""
-    import json
-
     meta = group_path(store, file_id) / "zarr.json"
     try:
         attrs = json.loads(meta.read_text()).get("attributes", {})
@@ -78,28 +111,21 @@ def read_group_attrs(store: str | Path, file_id: str) -> dict | None:
 
 
 class GroupWriter:
-    """Writes one file's group into staging, then publishes it atomically.
+    """Collects one file's arrays in memory, then publishes the group atomically through staging.
 
-    ``keep`` names arrays to carry over unchanged from the existing complete group (used when only
-    some feature parameters changed). Use as a context manager: on error the staging is removed.
+    :meth:`publish` writes the files under ``S/_staging/<id>.<uuid>``, copies the ``keep`` arrays
+    (carried over unchanged from the existing complete group, when only some feature parameters
+    changed) and renames the folder into ``S/<id>``. Use as a context manager: on error the
+    staging is removed.
     """
 
     def __init__(self, store: str | Path, file_id: str, keep: tuple[str, ...] = ()):
         self.store = Path(store)
         self.file_id = file_id
+        self.keep = tuple(keep)
         self.final = group_path(store, file_id)
         self.staging = self.store / STAGING / f"{file_id}.{uuid.uuid4().hex[:8]}"
-        self.staging.parent.mkdir(parents=True, exist_ok=True)
-        zarr = _zarr()
-        if keep:
-            shutil.copytree(self.final, self.staging)
-            for name in ARRAYS:
-                if name not in keep:
-                    shutil.rmtree(self.staging / name, ignore_errors=True)
-            self.group = zarr.open_group(str(self.staging), mode="a")
-            self.group.attrs["complete"] = False
-        else:
-            self.group = zarr.open_group(str(self.staging), mode="w")
+        self._nodes: dict[str, bytes] = {}  # key relative to the group ("mel/c/0/0") -> file bytes
 
     def __enter__(self):
         return self
@@ -110,19 +136,23 @@ class GroupWriter:
         return False
 
     def write(self, name: str, data: np.ndarray, attrs: dict | None = None) -> None:
-        """Write ``data`` ``[T, D]`` as array ``name``, chunked along time."""
-        data = np.ascontiguousarray(data)
-        chunks = (min(TIME_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
-        if data.size:  # create and fill in one call: fewer round trips to zarr's I/O thread
-            self.group.create_array(name, data=data, chunks=chunks, compressors=_compressor(),
-                                    attributes=attrs or {}, overwrite=True)  # fmt: skip
-        else:
-            self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                    compressors=_compressor(), attributes=attrs or {}, overwrite=True)  # fmt: skip
+        """Add ``data`` ``[T, D]`` (float32) as array ``name``, chunked along time (:func:`array_nodes`)."""
+        self._nodes.update({f"{name}/{key}": blob for key, blob in array_nodes(data, attrs).items()})
 
     def publish(self, attrs: dict) -> None:
-        """Set the group attrs with ``complete=True`` last, then move the group into place."""
-        self.group.attrs.update({**attrs, "complete": True})
+        """Write the arrays and the group metadata (``attrs`` with ``complete=True``) into staging,
+        then move the group into place."""
+        group = {"attributes": {**attrs, "complete": True}, "zarr_format": 3, "consolidated_metadata": None,
+                 "node_type": "group"}  # fmt: skip
+        nodes = {**self._nodes, "zarr.json": _json(group)}  # the group's own metadata last
+        self.staging.parent.mkdir(parents=True, exist_ok=True)
+        self.staging.mkdir()
+        for name in self.keep:
+            shutil.copytree(self.final / name, self.staging / name)
+        for key, blob in nodes.items():
+            path = self.staging / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
         trash = None
         if self.final.exists():
             trash = self.store / STAGING / f"{self.file_id}.{uuid.uuid4().hex[:8]}.old"
