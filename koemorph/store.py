@@ -11,9 +11,8 @@ Layout (``S`` = the store folder, e.g. ``cache/features.zarr``)::
     S/<id>/targets           [T, 52] float32 Apple-order blendshapes (absent for audio-only files)
     S/_staging/              groups being written; removed at the start of every run
 
-A group is built in memory, written to ``S/_staging/<id>.<uuid>`` and only renamed into
-``S/<id>`` once every array is written and ``complete`` is set, so a killed run never leaves a
-group that passes as done.
+A group is built in ``S/_staging/<id>.<uuid>`` and only renamed into ``S/<id>`` once every array
+is written and ``complete`` is set, so a killed run never leaves a group that passes as done.
 Beside the store the driver writes ``<stem>.results.jsonl``, ``<stem>.failures.jsonl`` and
 ``<stem>.stats.json`` (see :func:`sidecar`).
 """
@@ -111,21 +110,20 @@ def read_group_attrs(store: str | Path, file_id: str) -> dict | None:
 
 
 class GroupWriter:
-    """Collects one file's arrays in memory, then publishes the group atomically through staging.
+    """Writes one file's group into staging, then publishes it atomically.
 
-    :meth:`publish` writes the files under ``S/_staging/<id>.<uuid>``, copies the ``keep`` arrays
-    (carried over unchanged from the existing complete group, when only some feature parameters
-    changed) and renames the folder into ``S/<id>``. Use as a context manager: on error the
-    staging is removed.
+    ``keep`` names arrays to carry over unchanged from the existing complete group (used when only
+    some feature parameters changed). Use as a context manager: on error the staging is removed.
     """
 
     def __init__(self, store: str | Path, file_id: str, keep: tuple[str, ...] = ()):
         self.store = Path(store)
         self.file_id = file_id
-        self.keep = tuple(keep)
         self.final = group_path(store, file_id)
         self.staging = self.store / STAGING / f"{file_id}.{uuid.uuid4().hex[:8]}"
-        self._nodes: dict[str, bytes] = {}  # key relative to the group ("mel/c/0/0") -> file bytes
+        self.staging.mkdir(parents=True)
+        for name in keep:
+            shutil.copytree(self.final / name, self.staging / name)
 
     def __enter__(self):
         return self
@@ -136,23 +134,17 @@ class GroupWriter:
         return False
 
     def write(self, name: str, data: np.ndarray, attrs: dict | None = None) -> None:
-        """Add ``data`` ``[T, D]`` (float32) as array ``name``, chunked along time (:func:`array_nodes`)."""
-        self._nodes.update({f"{name}/{key}": blob for key, blob in array_nodes(data, attrs).items()})
-
-    def publish(self, attrs: dict) -> None:
-        """Write the arrays and the group metadata (``attrs`` with ``complete=True``) into staging,
-        then move the group into place."""
-        group = {"attributes": {**attrs, "complete": True}, "zarr_format": 3, "consolidated_metadata": None,
-                 "node_type": "group"}  # fmt: skip
-        nodes = {**self._nodes, "zarr.json": _json(group)}  # the group's own metadata last
-        self.staging.parent.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir()
-        for name in self.keep:
-            shutil.copytree(self.final / name, self.staging / name)
-        for key, blob in nodes.items():
-            path = self.staging / key
+        """Write ``data`` ``[T, D]`` (float32) as array ``name``, chunked along time (:func:`array_nodes`)."""
+        for key, blob in array_nodes(data, attrs).items():
+            path = self.staging / name / key
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(blob)
+
+    def publish(self, attrs: dict) -> None:
+        """Write the group metadata (``attrs`` with ``complete=True``), then move the group into place."""
+        group = {"attributes": {**attrs, "complete": True}, "zarr_format": 3, "consolidated_metadata": None,
+                 "node_type": "group"}  # fmt: skip
+        (self.staging / "zarr.json").write_bytes(_json(group))
         trash = None
         if self.final.exists():
             trash = self.store / STAGING / f"{self.file_id}.{uuid.uuid4().hex[:8]}.old"
