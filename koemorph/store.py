@@ -47,7 +47,8 @@ _CODECS = [{"name": "bytes", "configuration": {"endian": "little"}},
 
 
 def _json(doc: dict) -> bytes:
-    return json.dumps(doc, indent=2, allow_nan=False).encode()
+    """Compact JSON (json.dumps stays in its C encoder only without indent); NaN is refused."""
+    return json.dumps(doc, allow_nan=False).encode()
 
 
 def array_nodes(data: np.ndarray, attrs: dict | None = None) -> dict[str, bytes]:
