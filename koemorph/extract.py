@@ -129,8 +129,8 @@ def extract_file(job: Job) -> dict:
         duration = len(samples) / grid.SAMPLE_RATE
         arrays = list(job.keep)
         with GroupWriter(job.store, entry["id"], keep=job.keep) as writer:
-            sums = dict(writer.group.attrs.get("sums", {})) if job.keep else {}
-            sums = {k: v for k, v in sums.items() if k in job.keep}
+            kept = (read_group_attrs(job.store, entry["id"]) or {}).get("sums", {}) if job.keep else {}
+            sums = {k: v for k, v in kept.items() if k in job.keep}
             if "mel" not in job.keep:
                 from koemorph.features.mel import log_mel
 

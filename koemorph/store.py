@@ -19,6 +19,7 @@ Beside the store the driver writes ``<stem>.results.jsonl``, ``<stem>.failures.j
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
@@ -39,10 +40,44 @@ def _zarr():
     return zarr
 
 
-def _compressor():
-    from zarr.codecs import BloscCodec
+# Codec chain of every array: little-endian float32 bytes, then blosc (zstd level 3, byte shuffle).
+_BLOSC = {"typesize": 4, "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "blocksize": 0}
+_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}},
+           {"name": "blosc", "configuration": _BLOSC}]
 
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+
+def _json(doc: dict) -> bytes:
+    """Compact JSON (json.dumps stays in its C encoder only without indent); NaN is refused."""
+    return json.dumps(doc, allow_nan=False).encode()
+
+
+def array_nodes(data: np.ndarray, attrs: dict | None = None) -> dict[str, bytes]:
+    """The files of a Zarr v3 array holding ``data`` (``[T, D]``, stored as float32), by relative key.
+
+    ``zarr.json`` plus one blosc-compressed chunk per :data:`TIME_CHUNK` rows (``c/<i>/0``; the last
+    chunk padded with the fill value 0, as zarr stores edge chunks). Written directly rather than
+    through zarr-python, whose event-loop round trips cost ~4 ms per array; the bytes are the ones
+    zarr writes for the same array (tested), and zarr reads them.
+    """
+    from numcodecs import Blosc
+
+    data = np.ascontiguousarray(data, dtype="<f4")
+    if data.ndim != 2:
+        raise ValueError(f"expected a [T, D] array, got shape {data.shape}")
+    rows = min(TIME_CHUNK, max(1, data.shape[0]))
+    meta = {"shape": list(data.shape), "data_type": "float32",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, data.shape[1]]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0.0, "codecs": _CODECS, "attributes": attrs or {}, "zarr_format": 3,
+            "node_type": "array", "storage_transformers": []}  # fmt: skip
+    nodes = {"zarr.json": _json(meta)}
+    blosc = Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE, blocksize=0)  # typesize: float32's 4 bytes
+    for i, start in enumerate(range(0, data.shape[0], rows)):
+        chunk = data[start : start + rows]
+        if len(chunk) < rows:
+            chunk = np.concatenate([chunk, np.zeros((rows - len(chunk), data.shape[1]), chunk.dtype)])
+        nodes[f"c/{i}/0"] = blosc.encode(chunk)
+    return nodes
 
 
 def sidecar(store: str | Path, kind: str) -> Path:
@@ -67,8 +102,6 @@ def group_path(store: str | Path, file_id: str) -> Path:
 
 def read_group_attrs(store: str | Path, file_id: str) -> dict | None:
     """Attrs of a complete group, or None if it is absent or incomplete."""
-    import json
-
     meta = group_path(store, file_id) / "zarr.json"
     try:
         attrs = json.loads(meta.read_text()).get("attributes", {})
@@ -89,17 +122,9 @@ class GroupWriter:
         self.file_id = file_id
         self.final = group_path(store, file_id)
         self.staging = self.store / STAGING / f"{file_id}.{uuid.uuid4().hex[:8]}"
-        self.staging.parent.mkdir(parents=True, exist_ok=True)
-        zarr = _zarr()
-        if keep:
-            shutil.copytree(self.final, self.staging)
-            for name in ARRAYS:
-                if name not in keep:
-                    shutil.rmtree(self.staging / name, ignore_errors=True)
-            self.group = zarr.open_group(str(self.staging), mode="a")
-            self.group.attrs["complete"] = False
-        else:
-            self.group = zarr.open_group(str(self.staging), mode="w")
+        self.staging.mkdir(parents=True)
+        for name in keep:
+            shutil.copytree(self.final / name, self.staging / name)
 
     def __enter__(self):
         return self
@@ -110,19 +135,17 @@ class GroupWriter:
         return False
 
     def write(self, name: str, data: np.ndarray, attrs: dict | None = None) -> None:
-        """Write ``data`` ``[T, D]`` as array ``name``, chunked along time."""
-        data = np.ascontiguousarray(data)
-        chunks = (min(TIME_CHUNK, max(1, data.shape[0])),) + data.shape[1:]
-        if data.size:  # create and fill in one call: fewer round trips to zarr's I/O thread
-            self.group.create_array(name, data=data, chunks=chunks, compressors=_compressor(),
-                                    attributes=attrs or {}, overwrite=True)  # fmt: skip
-        else:
-            self.group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks,
-                                    compressors=_compressor(), attributes=attrs or {}, overwrite=True)  # fmt: skip
+        """Write ``data`` ``[T, D]`` (float32) as array ``name``, chunked along time (:func:`array_nodes`)."""
+        for key, blob in array_nodes(data, attrs).items():
+            path = self.staging / name / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(blob)
 
     def publish(self, attrs: dict) -> None:
-        """Set the group attrs with ``complete=True`` last, then move the group into place."""
-        self.group.attrs.update({**attrs, "complete": True})
+        """Write the group metadata (``attrs`` with ``complete=True``), then move the group into place."""
+        group = {"attributes": {**attrs, "complete": True}, "zarr_format": 3, "consolidated_metadata": None,
+                 "node_type": "group"}  # fmt: skip
+        (self.staging / "zarr.json").write_bytes(_json(group))
         trash = None
         if self.final.exists():
             trash = self.store / STAGING / f"{self.file_id}.{uuid.uuid4().hex[:8]}.old"

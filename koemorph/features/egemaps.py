@@ -130,6 +130,15 @@ def egemaps_feature_names() -> list[str]:
     return names
 
 
+def _list_size(n: int) -> int:
+    """Windows to request for a pass that needs ``n``: the next power of two >= ``n + 1`` (at least
+    64, at most :data:`CHUNK_WINDOWS`), so a few cached lists serve every file length and a short
+    file does not pay openSMILE's parsing of 1000 windows. Requested windows past the audio's end
+    are not emitted, and rows past ``n`` are ignored, so the size never changes a value."""
+    return min(CHUNK_WINDOWS, max(64, 1 << int(n).bit_length()))
+
+
+@functools.lru_cache(maxsize=16)
 def _frame_list(first: int, count: int, offset: int, step: int, context: int, guard: int) -> str:
     """openSMILE ``frameList`` for windows ``first .. first+count-1``, seconds relative to sample ``offset``.
 
@@ -146,12 +155,12 @@ def _frame_list(first: int, count: int, offset: int, step: int, context: int, gu
     return ",".join(f"{a / sr:.6f}s-{b / sr:.6f}s" for a, b in zip(starts.tolist(), stops.tolist()))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _list_smile(frame_list: str):
     """A list-mode eGeMAPSv02 Smile for ``frame_list``; windows past the input's end are not emitted.
 
     Cached per process: with the default config every chunk after the first requests the same
-    relative list, so a process builds two of these.
+    relative list, so a process builds at most two per list size (:func:`_list_size`).
     """
     import os
 
@@ -177,7 +186,7 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     a1 = min(x.size, j1 * step + margin)
     n = j1 - j0
     seg = _as_pcm_float(x[a0:a1])  # clipped per pass: no whole-file copy
-    df = _list_smile(_frame_list(j0, CHUNK_WINDOWS, a0, step, context, guard)).process_signal(seg, sr)
+    df = _list_smile(_frame_list(j0, _list_size(n), a0, step, context, guard)).process_signal(seg, sr)
     values = df.to_numpy(dtype=np.float64)
     if values.shape[1] != EGEMAPS_DIM:
         raise RuntimeError(f"openSMILE returned {values.shape[1]} eGeMAPS columns, expected {EGEMAPS_DIM}")
