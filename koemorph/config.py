@@ -67,6 +67,9 @@ class ModelConfig:
     lookahead_s: float = 0.1
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
     conv_kernel: int = 1  # frames per mel token (valid causal conv t-K+1..t); K=5/9 gave no gain on demo10
+    mel_summary: int = 0  # dual-stream: rank of a full-spectrum projection added to every band token (0: off)
+    band_overlap: int = 0  # dual-stream: mel bins each band also sees on each side of its own
+    temporal_layers: int = 0  # dual-stream: causal dilated conv layers (k=3) over each band's tokens (0: off)
     locality_prior: bool = True  # ALiBi bias -slope_h*|age|, slopes 1..1/128; off: val mouth r 0.11 vs 0.31
     decoder_hidden: int = 128
     dropout: float = 0.1
