@@ -13,7 +13,7 @@ from koemorph.config import FeaturesConfig, LossConfig, ModelConfig
 from koemorph.model import build_model, count_parameters
 from koemorph.model.diagnostics import check_gradients, grad_norms
 from koemorph.model.infer import predict_file, predict_file_naive
-from koemorph.model.losses import compute_losses
+from koemorph.model.losses import channel_scale, compute_losses
 from koemorph.windows import mel_pad_value, spans, window
 
 torch.set_num_threads(2)
@@ -247,6 +247,28 @@ def test_losses_known_values():
     steps[0, 1] = 1.0  # deltas +1, -1 against a flat target
     _, t = compute_losses(_out(steps), torch.zeros(1, 3, 52), None, cfg, True)
     assert t["velocity"].item() == pytest.approx(1.0)
+
+
+def test_channel_scale_weighs_channels_alike_above_the_floor():
+    std = torch.full((52,), 0.2)
+    std[0], std[1], std[2] = 0.02, 0.005, 0.1
+    assert channel_scale(std, 0.0) is None
+    s = channel_scale(std, 0.02)
+    assert s.square().mean().item() == pytest.approx(1.0, rel=1e-5)
+    assert s[0].item() == pytest.approx(10 * s[5].item(), rel=1e-5)  # 1/std
+    assert s[1].item() == pytest.approx(s[0].item(), rel=1e-5)  # below the floor: capped
+    assert s[2].item() == pytest.approx(2 * s[5].item(), rel=1e-5)
+    cfg = LossConfig()
+    target = torch.rand(2, 5, 52) * 0.5
+    pred = target.clone()
+    pred[..., 0] += 0.1
+    _, plain = compute_losses(_out(pred), target, None, cfg, True)
+    _, scaled = compute_losses(_out(pred), target, None, cfg, True, scale=s)
+    assert scaled["mse"].item() == pytest.approx(plain["mse"].item() * s[0].item() ** 2, rel=1e-4)
+    raw = pred + 0.05  # smoothed outputs: the consistency term is scaled too, `raw` stays apart
+    _, t = compute_losses(_out(pred, raw), target, None, cfg, True, scale=s)
+    expect = ((raw[:, 1:] - pred[:, :-1]) * s).square().mean()
+    assert t["consistency"].item() == pytest.approx(expect.item(), rel=1e-4)
 
 
 def test_losses_mask_and_consistency():

@@ -14,7 +14,13 @@ band identity (bug B3). We follow the intent at band granularity: the ``mel_band
 the non-linearity (so bands differ: fixes B3). The MLP's first layer is a valid causal convolution
 over ``conv_kernel`` frames (token ``j`` sees the band's bins of frames ``j-K+1..j``; default 1:
 frame-wise, since K = 5 or 9 gave no gain on the demo corpus); it runs once per frame of the
-block, so windows still share it. Each band is a token
+block, so windows still share it. A band sees only its own bins, while lip shape depends on the
+whole spectrum: a rank-``mel_summary`` projection of the frame's full spectrum (80 -> 32 -> d_model)
+is added to every band's pre-activation too (demo10, 1000 steps: val mouth r 0.455 -> 0.514), so
+each band token carries its band in detail plus a small summary of the rest. Options (off by
+default): ``band_overlap`` extra bins on each side of a band, and ``temporal_layers`` residual causal
+dilated convolutions over each band's tokens (the window then starts ``R - 1`` frames later, so
+no token reaches back beyond ``t - (C-1)``). Each band is a token
 sequence over time, and each band owns ``num_heads / mel_bands`` heads that attend over that band's
 window only, i.e. every band learns its own temporal attention. Band combination: concat + linear:
 the bands' head outputs are concatenated (``mel_bands * heads_per_band * head_dim = d_model``), and
