@@ -82,6 +82,13 @@ class ModelConfig:
     lookahead_s: float = 0.1
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
     conv_kernel: int = 1  # frames per mel token (valid causal conv t-K+1..t); K=5/9 gave no gain on demo10
+    # dual-stream: rank of a full-spectrum projection added to every band token (0: off). demo10, 1000 steps:
+    # val / test mouth r 0.455 / 0.453 without, 0.514 / 0.469 at 32 (simplified model: 0.474 / 0.458)
+    mel_summary: int = 32
+    band_overlap: int = 0  # dual-stream: mel bins each band also sees on each side of its own
+    # dual-stream: causal dilated conv layers (k=3) over each band's tokens (0: off). demo10, 1000 steps:
+    # val / test mouth r 0.497 / 0.457 at 3 alone, but 0.497 / 0.466 with mel_summary 32 (0.514 / 0.469 without)
+    temporal_layers: int = 0
     locality_prior: bool = True  # ALiBi bias -slope_h*|age|, slopes 1..1/128; off: val mouth r 0.11 vs 0.31
     decoder_hidden: int = 128
     dropout: float = 0.1
@@ -114,6 +121,9 @@ class LossConfig:
     perceptual: float = 0.5  # MSE on the mouth group + MSE on the expression group
     velocity: float = 0.1  # prediction deltas vs target deltas along time (dense blocks)
     consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
+    # > 0: errors / max(train std, floor) per channel (model.losses.channel_scale). demo10, 1000 steps, mel_summary 32: val mouth r 0.514 / 0.533 / 0.545 at 0 / 0.02 / 0.05,
+    # test 0.469 / 0.489 / 0.488, test closure 0.536 / 0.567 / 0.563 (mouthFrown* 0.13 -> 0.27-0.37)
+    channel_floor: float = 0.05
 
 
 @dataclass

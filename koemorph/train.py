@@ -116,8 +116,13 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(8, len(os.sched_getaffinity(0)))))
     model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps).to(device)
+    train_targets = np.concatenate([cache.load(i)["targets"] for i in train_ids])
     if ckpt is None and hasattr(model.decoder, "init_bias"):  # start at the train mean pose
-        model.decoder.init_bias(np.concatenate([cache.load(i)["targets"] for i in train_ids]).mean(0))
+        model.decoder.init_bias(train_targets.mean(0))
+    from koemorph.model.losses import channel_scale
+
+    scale = channel_scale(train_targets.std(0), cfg.loss.channel_floor)
+    scale = None if scale is None else scale.to(device)
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
@@ -162,7 +167,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
         nonlocal best, bad, last_val
         if not val_ids:
             return {}
-        agg, per_file, preds = validate(model, cache, val_ids, cfg.loss, device)
+        agg, per_file, preds = validate(model, cache, val_ids, cfg.loss, device, scale)
         import pandas as pd
 
         table = pd.DataFrame(per_file)
@@ -212,7 +217,7 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
                 lr = lr_at(step, schedule["horizon"], cfg.optim, spent())
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                metrics = train_step(model, batch, optimizer, cfg, device, check=warner)
+                metrics = train_step(model, batch, optimizer, cfg, device, check=warner, scale=scale)
                 step += 1
                 last_loss = metrics["train/loss"]
                 epoch_loss, epoch_n = epoch_loss + last_loss, epoch_n + 1

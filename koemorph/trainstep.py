@@ -17,13 +17,14 @@ from koemorph import blendshapes as bs
 CSV_FIELDS = ("epoch", "step", "train_loss", "val_loss", "val_mae", "val_mouth_pearson", "lr", "seconds")
 
 
-def train_step(model, batch: dict, optimizer, cfg, device, check=None) -> dict:
+def train_step(model, batch: dict, optimizer, cfg, device, check=None, scale=None) -> dict:
     """Forward, loss, backward, clip, update on one collated batch; returns slash-named scalars.
 
     ``batch``: see :func:`koemorph.data.collate`. Metrics: ``train/loss`` and the unweighted loss
     terms (``train/mse`` ...), ``grad_norm`` and ``grad/<group>`` (before clipping), and, when the
     model reports them, ``stream/mel_weight_mouth|expression`` and ``smoothing/alpha``.
-    ``check`` (optional) is called with the model after backward (gradient warnings).
+    ``check`` (optional) is called with the model after backward (gradient warnings); ``scale``
+    (optional ``[52]``) is the per-channel error scale of :func:`koemorph.model.losses.channel_scale`.
     """
     from koemorph.model.diagnostics import grad_norms
     from koemorph.model.losses import compute_losses
@@ -34,7 +35,8 @@ def train_step(model, batch: dict, optimizer, cfg, device, check=None) -> dict:
     targets = batch["targets"].to(device, non_blocking=True)
     mask = batch["mask"].to(device, non_blocking=True)
     out = model(mel, egemaps, positions, smooth=batch["smooth"], state=None)
-    total, terms = compute_losses(out, targets, mask, cfg.loss, consecutive=batch["smooth"])
+    total, terms = compute_losses(out, targets, mask, cfg.loss, consecutive=batch["smooth"],
+                                   scale=scale)  # fmt: skip
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     metrics = {"train/loss": float(total.detach()), **{f"train/{k}": float(torch.as_tensor(v).detach()) for k, v in terms.items() if k != "total"}}

@@ -32,11 +32,12 @@ def file_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
             "pearson": float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")}  # fmt: skip
 
 
-def validate(model, cache, ids: list[str], loss_cfg, device) -> tuple[dict, list[dict], dict]:
+def validate(model, cache, ids: list[str], loss_cfg, device, scale=None) -> tuple[dict, list[dict], dict]:
     """Predict every file in ``ids``; returns ``(aggregates, per-file rows, predictions by id)``.
 
     ``val/loss`` is the configured training loss on whole files (``compute_losses`` with
-    ``consecutive=True``; whole-file inference returns no raw stream, so ``raw`` = the output).
+    ``consecutive=True`` and the training's per-channel ``scale``; whole-file inference returns no
+    raw stream, so ``raw`` = the output).
     """
     import torch
 
@@ -55,7 +56,8 @@ def validate(model, cache, ids: list[str], loss_cfg, device) -> tuple[dict, list
             true = data["targets"]
             out = torch.from_numpy(pred)[None]
             total, _ = compute_losses({"blendshapes": out, "raw": out}, torch.from_numpy(true)[None],
-                                      torch.ones(1, len(true), dtype=torch.bool), loss_cfg, consecutive=True)  # fmt: skip
+                                      torch.ones(1, len(true), dtype=torch.bool), loss_cfg, consecutive=True,
+                                      scale=None if scale is None else scale.cpu())  # fmt: skip
             losses.append(float(total))
             rows.append({"id": fid, **file_metrics(pred, true), "loss": losses[-1]})
             preds[fid] = pred

@@ -13,11 +13,13 @@ from koemorph.config import FeaturesConfig, LossConfig, ModelConfig
 from koemorph.model import build_model, count_parameters
 from koemorph.model.diagnostics import check_gradients, grad_norms
 from koemorph.model.infer import predict_file, predict_file_naive
-from koemorph.model.losses import compute_losses
+from koemorph.model.losses import channel_scale, compute_losses
 from koemorph.windows import mel_pad_value, spans, window
 
 torch.set_num_threads(2)
 KINDS = ("dual_stream", "simplified")
+OPTIONS = {"mel_summary": 8, "band_overlap": 2, "temporal_layers": 2, "conv_kernel": 2}  # band-stream options
+MODELS = [("dual_stream", {}), ("simplified", {}), ("dual_stream", OPTIONS)]
 SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
                     dropout=0.0)  # fmt: skip
 SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 mel frames, 30 eGeMAPS frames, tokens every 3
@@ -82,9 +84,9 @@ def test_sparse_positions_equal_dense_rows():
     torch.testing.assert_close(sparse, torch.stack([full[b, pos[b]] for b in range(2)]))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_parameter_gets_a_gradient(kind):
-    model = small(kind, dropout=0.1).train()
+@pytest.mark.parametrize("kind,options", MODELS)
+def test_every_parameter_gets_a_gradient(kind, options):
+    model = small(kind, dropout=0.1, **options).train()
     mel, eg, pos = block(model, 2, 12)
     out = model(mel, eg, pos, smooth=True)
     target = torch.rand(2, 12, 52)
@@ -164,9 +166,9 @@ def _file(n=50, seed=1):
     return rng.standard_normal((n, 80)).astype(np.float32), rng.standard_normal((n, 88)).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_predict_file_chunks_and_naive_agree(kind):
-    model = small(kind, dropout=0.1).train()
+@pytest.mark.parametrize("kind,options", MODELS)
+def test_predict_file_chunks_and_naive_agree(kind, options):
+    model = small(kind, dropout=0.1, **options).train()
     mel, eg = _file()
     one = predict_file(model, mel, eg, 30, chunk=1000, pad_mel=-3.0)
     assert model.training  # mode restored
@@ -181,10 +183,10 @@ def test_predict_file_chunks_and_naive_agree(kind):
         predict_file(model, mel, eg, 60, pad_mel=-3.0)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind,options", MODELS)
 @pytest.mark.parametrize("lookahead", (0, 3))
-def test_causality(kind, lookahead):
-    model = small(kind, lookahead_s=lookahead / 30)
+def test_causality(kind, options, lookahead):
+    model = small(kind, lookahead_s=lookahead / 30, **options)
     assert model.spans.lookahead == lookahead
     mel, eg = _file(60)
     base = predict_file(model, mel, eg, 30, chunk=13, pad_mel=-3.0)
@@ -206,8 +208,9 @@ def test_causality(kind, lookahead):
         assert not np.allclose(own[t], plain[t]), name
 
 
-def test_context_is_bounded():
-    model = small()
+@pytest.mark.parametrize("options", ({}, OPTIONS))
+def test_context_is_bounded(options):
+    model = small(**options)
     mel, eg = _file(80)
     mel2, eg2 = mel.copy(), eg.copy()
     mel2[:10] += 5.0
@@ -244,6 +247,28 @@ def test_losses_known_values():
     steps[0, 1] = 1.0  # deltas +1, -1 against a flat target
     _, t = compute_losses(_out(steps), torch.zeros(1, 3, 52), None, cfg, True)
     assert t["velocity"].item() == pytest.approx(1.0)
+
+
+def test_channel_scale_weighs_channels_alike_above_the_floor():
+    std = torch.full((52,), 0.2)
+    std[0], std[1], std[2] = 0.02, 0.005, 0.1
+    assert channel_scale(std, 0.0) is None
+    s = channel_scale(std, 0.02)
+    assert s.square().mean().item() == pytest.approx(1.0, rel=1e-5)
+    assert s[0].item() == pytest.approx(10 * s[5].item(), rel=1e-5)  # 1/std
+    assert s[1].item() == pytest.approx(s[0].item(), rel=1e-5)  # below the floor: capped
+    assert s[2].item() == pytest.approx(2 * s[5].item(), rel=1e-5)
+    cfg = LossConfig()
+    target = torch.rand(2, 5, 52) * 0.5
+    pred = target.clone()
+    pred[..., 0] += 0.1
+    _, plain = compute_losses(_out(pred), target, None, cfg, True)
+    _, scaled = compute_losses(_out(pred), target, None, cfg, True, scale=s)
+    assert scaled["mse"].item() == pytest.approx(plain["mse"].item() * s[0].item() ** 2, rel=1e-4)
+    raw = pred + 0.05  # smoothed outputs: the consistency term is scaled too, `raw` stays apart
+    _, t = compute_losses(_out(pred, raw), target, None, cfg, True, scale=s)
+    expect = ((raw[:, 1:] - pred[:, :-1]) * s).square().mean()
+    assert t["consistency"].item() == pytest.approx(expect.item(), rel=1e-4)
 
 
 def test_losses_mask_and_consistency():

@@ -1,6 +1,6 @@
 """Training losses (seeds 002/004 §5), with groups by name (fixes B22) and real time deltas (fixes B23).
 
-``compute_losses(out, target, mask, cfg, consecutive)``:
+``compute_losses(out, target, mask, cfg, consecutive, scale=None)``:
 
 * ``out``: the model's output dict; ``out["blendshapes"]`` ``[B, n, 52]`` (smoothed when the model
   smoothed, else the very ``out["raw"]`` tensor) and ``out["raw"]`` ``[B, n, 52]``, values in [0, 1];
@@ -8,7 +8,9 @@
   padding, contributes nothing);
 * ``consecutive``: the n positions are consecutive grid frames (dense block), so ``velocity`` and
   ``consistency`` are defined. Deltas are taken between neighbouring positions of the SAME batch
-  row only, and only where both frames are real.
+  row only, and only where both frames are real;
+* ``scale`` (optional, ``[52]``): every channel's prediction and target are multiplied by it first
+  (:func:`channel_scale`, ``LossConfig.channel_floor``), so each term weighs channels by ``scale²``.
 
 Terms (unweighted, means over real frames and channels):
 ``mse``, ``l1``; ``perceptual`` = MSE over the mouth names + MSE over the expression names
@@ -35,14 +37,33 @@ def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * w).sum() / count.clamp_min(1.0)
 
 
+def channel_scale(std, floor: float) -> torch.Tensor | None:
+    """``[52]`` per-channel error scale ``1 / max(std, floor)``, normalised so the squared scales average 1;
+    None when ``floor <= 0`` (plain errors). ``std``: ``[52]`` train-split target std.
+
+    Pearson r, the metric, weighs every channel alike whatever its range, while a plain MSE weighs
+    channel ``c`` by ``std_c²``: a channel moving by 0.02 (mouthFrown*) got ~1/100 of the gradient of
+    one moving by 0.2 (mouthPucker). The floor keeps near-constant channels from taking over.
+    """
+    if floor <= 0:
+        return None
+    s = 1.0 / torch.as_tensor(std, dtype=torch.float32).clamp_min(float(floor))
+    return s / s.square().mean().sqrt()
+
+
 def compute_losses(out: dict, target: torch.Tensor, mask: torch.Tensor | None, cfg,
-                   consecutive: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+                   consecutive: bool, scale: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
     pred, raw = out["blendshapes"], out["raw"]
     if pred.shape != target.shape or pred.shape[-1] != blendshapes.NUM_BLENDSHAPES:
         raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)}: need [B, n, 52]")
     if mask is None:
         mask = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
     target = target.to(pred.dtype)
+    if scale is not None:  # every term in scaled units (see channel_scale); `pred is raw` is kept
+        scale = scale.to(pred)
+        smoothed = pred is not raw
+        raw = raw * scale
+        pred, target = (pred * scale if smoothed else raw), target * scale
     err = pred - target
     terms = {"mse": _masked_mean(err.square(), mask), "l1": _masked_mean(err.abs(), mask)}
     mouth = torch.as_tensor(blendshapes.MOUTH_INDICES, device=pred.device)

@@ -1,0 +1,204 @@
+"""Training throughput of both networks and the data pipeline against per-window recomputation (issue 4).
+
+    python benchmarks/bench_train.py [--store /tmp/demo10.zarr] [--manifest /tmp/demo10.jsonl]
+                                     [--steps 60] [--windows 24] [--threads 2] [--workers 0]
+
+Everything comes from ONE run on the store's train split with the default config (sampling mode
+``mixed``: dense blocks of 32 frames and sparse blocks of 256 frames with a target every 32).
+
+1. Data pipeline: every batch of the first epochs is produced by the training loader
+   (:class:`koemorph.data.BlockDataset` + :func:`koemorph.data.make_loader`, whole normalised files
+   loaded once from the Zarr store), without training. The one-time load is timed too and charged
+   to one epoch. Printed: blocks/s (a block = one window of context shared by its targets) and
+   target frames/s. Also the same blocks read chunk by chunk from Zarr (``in_memory=False``).
+2. The original's way: for each of ``--windows`` target frames (spread over the same epoch's
+   targets), the log-mel of the 8.53 s window ending at that frame (``librosa.feature.melspectrogram``,
+   n_fft 1024, hop 533, 80 mels, 80-8000 Hz, ``power_to_db(ref=max)``) and eGeMAPS (openSMILE
+   eGeMAPSv02 functionals) over its 20 s context: ONE ``process_signal`` call per window, a lower bound
+   (the original's offline path made 29 calls per window on a growing buffer). Audio is decoded
+   once per file beforehand and not charged. One window = one supervised frame there, so the ratio
+   that matters is cache target frames/s over original windows/s; cache blocks/s over it is printed too.
+3. Training: real optimiser steps (:func:`koemorph.trainstep.train_step`, AdamW, default config,
+   decoder bias at the train mean pose) for each model, batches in the training order, timed exactly
+   as ``koemorph train`` does (``StepMeter``: wait = time blocked on the loader, step = wait + compute).
+   Printed: windows/s (blocks), target frames/s, the share of step time spent waiting for data
+   (goal < 10%), and CPU seconds per step (robust on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from koemorph import grid
+from koemorph.config import load_config
+from koemorph.data import BlockDataset, FeatureCache, make_loader
+from koemorph.sampling import Sampler
+from koemorph.windows import spans
+
+CACHE_GOAL, WAIT_GOAL = 100.0, 0.10
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (DataLoader workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def pipeline(dataset: BlockDataset, sampler: Sampler, epochs: int, workers: int) -> dict:
+    """Blocks and target frames per second out of the training loader over ``epochs`` epochs."""
+    blocks = frames = 0
+    w0, c0 = time.perf_counter(), cpu_s()
+    for epoch in range(epochs):
+        for batch in make_loader(dataset, sampler.batches(epoch), workers, seed=epoch):
+            blocks += len(batch["mel"])
+            frames += int(batch["mask"].sum())
+    wall, cpu = time.perf_counter() - w0, cpu_s() - c0
+    return {"blocks": blocks, "frames": frames, "wall": wall, "cpu": cpu}
+
+
+def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets: list[tuple[int, int]],
+                     cfg) -> dict:  # fmt: skip
+    """Time the per-window recomputation for ``targets`` ``[(file index, frame)]``."""
+    import librosa
+
+    from koemorph.audio import load_audio
+    from koemorph.features.egemaps import _plain_smile
+    from koemorph.manifest import load_manifest
+
+    paths = {e.id: e.audio_path for e in load_manifest(manifest)}
+    audio = {f: load_audio(paths[ids[f]]) for f in {f for f, _ in targets}}
+    hop = grid.SAMPLE_RATE // cfg.features.fps  # 533 at 30 fps, as the original
+    mel_len = int(round(cfg.model.context_s * cfg.features.fps)) * hop  # 136,448 samples
+    ege_len = int(cfg.features.egemaps_context_s * grid.SAMPLE_RATE)
+    smile = _plain_smile()
+    warm = np.random.default_rng(0).standard_normal(mel_len).astype(np.float32) * 0.1
+    librosa.feature.melspectrogram(y=warm, sr=grid.SAMPLE_RATE, n_fft=1024, hop_length=hop, n_mels=80, fmin=80,
+                                   fmax=8000)  # warm-up (filterbank, FFT plans), not timed  # fmt: skip
+    smile.process_signal(warm, grid.SAMPLE_RATE)
+
+    def ending_at(x: np.ndarray, end: int, n: int) -> np.ndarray:
+        seg = x[max(0, end - n) : end]
+        return np.concatenate([np.zeros(n - len(seg), np.float32), seg]) if len(seg) < n else seg
+
+    w0, c0 = time.perf_counter(), cpu_s()
+    for f, frame in targets:
+        x = audio[f]
+        end = min(len(x), (frame + 1) * hop)
+        mel = librosa.feature.melspectrogram(y=ending_at(x, end, mel_len), sr=grid.SAMPLE_RATE, n_fft=1024,
+                                             hop_length=hop, n_mels=80, fmin=80, fmax=8000)  # fmt: skip
+        mel = (librosa.power_to_db(mel, ref=np.max) + 80.0) / 80.0
+        seg = x[max(0, end - ege_len) : end]
+        seg = seg / max(1e-9, float(np.abs(seg).max()))  # the original peak-normalised each call
+        smile.process_signal(seg, grid.SAMPLE_RATE)
+    return {"windows": len(targets), "wall": time.perf_counter() - w0, "cpu": cpu_s() - c0}
+
+
+def training(kind: str, cache: FeatureCache, dataset: BlockDataset, sampler: Sampler, steps: int,
+             warmup: int, workers: int) -> dict:  # fmt: skip
+    """Real training steps of ``kind``; the first ``warmup`` are not counted."""
+    from koemorph.checkpoint import seed_everything
+    from koemorph.model import build_model, count_parameters
+    from koemorph.trainstep import StepMeter, train_step
+
+    cfg = load_config(None, extra={"model": {"kind": kind}, "sampling": {"num_workers": workers}})
+    seed_everything(0)
+    model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps)
+    model.decoder.init_bias(np.concatenate([cache.load(i)["targets"] for i in cache.ids("train")]).mean(0))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)  # fmt: skip
+    model.train()
+    meter, done, epoch, cpu = StepMeter(), 0, 0, 0.0
+    while done < warmup + steps:
+        loader = make_loader(dataset, sampler.batches(epoch), workers, seed=epoch)
+        t_wait = time.perf_counter()
+        for batch in loader:
+            wait = time.perf_counter() - t_wait
+            c0 = cpu_s()
+            train_step(model, batch, optimizer, cfg, torch.device("cpu"))
+            if done >= warmup:
+                cpu += cpu_s() - c0
+                meter.add({}, wait, time.perf_counter() - t_wait, len(batch["mel"]), int(batch["mask"].sum()))
+            done += 1
+            if done >= warmup + steps:
+                break
+            t_wait = time.perf_counter()
+        epoch += 1
+    return {**meter.totals(), "params": count_parameters(model), "cpu_per_step": cpu / steps}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--store", default="/tmp/demo10.zarr")
+    ap.add_argument("--manifest", default="/tmp/demo10.jsonl", help="for the audio of the original's way")
+    ap.add_argument("--steps", type=int, default=60, help="timed training steps per model")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed first steps per model")
+    ap.add_argument("--windows", type=int, default=24, help="windows recomputed the original's way")
+    ap.add_argument("--epochs", type=int, default=20, help="loader epochs timed without training")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (sampling.num_workers)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(None)
+    geometry = spans(cfg.model, cfg.features)
+
+    w0, c0 = time.perf_counter(), cpu_s()
+    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps)
+    ids = cache.ids("train")
+    for fid in ids:
+        cache.load(fid)
+    load = {"wall": time.perf_counter() - w0, "cpu": cpu_s() - c0}
+    dataset = BlockDataset(cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context)
+    sampler = Sampler([cache.num_frames(i) for i in ids], cfg.sampling, cfg.train.seed, cfg.train.epochs)
+    minutes = sum(cache.num_frames(i) for i in ids) / cache.fps / 60
+    per_epoch = sampler.steps(0)
+    print(f"store {args.store}: {len(ids)} train files, {minutes:.1f} min; {per_epoch} batches per epoch "
+          f"(sampling {cfg.sampling.mode}); torch threads {args.threads}, loader workers {args.workers}")  # fmt: skip
+
+    # ---------------------------------------------------------------- data pipeline
+    mem = pipeline(dataset, sampler, args.epochs, args.workers)
+    epoch_wall = mem["wall"] / args.epochs
+    mem_bps, mem_fps = mem["blocks"] / mem["wall"], mem["frames"] / mem["wall"]
+    with_load = mem["frames"] / args.epochs / (epoch_wall + load["wall"])
+    lazy_cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, in_memory=False)
+    lazy = pipeline(BlockDataset(lazy_cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context),
+                    sampler, 1, args.workers)  # fmt: skip
+    targets = [(b.file, fr) for batch in sampler.batches(0) for b in batch for fr in b.frames]
+    pick = np.linspace(0, len(targets) - 1, args.windows).round().astype(int)
+    orig = original_windows(cache, args.manifest, ids, [targets[i] for i in pick], cfg)
+    orig_wps = orig["windows"] / orig["wall"]
+    print("\ndata pipeline (no training)")
+    print(f"  cache, whole files in memory : {mem_bps:10.0f} blocks/s {mem_fps:10.0f} target frames/s "
+          f"({mem['blocks']} blocks, {args.epochs} epochs, {mem['wall']:.2f} s wall, {mem['cpu']:.2f} s CPU)")  # fmt: skip
+    print(f"    one-time load of {len(ids)} files from Zarr: {load['wall']:.2f} s wall; with it charged to one "
+          f"epoch: {with_load:.0f} target frames/s")  # fmt: skip
+    print(f"  cache, Zarr chunks per block : {lazy['blocks'] / lazy['wall']:10.0f} blocks/s "
+          f"{lazy['frames'] / lazy['wall']:10.0f} target frames/s (1 epoch, {lazy['wall']:.2f} s)")  # fmt: skip
+    print(f"  original, per-window librosa mel (8.53 s) + 1 openSMILE call (20 s): {orig_wps:.1f} windows/s "
+          f"({orig['windows']} windows, {orig['wall']:.2f} s wall, {orig['cpu']:.2f} s CPU)")  # fmt: skip
+    ratio = mem_fps / orig_wps
+    print(f"  cache / original: {ratio:.0f}x per supervised frame (goal >= {CACHE_GOAL:.0f}x: "
+          f"{'MET' if ratio >= CACHE_GOAL else 'NOT MET'}); {mem_bps / orig_wps:.0f}x per block; "
+          f"{with_load / orig_wps:.0f}x per frame with the load; "
+          f"{lazy['frames'] / lazy['wall'] / orig_wps:.0f}x reading Zarr per block")  # fmt: skip
+
+    # ---------------------------------------------------------------- training steps
+    print(f"\ntraining ({args.steps} timed steps per model after {args.warmup} untimed, default config)")
+    for kind in ("dual_stream", "simplified"):
+        res = training(kind, cache, dataset, sampler, args.steps, args.warmup, args.workers)
+        share = res["data_wait_share"]
+        print(f"  {kind:12s} {res['params']:>9,} params: {res['windows_per_s']:7.1f} windows/s "
+              f"{res['frames_per_s']:8.1f} target frames/s, data wait {100 * share:.2f}% of step time "
+              f"(goal < {100 * WAIT_GOAL:.0f}%: {'MET' if share < WAIT_GOAL else 'NOT MET'}), "
+              f"{res['cpu_per_step']:.3f} CPU s/step")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
