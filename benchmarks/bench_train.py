@@ -186,7 +186,6 @@ def main() -> None:
     ratio = mem_fps / orig_wps
     print(f"  cache / original: {ratio:.0f}x per supervised frame (goal >= {CACHE_GOAL:.0f}x: "
           f"{'MET' if ratio >= CACHE_GOAL else 'NOT MET'}); {mem_bps / orig_wps:.0f}x per block; "
-          f"{with_load / orig_wps:.0f}x per frame with the load; "
           f"{lazy['frames'] / lazy['wall'] / orig_wps:.0f}x reading Zarr per block")  # fmt: skip
 
     # ---------------------------------------------------------------- training steps
