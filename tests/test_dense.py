@@ -12,7 +12,7 @@ import torch
 from koemorph.config import FeaturesConfig, ModelConfig
 from koemorph.model import build_model, dense
 from koemorph.model.infer import predict_file, predict_file_naive
-from koemorph.model.layers import TemporalSmoothing
+from koemorph.model.layers import TemporalSmoothing, WindowAttention
 
 torch.set_num_threads(2)
 SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
@@ -50,7 +50,8 @@ def _streams(model, mel, eg, pos):
 
 def test_default_model_block_matches_generic(generic, dense_calls):
     """Default geometry (259 mel keys, 67 emotion tokens 9 frames apart, ALiBi prior), 2 rows, 37
-    positions (not a multiple of the tile nor of the token step)."""
+    positions (not a multiple of the tile nor of the token step). The mel stream takes the dense
+    shortcut; the emotion stream its distinct windows (random rows: every window distinct)."""
     torch.manual_seed(0)
     model = build_model(ModelConfig(), FeaturesConfig()).eval()
     sp, n = model.spans, 37
@@ -59,9 +60,9 @@ def test_default_model_block_matches_generic(generic, dense_calls):
     eg = torch.randn(2, n + sp.emotion_context - 1, 88, generator=g)
     pos = torch.arange(n).repeat(2, 1)
     fast = _streams(model, mel, eg, pos)
-    assert len(dense_calls) == 2
+    assert dense_calls == [model.mel_stream.attention.dense]
     att = model.mel_stream.attention
-    widths = [tile.shape[2] - tile.shape[1] + 1 for _, tile in att.dense._cache[1]]
+    widths = [tile.shape[2] - tile.shape[1] + 1 for _, tile, _ in att.dense._cache[1]]
     assert min(widths) < len(att.offsets) == max(widths)  # the steepest heads' zero keys were cut
     generic()
     slow = _streams(model, mel, eg, pos)
@@ -153,6 +154,62 @@ def test_kernel_cache_follows_the_weights(generic):
     assert not np.allclose(before, after, atol=1e-4)
     generic()
     np.testing.assert_allclose(after, predict_file(model, mel, eg, 30, chunk=16, pad_mel=-3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("uniform", (0, 1, 30, 55, 59))
+def test_uniform_prefix_is_summed_once(uniform, generic, dense_calls):
+    """Leading frames with equal tokens (a file's padding) enter the dense path as one row times a
+    prefix sum of the kernel: the same result, whether the prefix ends inside a tile (30), covers a
+    whole tile's inputs (55 > 32 + 20 - 1) or the whole block (59)."""
+    torch.manual_seed(0)
+    att = WindowAttention(16, 8, 1, 2, 4, 4, torch.arange(20), ages=19 - torch.arange(20),
+                          slopes=torch.tensor([0.5, 0.05])).eval()  # fmt: skip
+    queries, tokens = torch.randn(5, 16), torch.randn(1, 59, 1, 8)
+    tokens[:, :uniform] = tokens[:, :1]
+    pos = torch.arange(40)[None]
+    with torch.no_grad():
+        fast = att(queries, tokens, pos)
+        _, scores, _, v = att._project(queries, tokens)
+    assert dense_calls == [att.dense]
+    assert dense.uniform_prefix(scores, v) == max(uniform, 1)
+    generic()
+    torch.testing.assert_close(fast, att(queries, tokens, pos).detach(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ("runs", "random", "two rows", "rows apart"))
+def test_emotion_distinct_windows(case, monkeypatch):
+    """At inference the emotion stream computes each distinct window once: eGeMAPS rows held for
+    9 frames (at any phase) and constant padding give one window per 9 positions; the result equals
+    the training path's (every position computed) on dense and sparse positions."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), FeaturesConfig()).eval()
+    stream, sp, n = model.emotion_stream, model.spans, 100
+    b = 1 if case in ("runs", "random") else 2
+    held = torch.randn(b, (n + sp.emotion_context) // sp.step + 2, 88).repeat_interleave(sp.step, 1)
+    eg = held[:, 4 : 4 + n + sp.emotion_context - 1] if case != "random" else torch.randn(b, 699, 88)
+    eg[:, :203] = 0.3  # padding before the first frame (held rows change at rows 5 + 9k)
+    computed = []
+    at_rows = stream.attention.at_rows
+
+    def counted(queries, tokens, index):
+        computed.append(index.shape[1])
+        return at_rows(queries, tokens, index)
+
+    monkeypatch.setattr(stream.attention, "at_rows", counted)
+    for pos in (torch.arange(n), torch.tensor([3, 4, 5, 40, 41, 99])):
+        pos = pos.expand(b, -1).clone()
+        if case == "rows apart":
+            pos[1] = pos[1].flip(0)
+        with torch.no_grad():
+            fast = stream(model.queries, eg, pos)
+        slow = stream(model.queries, eg, pos)  # with grad: every position
+        torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
+    if case in ("runs", "two rows"):
+        assert computed[0] == 12  # windows change at positions 0, 9, ..., 99
+    elif case == "random":
+        assert computed == [n, 6]
+    else:
+        assert computed == []  # rows with different positions: the training path
 
 
 @pytest.mark.parametrize("with_state", (False, True))

@@ -22,6 +22,11 @@ weights (cached), serves every residue ``r`` and every run of ``P`` output rows.
 time (``u`` of one head stays in cache). Kernel entries that are exactly 0 in float32 at both ends of
 a head's window (steep ALiBi heads: the old keys) are cut from that head's tile: they add exactly 0.
 
+Padding: the frames before a file's first frame are all alike (normalised silence), so a file's
+first block starts with up to ``C - 1`` equal frames. Those rows of ``u`` enter each tile as ONE
+row times the sum of their kernel weights (a prefix sum of the kernel), not as ``C - 1`` matmul
+columns: about half of the attention cost of a file shorter than the context.
+
 Exactness (float rounding only, checked against the generic path in tests/test_dense.py):
 ``m = 0`` unless a row's frame scores leave [-40, 40] (then the smallest shift that brings them
 inside; rows whose scores span more than 80 fall back to the generic path). So ``e`` lies in
@@ -90,10 +95,12 @@ class DenseWindow:
         e = torch.exp(frame_scores - shift)  # [B, H, Nq, T]
         vals = F.pad(v, (0, 1), value=1.0)  # [B, H, T, dv + 1]: the ones column sums the weights
         out = e.new_empty(b, n, nq, h, dv)
-        for head, (lo, tile) in enumerate(self._tiles(age_scores)):
+        uniform = uniform_prefix(frame_scores, v)
+        for head, (lo, tile, cum) in enumerate(self._tiles(age_scores)):
             p, width = tile.shape[1], tile.shape[2] - tile.shape[1] + 1  # this head's kernel length
             rows_in = rows_out + width - 1
             start, frames = first + lo * step, rows_in * step  # input frames [start, start + frames)
+            same = max(0, (uniform - start) // step)  # leading rows of u that are all equal
             e_h, v_h = e[:, head, :, start : start + frames], vals[:, head, start : start + frames]
             if e_h.shape[-1] < frames:  # past the block end: zero frames add nothing
                 e_h = F.pad(e_h, (0, frames - e_h.shape[-1]))
@@ -105,16 +112,23 @@ class DenseWindow:
             u = u.view(nq, rows_in, step * b * (dv + 1))
             dst = out[:, :, :, head].permute(2, 1, 0, 3)  # [Nq, n, B, dv]
             for a in range(0, rows_out, p):
-                rows = min(p, rows_out - a)
-                c = torch.bmm(tile[:, :rows, : rows + width - 1], u[:, a : a + rows + width - 1])
+                rows, cols = min(p, rows_out - a), min(p, rows_out - a) + width - 1
+                skip = min(max(0, same - a), cols)
+                if skip:  # equal rows: their kernel weights summed (a prefix sum), times one row
+                    weights = cum[:, (skip - torch.arange(rows, device=cum.device)).clamp(0, width)]
+                    c = torch.baddbmm(weights.unsqueeze(-1) * u[:, a : a + 1], tile[:, :rows, skip:cols],
+                                      u[:, a + skip : a + cols])  # fmt: skip
+                else:
+                    c = torch.bmm(tile[:, :rows, :cols], u[:, a : a + cols])
                 c = c.view(nq, rows * step, b, dv + 1)[:, : n - a * step]  # [Nq, these rows' frames, B, dv+1]
                 torch.div(c[..., :dv], c[..., dv:], out=dst[:, a * step : a * step + c.shape[1]])
         return out.view(b, n, nq, h * dv)
 
     def _tiles(self, age_scores: torch.Tensor) -> list:
-        """Per head ``(first key, tile)``: ``tile[q, i, i + j] = kern[q, first + j]`` ``[Nq, P, P + W_h - 1]``
-        over the head's keys ``first .. first + W_h - 1`` (by offset) whose kernel is not 0 for every
-        query; rebuilt only when the kernel changes (new weights)."""
+        """Per head ``(first key, tile, cum)``: ``tile[q, i, i + j] = kern[q, first + j]``
+        ``[Nq, P, P + W_h - 1]`` over the head's keys ``first .. first + W_h - 1`` (by offset) whose
+        kernel is not 0 for every query, and ``cum[q, m] = sum_{j < m} kern[q, first + j]``
+        ``[Nq, W_h + 1]``; rebuilt only when the kernel changes (new weights)."""
         order = self.progression[2].to(age_scores.device)
         kern = torch.exp(age_scores - age_scores.amax(-1, keepdim=True))[..., order]  # [H, Nq, W]
         cached = self._cache
@@ -130,9 +144,17 @@ class DenseWindow:
             tile = k.new_zeros(nq, TILE, TILE + w - 1)
             diagonals = tile.as_strided((nq, TILE, w), (TILE * (TILE + w - 1), TILE + w, 1))  # (q, i, i + j)
             diagonals.copy_(k[:, None].expand(nq, TILE, w))
-            tiles.append((lo, tile))
+            tiles.append((lo, tile, F.pad(torch.cumsum(k, -1), (1, 0))))
         self._cache = (kern, tiles)
         return tiles
+
+
+def uniform_prefix(frame_scores: torch.Tensor, v: torch.Tensor) -> int:
+    """How many leading frames of a block have bitwise the same scores ``[B, H, Nq, T]`` and values
+    ``[B, H, T, dv]`` as frame 0 (in every row and head): the padding before a file's first frame."""
+    same = (frame_scores == frame_scores[..., :1]).flatten(0, 2).all(0)
+    same &= (v == v[:, :, :1]).all(-1).flatten(0, 1).all(0)
+    return int(torch.cumprod(same, 0).sum())
 
 
 __all__ = ["DenseWindow", "MIN_POSITIONS", "SCORE_BOUND", "TILE"]

@@ -32,7 +32,8 @@ Emotion stream (seed 001 §4.2, fixing B2): tokens are the eGeMAPS vectors at fr
 ``t, t-step, t-2*step, ...`` (``n_tokens = ceil(E/step)`` = 67 at 30 fps, one per 300 ms eGeMAPS
 update over 20 s), each encoded per frame (``d_model/2``-wide tokens, ``d_model``-wide values) and
 given a learned age embedding on its key; the same 52 queries attend over them (many keys, so the
-attention depends on the query).
+attention depends on the query). At inference the rows are held for ``step`` frames, so only one
+window in ``step`` is distinct: each is computed once (:meth:`EmotionStream._distinct_windows`).
 
 Time position: every key gets a learned per-age key embedding (mel: Δ = -L..C-K; emotion:
 token index), see :class:`~koemorph.model.layers.WindowAttention` for the per-frame sharing, and,
@@ -160,8 +161,35 @@ class EmotionStream(nn.Module):
                                          d_model // num_heads, offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
 
     def forward(self, queries: torch.Tensor, egemaps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self._distinct_windows(queries, egemaps, positions)
         tokens = self.encoder(egemaps).unsqueeze(2)  # [B, S+E-1, 1, d_emo]
         return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]
+
+    def _distinct_windows(self, queries, egemaps, positions) -> torch.Tensor:
+        """Inference: each distinct window computed once, the same function as the training path.
+
+        eGeMAPS rows change once per update (every ``step`` frames) and padding is constant, so
+        consecutive positions whose key rows all equal the previous position's rows have the same
+        output: a dense block has about ``n / step`` distinct windows. Only the rows those windows
+        see are encoded. Equality is exact (NaN rows count as changed); the batch rows must share
+        ``positions``, and a window is distinct when it is distinct in any batch row.
+        """
+        b, t, _ = egemaps.shape
+        if b > 1 and not bool((positions == positions[:1]).all()):
+            tokens = self.encoder(egemaps).unsqueeze(2)
+            return self.attention(queries, tokens, positions)
+        pos = positions[0]  # [n]
+        index = pos[:, None] + self.attention.offsets  # [n, W] eGeMAPS row of each key
+        changed = torch.ones(t, dtype=torch.bool, device=egemaps.device)  # row r differs from row r - 1
+        changed[1:] = (egemaps[:, 1:] != egemaps[:, :-1]).any(-1).any(0)
+        first = torch.ones_like(pos, dtype=torch.bool)  # output j opens a new distinct window
+        first[1:] = (pos[1:] != pos[:-1] + 1) | changed[index[1:]].any(-1)
+        keys = index[first]  # [k, W]
+        rows, local = torch.unique(keys, sorted=True, return_inverse=True)  # rows[local] == keys
+        tokens = self.encoder(egemaps[:, rows]).unsqueeze(2)  # [B, R, 1, d_emo]
+        out = self.attention.at_rows(queries, tokens, local.expand(b, *local.shape))  # [B, k, Nq, d_model]
+        return out[:, torch.cumsum(first, 0) - 1]  # [B, n, Nq, d_model]
 
 
 class DualStreamModel(nn.Module):
@@ -212,9 +240,17 @@ class DualStreamModel(nn.Module):
         use_emotion = egemaps is not None and self.emotion_stream is not None
         check_block(mel, egemaps if use_emotion else None, positions, self.spans)
         w = self.stream_weights(use_emotion)
-        fused = self.queries + w[:, :1] * self.mel_stream(self.queries, mel, positions)
+        fused = self.mel_stream(self.queries, mel, positions)  # [B, n, 52, d], a fresh tensor
+        if torch.is_grad_enabled():
+            fused = self.queries + w[:, :1] * fused
+        else:  # inference: fused in place, no [B, n, 52, d] temporaries
+            fused = fused.mul_(w[:, :1]).add_(self.queries)
         if use_emotion:
-            fused = fused + w[:, 1:] * self.emotion_stream(self.queries, egemaps, positions)
+            emotion = self.emotion_stream(self.queries, egemaps, positions)
+            if torch.is_grad_enabled():
+                fused = fused + w[:, 1:] * emotion
+            else:
+                fused = fused.addcmul_(emotion, w[:, 1:])
         raw = self.decoder(self.fuse_norm(fused))  # [B, n, 52]
         smoothed = smooth_outputs(self.smoothing, raw, smooth, state)
         out = {"blendshapes": smoothed, "raw": raw, "stream_weights": w}

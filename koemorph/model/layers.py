@@ -69,20 +69,40 @@ class WindowAttention(nn.Module):
         return self.heads * self.value_dim
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        q, frame_scores, age_scores, v = self._project(queries, tokens)
+        shift = self.dense.shift(frame_scores, positions)
+        if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
+            return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
+        index = positions[:, :, None] + self.offsets  # [B, n, W]: token frame of each key
+        return self.dropout(self._gathered(frame_scores, age_scores, v, index))
+
+    def at_rows(self, queries: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The generic path with explicit key rows: ``index`` ``[B, n, W]`` long, the token row of key
+        ``k`` (in offset order) for each of ``n`` outputs -> ``[B, n, Nq, H * value_dim]``. ``forward``
+        is ``at_rows`` with ``index = positions + offsets``; callers that hold only the rows their
+        windows see (:class:`~koemorph.model.dual_stream.EmotionStream` at inference) pass their own."""
+        _, frame_scores, age_scores, v = self._project(queries, tokens)
+        return self.dropout(self._gathered(frame_scores, age_scores, v, index))
+
+    def _project(self, queries: torch.Tensor, tokens: torch.Tensor):
+        """``(q [Nq, H, dk], frame_scores [B, H, Nq, T], age_scores [H, Nq, 1, W], v [B, H, T, dv])``."""
         b, t, g, _ = tokens.shape
         if g != self.groups:
             raise ValueError(f"expected {self.groups} token groups, got {g}")
         nq, h, dk, dh = queries.shape[0], self.heads, self.key_dim, self.value_dim
-        n, w = positions.shape[1], len(self.offsets)
         q = self.q_proj(queries).view(nq, h, dk) * (1.0 / math.sqrt(dk))
         k = self.k_proj(tokens).view(b, t, h, dk)  # group g's tokens give heads g*hpg .. (g+1)*hpg - 1
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
         age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
-        shift = self.dense.shift(frame_scores, positions)
-        if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
-            return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
-        idx = (positions[:, :, None] + self.offsets).view(b, 1, 1, n * w)  # token frame of each key
+        return q, frame_scores, age_scores, v
+
+    @staticmethod
+    def _gathered(frame_scores, age_scores, v, index) -> torch.Tensor:
+        """Attention of every output over its keys ``index`` ``[B, n, W]`` -> ``[B, n, Nq, H * dv]``."""
+        b, h, nq, t = frame_scores.shape
+        n, w, dh = index.shape[1], index.shape[2], v.shape[-1]
+        idx = index.reshape(b, 1, 1, n * w)
         scores = frame_scores.gather(3, idx.expand(b, h, nq, n * w)).view(b, h, nq, n, w) + age_scores
         attn = torch.softmax(scores, dim=-1)  # [B, H, Nq, n, W]
         if n * t <= 2 * n * w:
@@ -96,7 +116,7 @@ class WindowAttention(nn.Module):
             vals = v.gather(2, idx.view(b, 1, n * w, 1).expand(b, h, n * w, dh)).view(b, h, n, w, dh)
             out = torch.matmul(attn.transpose(2, 3), vals)  # [B, H, n, Nq, dh]
             out = out.permute(0, 2, 3, 1, 4)
-        return self.dropout(out.reshape(b, n, nq, h * dh))
+        return out.reshape(b, n, nq, h * dh)
 
 
 class Decoder(nn.Module):
