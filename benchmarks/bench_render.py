@@ -6,7 +6,9 @@ times rather than wall times where both are given; the load average is printed a
 1. whole render (decode + log-mel + eGeMAPS + model + JSONL write) of a >= 10-minute demo corpus
    with 2 Dask workers: wall RTF of the map (cluster start and per-worker warm-up excluded, shown
    apart); goal <= 0.05; beside it the ideal, (features + model CPU RTF) / workers;
-2. per audio second, CPU seconds, 1 torch thread, on the same audio: features (log-mel alone and
+2. per audio second, CPU seconds, 1 torch thread, on the same audio, in this process (started again
+   with the render workers' malloc settings, ``WORKER_MALLOC_ENV``: with glibc's defaults each large
+   tensor of a block is faulted in afresh, about +30% on the model): features (log-mel alone and
    log-mel + eGeMAPS, as a worker computes them), the model alone (``predict_file`` on the
    normalised features, render chunk, file by file after each file's features) with its goal
    <= 0.01, the same frames joined into one file (no feature extraction in between), and
@@ -176,6 +178,10 @@ print(json.dumps({{"cpu": time.process_time() - start, "frames": record["frames"
 
 
 def main() -> None:
+    from pipeline.dask_utils import WORKER_MALLOC_ENV
+
+    if any(os.environ.get(k) != v for k, v in WORKER_MALLOC_ENV.items()):  # glibc reads them at start-up
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WORKER_MALLOC_ENV})
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="demo corpus size")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the long-file run")

@@ -40,6 +40,12 @@ MANIFEST_NAME = "render_manifest.jsonl"
 MODEL_DIR = ".render_models"  # MLflow downloads, inside OUT_DIR (workers must see them)
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 SKIP_KEYS = ("audio_sha256", "model_sha256", "fps", "format", "postprocess", "output")
+# Output frames per inference block (the result does not depend on it). At 512 a block's
+# [512, 52, 256] float32 tensors (27 MB) stay under the workers' 32 MB mmap threshold
+# (pipeline.dask_utils.WORKER_MALLOC_ENV), so they reuse heap memory instead of being faulted in
+# afresh; and a block's context (C - 1 + L mel frames before and after) is shared by twice the
+# outputs of a 256-frame block.
+CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class RenderJob:
     store: str | None = None
     store_group: str | None = None
     threads: int | None = None  # torch threads in the worker (1 under Dask)
-    chunk: int = 256  # output frames per inference block (result independent of it; smaller = less memory)
+    chunk: int = CHUNK  # output frames per inference block
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -164,7 +170,7 @@ def _wanted_hashes(features, array_hashes) -> dict:
 
 
 def plan(input_dir, out_dir, model: ModelRef, *, fmt: str = "jsonl", fps: int | None = None,
-         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = 256):  # fmt: skip
+         post: RenderConfig | None = None, store=None, threads: int | None = None, chunk: int = CHUNK):  # fmt: skip
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, model sha256, fps,

@@ -22,7 +22,7 @@ def _preload(path: str, sha256: str) -> None:
 
 def render(input_dir: Path, out_dir: Path, model: str, *, fmt: str = "jsonl", fps: int | None = None,
            post: RenderConfig | None = None, store: Path | None = None, workers: int | None = None,
-           scheduler: str | None = None, tracking_uri: str | None = None, chunk: int = 256) -> dict:  # fmt: skip
+           scheduler: str | None = None, tracking_uri: str | None = None) -> dict:  # fmt: skip
     """Render every audio file under ``input_dir`` into ``out_dir``; return the summary of
     :func:`koemorph.render.finish`. ``workers=0`` runs in this process without Dask."""
     from koemorph.render import finish, plan, render_file, resolve_model
@@ -32,7 +32,7 @@ def render(input_dir: Path, out_dir: Path, model: str, *, fmt: str = "jsonl", fp
     ref = resolve_model(model, out_dir, tracking_uri)
     local = workers == 0 and not scheduler
     jobs, records = plan(input_dir, out_dir, ref, fmt=fmt, fps=fps, post=post, store=store,
-                         threads=None if local else 1, chunk=chunk)  # fmt: skip
+                         threads=None if local else 1)  # fmt: skip
     if jobs:
         client = None if local else dask_client(workers, scheduler)
         try:
