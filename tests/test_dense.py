@@ -204,6 +204,8 @@ def test_emotion_distinct_windows(case, monkeypatch):
             fast = stream(model.queries, eg, pos)
         slow = stream(model.queries, eg, pos)  # with grad: every position
         torch.testing.assert_close(fast, slow.detach(), atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        assert stream(model.queries, eg, pos[:, :0]).shape == (b, 0, 52, 256)  # no positions
     if case in ("runs", "two rows"):
         assert computed[0] == 12  # windows change at positions 0, 9, ..., 99
     elif case == "random":

@@ -176,7 +176,7 @@ class EmotionStream(nn.Module):
         ``positions``, and a window is distinct when it is distinct in any batch row.
         """
         b, t, _ = egemaps.shape
-        if b > 1 and not bool((positions == positions[:1]).all()):
+        if positions.shape[1] == 0 or (b > 1 and not bool((positions == positions[:1]).all())):
             tokens = self.encoder(egemaps).unsqueeze(2)
             return self.attention(queries, tokens, positions)
         pos = positions[0]  # [n]
