@@ -239,10 +239,10 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
             else:
                 epoch_done = batch_start >= len(batches)
                 next_pos = (epoch + 1, 0) if epoch_done else (epoch, batch_start)
-            if budget_s > 0 and epoch_done:  # expected steps in the budget, for the bar and the record
-                per_step = (time.perf_counter() - t_start) / max(1, step)
-                schedule.update(horizon=min(planned, int(budget_s / per_step)), replanned=True)
-                bar.update(task, total=schedule["horizon"])
+            if budget_s > 0 and epoch_done:  # expected steps in the budget (training goes past the epochs)
+                expected = int(budget_s / ((time.perf_counter() - t_start) / max(1, step)))
+                schedule.update(horizon=min(planned, expected), replanned=True)  # caps the warm-up
+                bar.update(task, total=max(expected, step))
             is_last = (next_pos[0] >= tc.epochs and budget_s <= 0) or stop_reason != "epochs"
             if tc.val_every > 0:
                 due = (epoch + 1) % tc.val_every == 0
