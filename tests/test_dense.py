@@ -169,7 +169,7 @@ def test_uniform_prefix_is_summed_once(uniform, generic, dense_calls):
     pos = torch.arange(40)[None]
     with torch.no_grad():
         fast = att(queries, tokens, pos)
-        _, scores, _, v = att._project(queries, tokens)
+        scores, _, v = att._project(queries, tokens)
     assert dense_calls == [att.dense]
     assert dense.uniform_prefix(scores, v) == max(uniform, 1)
     generic()

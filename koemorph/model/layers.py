@@ -69,7 +69,7 @@ class WindowAttention(nn.Module):
         return self.heads * self.value_dim
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        q, frame_scores, age_scores, v = self._project(queries, tokens)
+        frame_scores, age_scores, v = self._project(queries, tokens)
         shift = self.dense.shift(frame_scores, positions)
         if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
             return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
@@ -78,14 +78,14 @@ class WindowAttention(nn.Module):
 
     def at_rows(self, queries: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The generic path with explicit key rows: ``index`` ``[B, n, W]`` long, the token row of key
-        ``k`` (in offset order) for each of ``n`` outputs -> ``[B, n, Nq, H * value_dim]``. ``forward``
-        is ``at_rows`` with ``index = positions + offsets``; callers that hold only the rows their
+        ``k`` (keys in the order of ``offsets``) for each of ``n`` outputs -> ``[B, n, Nq, H * value_dim]``.
+        ``forward`` is ``at_rows`` with ``index = positions + offsets``; callers that hold only the rows their
         windows see (:class:`~koemorph.model.dual_stream.EmotionStream` at inference) pass their own."""
-        _, frame_scores, age_scores, v = self._project(queries, tokens)
+        frame_scores, age_scores, v = self._project(queries, tokens)
         return self.dropout(self._gathered(frame_scores, age_scores, v, index))
 
     def _project(self, queries: torch.Tensor, tokens: torch.Tensor):
-        """``(q [Nq, H, dk], frame_scores [B, H, Nq, T], age_scores [H, Nq, 1, W], v [B, H, T, dv])``."""
+        """``(frame_scores [B, H, Nq, T], age_scores [H, Nq, 1, W], v [B, H, T, dv])``."""
         b, t, g, _ = tokens.shape
         if g != self.groups:
             raise ValueError(f"expected {self.groups} token groups, got {g}")
@@ -95,7 +95,7 @@ class WindowAttention(nn.Module):
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
         frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
         age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
-        return q, frame_scores, age_scores, v
+        return frame_scores, age_scores, v
 
     @staticmethod
     def _gathered(frame_scores, age_scores, v, index) -> torch.Tensor:
