@@ -71,7 +71,8 @@ def array_nodes(data: np.ndarray, attrs: dict | None = None) -> dict[str, bytes]
             "fill_value": 0.0, "codecs": _CODECS, "attributes": attrs or {}, "zarr_format": 3,
             "node_type": "array", "storage_transformers": []}  # fmt: skip
     nodes = {"zarr.json": _json(meta)}
-    blosc = Blosc(cname="zstd", clevel=3, shuffle=Blosc.SHUFFLE, blocksize=0)  # typesize: float32's 4 bytes
+    blosc = Blosc(cname=_BLOSC["cname"], clevel=_BLOSC["clevel"], shuffle=Blosc.SHUFFLE,
+                  blocksize=_BLOSC["blocksize"])  # fmt: skip  # typesize: float32's 4 bytes
     for i, start in enumerate(range(0, data.shape[0], rows)):
         chunk = data[start : start + rows]
         if len(chunk) < rows:

@@ -161,7 +161,8 @@ class EmotionStream(nn.Module):
                                          d_model // num_heads, offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
 
     def forward(self, queries: torch.Tensor, egemaps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
+        inference = not self.training and not torch.is_grad_enabled()
+        if inference and positions.shape[1] and bool((positions == positions[:1]).all()):
             return self._distinct_windows(queries, egemaps, positions)
         tokens = self.encoder(egemaps).unsqueeze(2)  # [B, S+E-1, 1, d_emo]
         return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]
@@ -172,13 +173,10 @@ class EmotionStream(nn.Module):
         eGeMAPS rows change once per update (every ``step`` frames) and padding is constant, so
         consecutive positions whose key rows all equal the previous position's rows have the same
         output: a dense block has about ``n / step`` distinct windows. Only the rows those windows
-        see are encoded. Equality is exact (NaN rows count as changed); the batch rows must share
-        ``positions``, and a window is distinct when it is distinct in any batch row.
+        see are encoded. Equality is exact (NaN rows count as changed); the batch rows share
+        ``positions`` (``forward`` checks), and a window is distinct when it is in any batch row.
         """
         b, t, _ = egemaps.shape
-        if positions.shape[1] == 0 or (b > 1 and not bool((positions == positions[:1]).all())):
-            tokens = self.encoder(egemaps).unsqueeze(2)
-            return self.attention(queries, tokens, positions)
         pos = positions[0]  # [n]
         index = pos[:, None] + self.attention.offsets  # [n, W] eGeMAPS row of each key
         changed = torch.ones(t, dtype=torch.bool, device=egemaps.device)  # row r differs from row r - 1
@@ -240,17 +238,12 @@ class DualStreamModel(nn.Module):
         use_emotion = egemaps is not None and self.emotion_stream is not None
         check_block(mel, egemaps if use_emotion else None, positions, self.spans)
         w = self.stream_weights(use_emotion)
+        grad = torch.is_grad_enabled()  # without grad (inference) fuse in place: no [B, n, 52, d] temporaries
         fused = self.mel_stream(self.queries, mel, positions)  # [B, n, 52, d], a fresh tensor
-        if torch.is_grad_enabled():
-            fused = self.queries + w[:, :1] * fused
-        else:  # inference: fused in place, no [B, n, 52, d] temporaries
-            fused = fused.mul_(w[:, :1]).add_(self.queries)
+        fused = self.queries + w[:, :1] * fused if grad else fused.mul_(w[:, :1]).add_(self.queries)
         if use_emotion:
             emotion = self.emotion_stream(self.queries, egemaps, positions)
-            if torch.is_grad_enabled():
-                fused = fused + w[:, 1:] * emotion
-            else:
-                fused = fused.addcmul_(emotion, w[:, 1:])
+            fused = fused + w[:, 1:] * emotion if grad else fused.addcmul_(emotion, w[:, 1:])
         raw = self.decoder(self.fuse_norm(fused))  # [B, n, 52]
         smoothed = smooth_outputs(self.smoothing, raw, smooth, state)
         out = {"blendshapes": smoothed, "raw": raw, "stream_weights": w}
