@@ -147,6 +147,19 @@ def test_skip_if_unchanged_and_rerender_on_changes(env, tmp_path):
     assert fifth["model"] != first["model"]
 
 
+def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
+    """Every file a process renders uses the model it loaded first (a Dask worker is such a process)."""
+    import koemorph.checkpoint
+    import koemorph.render
+
+    loads = []
+    load_model = koemorph.checkpoint.load_model
+    monkeypatch.setattr(koemorph.checkpoint, "load_model", lambda path: (loads.append(path), load_model(path))[1])
+    monkeypatch.setattr(koemorph.render, "_MODELS", {})
+    summary = render(env["tree"], tmp_path / "out", str(env["ckpt"]), workers=0)
+    assert summary["ok files"] == len(GOOD) and loads == [str(env["ckpt"])]
+
+
 def test_sixty_fps_and_formats(env, tmp_path):
     tree = tmp_path / "in"
     shutil.copytree(env["tree"], tree, ignore=shutil.ignore_patterns("bad"))
