@@ -94,7 +94,7 @@ class ModelConfig:
     dropout: float = 0.1
     temperature: float = 0.5  # stream-weight softmax temperature
     smoothing: bool = True
-    smoothing_init: float = 0.8  # initial a = sigmoid(smoothing_init) in y_t = a*x_t + (1-a)*y_{t-1}
+    smoothing_init: float = 3.0  # a = sigmoid(3.0) = 0.95 at start in y_t = a*x_t + (1-a)*y_{t-1}; see README
 
 
 @dataclass

@@ -61,6 +61,11 @@ def test_params_yaml_is_the_whole_config_tree_in_canonical_form():
     for section, values in yaml.safe_load(text).items():
         assert values.keys() == to_dict(getattr(Config(), section)).keys(), section
     assert text == params_yaml(cfg), "params.yaml is stale: regenerate it with `koemorph params -o params.yaml`"
+    # the values are the code's defaults (a changed default must reach the file DVC and the demo read),
+    # except the demo's training budget
+    defaults, given = to_dict(Config()), to_dict(cfg)
+    differ = {(s, k) for s in defaults for k in defaults[s] if defaults[s][k] != given[s][k]}
+    assert differ == {("train", "max_minutes")}, differ
 
 
 def test_params_command_round_trips_and_applies_overrides(tmp_path):

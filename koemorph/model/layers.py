@@ -150,7 +150,7 @@ class TemporalSmoothing(nn.Module):
     """Learnable exponential smoothing along consecutive output frames.
 
     ``y_t = a * x_t + (1 - a) * y_{t-1}.detach()`` with ``a = sigmoid(logit)``, ``logit`` initialised
-    to ``init`` (``ModelConfig.smoothing_init``: a = 0.69 at 0.8). ``y_{t-1}`` is the previous frame of
+    to ``init`` (``ModelConfig.smoothing_init``: a = 0.95 at 3.0). ``y_{t-1}`` is the previous frame of
     the SAME batch row (time runs along dim 1, never across batch slots: bug B17); the first frame
     starts from ``state`` ``[B, K]`` (the previous chunk's last smoothed frame), or is ``y_0 = x_0``
     when ``state`` is None (reset at a file or block start).
