@@ -20,7 +20,8 @@ Everything comes from ONE run on the store's train split with the default config
    that matters is cache target frames/s over original windows/s; cache blocks/s over it is printed too.
 3. Training: real optimiser steps (:func:`koemorph.trainstep.train_step`, AdamW, default config,
    decoder bias at the train mean pose) for each model, batches in the training order, timed exactly
-   as ``koemorph train`` does (``StepMeter``: wait = time blocked on the loader, step = wait + compute).
+   as ``koemorph train`` does (``StepMeter``: wait = time blocked on the loader plus the voice
+   augmentation of the batch, :mod:`koemorph.augment`; step = wait + compute).
    Printed: windows/s (blocks), target frames/s, the share of step time spent waiting for data
    (goal < 10%), and CPU seconds per step (robust on a shared machine).
 """
@@ -102,6 +103,7 @@ def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets
 def training(kind: str, cache: FeatureCache, dataset: BlockDataset, sampler: Sampler, steps: int,
              warmup: int, workers: int) -> dict:  # fmt: skip
     """Real training steps of ``kind``; the first ``warmup`` are not counted."""
+    from koemorph import augment
     from koemorph.checkpoint import seed_everything
     from koemorph.model import build_model, count_parameters
     from koemorph.trainstep import StepMeter, train_step
@@ -119,7 +121,9 @@ def training(kind: str, cache: FeatureCache, dataset: BlockDataset, sampler: Sam
     while done < warmup + steps:
         loader = make_loader(dataset, sampler.batches(epoch), workers, seed=epoch)
         t_wait = time.perf_counter()
-        for batch in loader:
+        for bi, batch in enumerate(loader):
+            if augment.enabled(cfg.augment):  # as koemorph.train does: part of the data wait
+                batch = augment.augment_batch(batch, augment.batch_rng(0, epoch, bi), cfg.augment, cache)
             wait = time.perf_counter() - t_wait
             c0 = cpu_s()
             train_step(model, batch, optimizer, cfg, torch.device("cpu"))

@@ -113,6 +113,16 @@ class SamplingConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Voice augmentation of training batches (koemorph/augment.py); 0 switches a transform off."""
+
+    shift_bins: float = 2.0  # log-mel moved along the mel axis by U(-s, s) bins (vocal tract length)
+    gain_db: float = 6.0  # level change U(-g, g) dB
+    tilt_db: float = 6.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
+    egemaps_noise: float = 0.2  # per-feature offset N(0, sigma) in normalised units, fixed per block
+
+
+@dataclass
 class LossConfig:
     """Weights of the training loss terms (each term is also logged on its own)."""
 
@@ -235,6 +245,7 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

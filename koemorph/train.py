@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from koemorph import augment
 from koemorph import blendshapes as bs
 from koemorph.atomic import atomic_write_text
 from koemorph.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -213,6 +214,8 @@ def train(cfg: Config, store: str | Path, *, out_dir: str | Path | None = None, 
             model.train()
             t_wait = time.perf_counter()
             for bi, batch in enumerate(loader, start=batch_start):
+                if augment.enabled(cfg.augment):  # data preparation: its time counts as waiting for data
+                    batch = augment.augment_batch(batch, augment.batch_rng(tc.seed, epoch, bi), cfg.augment, cache)
                 wait = time.perf_counter() - t_wait
                 lr = lr_at(step, schedule["horizon"], cfg.optim, spent())
                 for group in optimizer.param_groups:

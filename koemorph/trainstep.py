@@ -60,7 +60,8 @@ class StepMeter:
     """Means of step metrics since the last :meth:`summary`, plus throughput.
 
     ``perf/windows_per_s`` counts blocks (one window of context each), ``perf/frames_per_s`` real
-    target frames, ``perf/data_wait_share`` the share of step time spent waiting for the loader.
+    target frames, ``perf/data_wait_share`` the share of step time spent waiting for the batch (the
+    loader and, when on, the augmentation).
     """
 
     def __init__(self):

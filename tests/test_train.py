@@ -78,6 +78,7 @@ def test_training_learns_and_logs_everything(store, tmp_path, tracking_uri):
     params = run.data.params
     assert params["model.d_model"] == "32" and params["sampling.sparse_stride"] == "8"
     assert params["optim.betas"] == "[0.9, 0.999]" and params["features.egemaps"] == "True"
+    assert params["augment.shift_bins"] == "2.0"
     for key in ("train/loss", "train/mse", "lr", "grad_norm", "perf/windows_per_s", "perf/data_wait_share",
                 "stream/mel_weight_mouth", "val/mae", "val/mouth_pearson", "val/loss"):  # fmt: skip
         assert key in run.data.metrics, key
@@ -126,6 +127,12 @@ def test_resume_continues_exactly(store, tmp_path, tracking_uri):
                          "sampling.dense_batch_size=2"), store, out_dir=tmp_path / "c", tracking_uri=tracking_uri,
                   max_steps=4, progress=False)  # fmt: skip
     assert other["last_loss"] != pytest.approx(whole["last_loss"], abs=1e-6)
+    # the batches are augmented (by default): without it the same run takes another step 4
+    plain = train(config("train.epochs=3", "train.val_every=5", "model.dropout=0.2", "sampling.sparse_batch_size=2",
+                         "sampling.dense_batch_size=2", "augment.shift_bins=0", "augment.gain_db=0", "augment.tilt_db=0",
+                         "augment.egemaps_noise=0"), store, out_dir=tmp_path / "d", tracking_uri=tracking_uri,
+                  max_steps=4, progress=False)  # fmt: skip
+    assert plain["last_loss"] != pytest.approx(whole["last_loss"], abs=1e-6)
 
 
 def test_cli_train_budget_and_resume(store, tmp_path, tracking_uri, monkeypatch):

@@ -1,0 +1,86 @@
+"""Voice augmentation of training batches: what each transform does, padding left alone, seeding."""
+
+import numpy as np
+import pytest
+import torch
+
+from koemorph.augment import augment_batch, augment_egemaps, augment_mel, batch_rng, enabled, shift_matrix
+from koemorph.config import AugmentConfig
+
+F = 80
+MEAN = np.linspace(-60, -20, F).astype(np.float32)
+STD = np.linspace(8, 15, F).astype(np.float32)
+PAD = ((-100.0 - MEAN) / STD).astype(np.float32)
+
+
+def _mel(b=4, t=50, pad_rows=10, seed=0):
+    x = np.random.default_rng(seed).normal(size=(b, t, F)).astype(np.float32)
+    x[:, :pad_rows] = PAD
+    return x
+
+
+def test_integer_shift_moves_the_spectrum_by_whole_bins_and_holds_the_edges():
+    x = np.random.default_rng(1).normal(size=(2, 3, F)).astype(np.float32)
+    out = np.matmul(x, shift_matrix(F, np.array([1.0, -2.0])))
+    np.testing.assert_allclose(out[0, :, 1:], x[0, :, :-1], rtol=1e-6)
+    np.testing.assert_allclose(out[0, :, 0], x[0, :, 0], rtol=1e-6)
+    np.testing.assert_allclose(out[1, :, :-2], x[1, :, 2:], rtol=1e-6)
+    np.testing.assert_allclose(out[1, :, -1], x[1, :, -1], rtol=1e-6)
+    half = np.matmul(x, shift_matrix(F, np.array([0.5, 0.0])))
+    np.testing.assert_allclose(half[0, :, 1:], 0.5 * (x[0, :, 1:] + x[0, :, :-1]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(half[1], x[1], rtol=1e-6)
+
+
+def test_gain_alone_adds_the_same_db_to_every_bin_of_a_row_and_keeps_padding():
+    mel = _mel()
+    cfg = AugmentConfig(shift_bins=0, gain_db=6.0, tilt_db=0, egemaps_noise=0)
+    out = augment_mel(mel, batch_rng(0, 0, 0), cfg, MEAN, STD, PAD)
+    db_change = (out - mel) * STD  # [B, T, F] dB
+    speech = db_change[:, 10:]
+    assert np.ptp(speech, axis=(1, 2)).max() < 1e-3  # one gain per row
+    gains = speech[:, 0, 0]
+    assert np.all(np.abs(gains) <= 6.0) and np.ptp(gains) > 0.1  # drawn per row, within bounds
+    np.testing.assert_array_equal(out[:, :10], mel[:, :10])  # the silence floor outside a file
+
+
+def test_tilt_is_linear_across_bins():
+    mel = _mel()
+    tilt_only = augment_mel(mel, batch_rng(0, 0, 1), AugmentConfig(0, 0, 6.0, 0), MEAN, STD, PAD)
+    db_change = (tilt_only - mel)[:, 15] * STD  # [B, F]
+    slope = np.diff(db_change, axis=-1)
+    assert np.ptp(slope, axis=-1).max() < 1e-3
+    assert np.all(np.abs(db_change[:, -1] - db_change[:, 0]) <= 6.0 + 1e-3)
+
+
+def test_egemaps_offset_is_fixed_per_row_and_feature_and_skips_zero_rows():
+    ege = np.random.default_rng(2).normal(size=(3, 40, 88)).astype(np.float32)
+    ege[:, :15] = 0.0
+    out = augment_egemaps(ege, batch_rng(0, 0, 0), 0.2)
+    np.testing.assert_array_equal(out[:, :15], 0.0)
+    offset = out[:, 15:] - ege[:, 15:]
+    assert np.abs(offset - offset[:, :1]).max() < 1e-5
+    assert 0.1 < offset[:, 0].std() < 0.3
+
+
+def test_batches_are_seeded_by_position_not_by_call_order():
+    class Cache:
+        mel_mean, mel_std, mel_pad = MEAN, STD, PAD
+
+    batch = {"mel": torch.from_numpy(_mel()), "egemaps": torch.zeros(4, 30, 88), "targets": torch.zeros(4, 2, 52)}
+    cfg = AugmentConfig()
+    assert enabled(cfg) and not enabled(AugmentConfig(0, 0, 0, 0))
+    a = augment_batch(batch, batch_rng(3, 1, 7), cfg, Cache)
+    augment_batch(batch, batch_rng(3, 1, 8), cfg, Cache)  # another batch in between changes nothing
+    b = augment_batch(batch, batch_rng(3, 1, 7), cfg, Cache)
+    c = augment_batch(batch, batch_rng(3, 2, 7), cfg, Cache)
+    assert torch.equal(a["mel"], b["mel"]) and not torch.equal(a["mel"], c["mel"])
+    assert a["targets"] is batch["targets"]
+    assert not torch.equal(a["mel"], batch["mel"])
+
+
+@pytest.mark.parametrize("field", ["shift_bins", "gain_db", "tilt_db"])
+def test_each_mel_transform_changes_speech_rows(field):
+    cfg = AugmentConfig(**{"shift_bins": 0, "gain_db": 0, "tilt_db": 0, "egemaps_noise": 0, field: 3.0})
+    mel = _mel()
+    out = augment_mel(mel, batch_rng(0, 0, 0), cfg, MEAN, STD, PAD)
+    assert np.abs(out[:, 10:] - mel[:, 10:]).mean() > 0.01
