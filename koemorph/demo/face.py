@@ -19,6 +19,9 @@ from koemorph.blendshapes import INDEX
 from koemorph.grid import SAMPLE_RATE, frame_centers
 
 F0_MIN, F0_MAX = 60.0, 420.0  # Hz, search range of the pitch tracker
+# Mouth-group channels moved by nothing but the slow random drift (:func:`drift`): audio cannot
+# predict them, so any model's Pearson r on them is chance.
+DRIFT_NAMES = ("jawForward", "jawLeft", "jawRight", "mouthLeft", "mouthRight")
 _WIN = 640  # 40 ms analysis window at 16 kHz
 _NFFT = 2048
 
