@@ -21,6 +21,7 @@ complete openSMILE window) are left as they are, as ``koemorph render`` produces
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from koemorph.config import AugmentConfig
 
@@ -52,13 +53,14 @@ def shift_matrix(n: int, shift: np.ndarray) -> np.ndarray:
     return m
 
 
-def augment_mel(mel: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, mean: np.ndarray,
-                std: np.ndarray, pad: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Augmented copy of normalised log-mel ``mel`` ``[B, T, F]``; ``mean``/``std``/``pad`` ``[F]``
-    (the cache's statistics and normalised silence floor).
+def augment_mel(mel, rng: np.random.Generator, cfg: AugmentConfig, mean: np.ndarray, std: np.ndarray,
+                pad: np.ndarray):  # fmt: skip
+    """Augmented copy of normalised log-mel ``mel`` (torch ``[B, T, F]``); ``mean``/``std``/``pad``
+    ``[F]`` (the cache's statistics and normalised silence floor).
 
     Shift, gain and tilt act on dB values, so on normalised rows they are one affine map per batch
-    row, ``x @ A[b] + c[b]``, applied as a single batched matmul.
+    row, ``x @ A[b] + c[b]``: one batched matmul in torch (numpy's BLAS threads would spin beside
+    torch's and slow the training step).
     """
     b, _, f = mel.shape
     shift = rng.uniform(-cfg.shift_bins, cfg.shift_bins, b)
@@ -67,29 +69,28 @@ def augment_mel(mel: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, m
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
     m = shift_matrix(f, shift) if cfg.shift_bins > 0 else np.broadcast_to(np.eye(f), (b, f, f))
     ramp = np.linspace(-0.5, 0.5, f)
-    db_offset = mean @ m + gain[:, None] + tilt[:, None] * ramp[None, :]  # [B, F] dB added after the shift
+    db_offset = np.einsum("f,bfg->bg", mean, m) + gain[:, None] + tilt[:, None] * ramp[None, :]  # [B, F] dB
     a = std[None, :, None] * m / std[None, None, :]  # (x * std + mean) @ M, back to normalised units
     c = (db_offset - mean) / std
-    out = np.matmul(mel, a.astype(mel.dtype)) + c.astype(mel.dtype)[:, None, :]
-    padding = (mel == pad).all(-1, keepdims=True)
-    return np.where(padding, mel, out)
+    a, c, pad = (torch.as_tensor(np.ascontiguousarray(x), dtype=mel.dtype) for x in (a, c, pad))
+    out = torch.baddbmm(c[:, None, :], mel, a)
+    padding = (mel == pad).all(-1, keepdim=True)
+    return torch.where(padding, mel, out)
 
 
-def augment_egemaps(ege: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
-    """``ege`` ``[B, T', D]`` plus one ``N(0, sigma)`` offset per (batch row, feature) on its non-zero rows."""
-    offset = rng.normal(0.0, sigma, (ege.shape[0], 1, ege.shape[2])).astype(ege.dtype)
-    valid = np.abs(ege).max(-1, keepdims=True) > 0  # [B, T', 1]
+def augment_egemaps(ege, rng: np.random.Generator, sigma: float):
+    """``ege`` (torch ``[B, T', D]``) plus one ``N(0, sigma)`` offset per (batch row, feature) on its
+    non-zero rows."""
+    offset = torch.as_tensor(rng.normal(0.0, sigma, (ege.shape[0], 1, ege.shape[2])), dtype=ege.dtype)
+    valid = ege.abs().amax(-1, keepdim=True) > 0  # [B, T', 1]
     return ege + offset * valid
 
 
 def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache) -> dict:
     """A collated batch (:func:`koemorph.data.collate`) with ``mel`` and ``egemaps`` augmented;
     ``cache`` (:class:`koemorph.data.FeatureCache`) gives the mel statistics. Others are shared."""
-    import torch
-
     out = dict(batch)
-    mel = batch["mel"].numpy()
-    out["mel"] = torch.from_numpy(augment_mel(mel, rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad))
+    out["mel"] = augment_mel(batch["mel"], rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad)
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
-        out["egemaps"] = torch.from_numpy(augment_egemaps(batch["egemaps"].numpy(), rng, cfg.egemaps_noise))
+        out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise)
     return out
