@@ -168,16 +168,16 @@ def main(argv=None) -> dict:
                      "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "ridge_alpha": ridge.alpha,
                      "groups": {}, "micro": {}}  # fmt: skip
     print("\n" + f"{'group (* = closure)':22s}" + "".join(f"{c:>12s}" for c in cols))
+    groups = {c: group_means(scores[c][1]) for c in cols}
     for g in GOALS:
-        means = {c: group_means(scores[c][1])[g] for c in cols}
+        means = {c: groups[c][g] for c in cols}
         micro = {c: metrics.group_scores(np.concatenate(scores[c][0]), np.concatenate(truths), ecfg.flat_std)
                  ["mouth/pearson" if g == "mouth" else "closure/pearson"] for c in cols}  # fmt: skip
         summary["groups"][g], summary["micro"][g] = means, micro
         print(f"{g + ' mean r':22s}" + "".join(f"{means[c]:12.3f}" for c in cols))
         print(f"{g + ' mean r (pooled)':22s}" + "".join(f"{micro[c]:12.3f}" for c in cols))
-    summary["groups"]["mouth_without_drift"] = {c: group_means(scores[c][1])["mouth_without_drift"] for c in cols}
-    print(f"{'mouth w/o drift chans':22s}" + "".join(f"{summary['groups']['mouth_without_drift'][c]:12.3f}"
-                                                  for c in cols))  # fmt: skip
+    speech = summary["groups"]["mouth_without_drift"] = {c: groups[c]["mouth_without_drift"] for c in cols}
+    print(f"{'mouth w/o drift chans':22s}" + "".join(f"{speech[c]:12.3f}" for c in cols))
     print()
     for name in checkpoints:
         for g, goal in GOALS.items():
@@ -185,8 +185,7 @@ def main(argv=None) -> dict:
             ok = "MET" if diff >= goal else f"short by {goal - diff:.3f}"
             summary.setdefault("vs_ridge", {}).setdefault(name, {})[g] = diff
             print(f"{name} - ridge, {g}: {diff:+.3f} (goal +{goal:.2f}: {ok})")
-        diff = summary["groups"]["mouth_without_drift"][name] - summary["groups"]["mouth_without_drift"]["ridge"]
-        summary["vs_ridge"][name]["mouth_without_drift"] = diff
+        diff = summary["vs_ridge"][name]["mouth_without_drift"] = speech[name] - speech["ridge"]
         print(f"{name} - ridge, mouth without the {len(DRIFT_NAMES)} drift channels: {diff:+.3f} (information)")
     (out / "quality.json").write_text(json.dumps(summary, indent=1))
     return summary
