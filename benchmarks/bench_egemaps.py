@@ -23,9 +23,9 @@ import numpy as np  # noqa: E402
 
 from koemorph import grid  # noqa: E402
 from koemorph.config import FeaturesConfig  # noqa: E402
+from koemorph.demo.synth import speechlike  # noqa: E402
 from koemorph.features.egemaps import egemaps, egemaps_feature_names, egemaps_per_window  # noqa: E402
 from koemorph.features.mel import log_mel  # noqa: E402
-from koemorph.features.synth import speechlike  # noqa: E402
 
 EPS = 1e-6  # in |a - b| / (|b| + EPS)
 
@@ -48,7 +48,7 @@ def main() -> None:
 
     cfg = FeaturesConfig(fps=args.fps)
     if args.wav:
-        from koemorph.audio import load_audio
+        from koemorph.io.audio import load_audio
 
         x, source = load_audio(args.wav), args.wav
     else:
@@ -73,8 +73,13 @@ def main() -> None:
     print(f"\n  speed-up of one-pass over naive: {naive_s / c_eg:.1f}x (CPU time, same audio)")
 
 
-def agreement_report(x: np.ndarray, cfg: FeaturesConfig | None = None, n_windows: int = 16,
-                     native: np.ndarray | None = None, ends: np.ndarray | None = None) -> tuple[float, float]:
+def agreement_report(
+    x: np.ndarray,
+    cfg: FeaturesConfig | None = None,
+    n_windows: int = 16,
+    native: np.ndarray | None = None,
+    ends: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Time the naive per-window method on ``n_windows`` windows spread over ``x`` and compare them
     with the one-pass rows (computed here unless given). Prints both; returns
     ``(extrapolated naive CPU seconds for all windows, overall median relative difference)``."""
@@ -88,8 +93,10 @@ def agreement_report(x: np.ndarray, cfg: FeaturesConfig | None = None, n_windows
     per_win = c_naive / pick.size
     naive_total = per_win * k
     print("\n(b) naive: one openSMILE call per window (per 300 ms update) on the preceding <= 20 s")
-    print(f"  timed on {pick.size} windows spread over the file: {per_win * 1000:.1f} ms/window;"
-          f" extrapolated x {k} windows = {naive_total:.1f} s, RTF {naive_total / dur:.4f} (CPU)")
+    print(
+        f"  timed on {pick.size} windows spread over the file: {per_win * 1000:.1f} ms/window;"
+        f" extrapolated x {k} windows = {naive_total:.1f} s, RTF {naive_total / dur:.4f} (CPU)"
+    )
 
     a = native[pick].astype(np.float64)
     b = ref.astype(np.float64)
@@ -99,18 +106,24 @@ def agreement_report(x: np.ndarray, cfg: FeaturesConfig | None = None, n_windows
     names = egemaps_feature_names()
     span = f"ends {ends[pick][0]:.1f}..{ends[pick][-1]:.1f} s"
     print(f"\n(c) agreement on the same {pick.size} windows ({span})")
-    print(f"  median over 88 features of the per-feature median |a-b|/(|b|+{EPS:g}): {overall * 100:.3f} %"
-          f"  (goal < 1 %: {'met' if overall < 0.01 else 'NOT met'})")  # fmt: skip
-    print(f"  features with median rel. diff. > 1 %: {int((per_feature > 0.01).sum())} of 88;"
-          f" identical (diff 0) in {float((rel == 0).mean()) * 100:.0f} % of values")
+    print(
+        f"  median over 88 features of the per-feature median |a-b|/(|b|+{EPS:g}): {overall * 100:.3f} %"
+        f"  (goal < 1 %: {'met' if overall < 0.01 else 'NOT met'})"
+    )
+    print(
+        f"  features with median rel. diff. > 1 %: {int((per_feature > 0.01).sum())} of 88;"
+        f" identical (diff 0) in {float((rel == 0).mean()) * 100:.0f} % of values"
+    )
     print("  5 worst features (median relative difference):")
     for i in np.argsort(per_feature)[::-1][:5]:
         print(f"    {names[i]:<48s} {per_feature[i] * 100:8.3f} %")
-    print("  Why they differ: one-pass windows pick LLD frames out of one continuous stream (ending a 0.1 s"
-          " guard early), while\n  each naive call starts and ends the signal at the window edges: its first"
-          " and last LLD frames, the sma3\n  smoothing and the F0 Viterbi state differ there. Slope and"
-          " rising/falling statistics, and ratios of small\n  numbers (stddevNorm of near-zero MFCC means),"
-          " amplify those few edge frames.")  # fmt: skip
+    print(
+        "  Why they differ: one-pass windows pick LLD frames out of one continuous stream (ending a 0.1 s"
+        " guard early), while\n  each naive call starts and ends the signal at the window edges: its first"
+        " and last LLD frames, the sma3\n  smoothing and the F0 Viterbi state differ there. Slope and"
+        " rising/falling statistics, and ratios of small\n  numbers (stddevNorm of near-zero MFCC means),"
+        " amplify those few edge frames."
+    )
     return naive_total, overall
 
 

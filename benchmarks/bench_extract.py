@@ -31,24 +31,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from koemorph import grid  # noqa: E402
-from koemorph.audio import load_audio, write_wav  # noqa: E402
 from koemorph.config import load_config  # noqa: E402
+from koemorph.io.audio import load_audio, write_wav  # noqa: E402
 
 
 def timed_extract(manifest: Path, store: Path, workers: int) -> tuple[float, float]:
     """(wall seconds of the Dask map alone; CPU seconds summed over tasks). Cluster start-up and each
     worker's one-time cache building (openSMILE objects, ~0.5 s) are excluded: steady state."""
-    from koemorph.extract import extract_file, plan
-    from koemorph.manifest import load_manifest
+    from koemorph.data.extract import extract_file, plan
+    from koemorph.data.manifest import load_manifest
     from pipeline.dask_utils import close_client, dask_client, run_map
 
     cfg = load_config(None)
     jobs, _ = plan(load_manifest(manifest), store, cfg.features, cfg.data)
     client = dask_client(workers, None)  # the same cluster set-up `koemorph extract` uses
     try:
-        client.run(lambda: __import__("koemorph.extract", fromlist=["warm_up"]).warm_up())  # per-worker caches
+        client.run(
+            lambda: __import__("koemorph.data.extract", fromlist=["warm_up"]).warm_up()
+        )  # per-worker caches
         start = time.perf_counter()
-        records = list(run_map(extract_file, jobs, client, lambda j: j.entry["duration"], f"{workers} worker(s)"))
+        records = list(
+            run_map(extract_file, jobs, client, lambda j: j.entry["duration"], f"{workers} worker(s)")
+        )
         seconds = time.perf_counter() - start
     finally:
         close_client(client)
@@ -71,8 +75,12 @@ def per_window_cost(signal: np.ndarray, n_windows: int) -> tuple[float, float]:
     window = signal[: 256 * 533]
     start = time.process_time()
     for _ in range(n_windows):
-        librosa.power_to_db(librosa.feature.melspectrogram(y=window, sr=16000, n_fft=1024, hop_length=533,
-                                                           n_mels=80, fmin=80, fmax=8000), ref=np.max)  # fmt: skip
+        librosa.power_to_db(
+            librosa.feature.melspectrogram(
+                y=window, sr=16000, n_fft=1024, hop_length=533, n_mels=80, fmin=80, fmax=8000
+            ),
+            ref=np.max,
+        )
     mel_s = (time.process_time() - start) / n_windows
     return smile_s, mel_s
 
@@ -83,11 +91,12 @@ def long_file_run(wav: Path, work: Path) -> dict:
 import json, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from koemorph.config import load_config
-from koemorph.manifest import build_manifest, load_manifest
-from koemorph.extract import plan, extract_file
+from koemorph.data.manifest import build_manifest, load_manifest
+from koemorph.data.extract import plan, extract_file
 cfg = load_config(None, ["data.max_duration_mismatch_s=1e9"])
-build_manifest({str(wav.parent)!r}, {str(work / 'long.jsonl')!r}, cfg.data, include_audio_only=True)
-jobs, _ = plan(load_manifest({str(work / 'long.jsonl')!r}), {str(work / 'long.zarr')!r}, cfg.features, cfg.data)
+build_manifest({str(wav.parent)!r}, {str(work / "long.jsonl")!r}, cfg.data, include_audio_only=True)
+entries = load_manifest({str(work / "long.jsonl")!r})
+jobs, _ = plan(entries, {str(work / "long.zarr")!r}, cfg.features, cfg.data)
 start = time.process_time()
 record = extract_file(jobs[0])
 seconds = time.process_time() - start
@@ -101,7 +110,9 @@ print(json.dumps({{"seconds": seconds, "peak_mb": int(hwm.split()[1]) / 1024}}))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="demo corpus size")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the long-file run")
     parser.add_argument("--windows", type=int, default=12, help="per-window openSMILE calls to time")
@@ -109,8 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_extract_"))
 
+    from koemorph.data.manifest import build_manifest, load_manifest
     from koemorph.demo.corpus import generate_corpus
-    from koemorph.manifest import build_manifest, load_manifest
 
     corpus = work / "demo"
     generate_corpus(corpus, minutes=args.minutes, seed=0, workers=2)
@@ -129,11 +140,18 @@ def main() -> None:
     rtf_orig = smile_s / 0.3  # one openSMILE call per 300 ms of audio
     rtf_orig_mel = mel_s * grid.DEFAULT_FPS  # the original also recomputes an 8.5 s mel per frame
     print("\n== whole extraction, per worker (core) ==")
-    print(f"koemorph extract, 1 worker:        RTF {rtf:.4f} wall, {rtf_cpu:.4f} CPU   ({one:.1f} s for {audio_s:.0f} s)"
-          "   goal <= 0.02")
-    print(f"original eGeMAPS, per-window call: RTF {rtf_orig:.3f}   ({smile_s * 1000:.0f} ms per 300 ms update)")
+    print(
+        f"koemorph extract, 1 worker:        RTF {rtf:.4f} wall, {rtf_cpu:.4f} CPU"
+        f"   ({one:.1f} s for {audio_s:.0f} s)"
+        "   goal <= 0.02"
+    )
+    print(
+        f"original eGeMAPS, per-window call: RTF {rtf_orig:.3f}   ({smile_s * 1000:.0f} ms per 300 ms update)"
+    )
     print(f"speed-up vs per-window openSMILE:  {rtf_orig / rtf_cpu:.0f}x (CPU vs CPU)   goal >= 25x")
-    print(f"(original mel per output frame:    RTF {rtf_orig_mel:.3f}, {mel_s * 1000:.1f} ms per 8.5 s window)")
+    print(
+        f"(original mel per output frame:    RTF {rtf_orig_mel:.3f}, {mel_s * 1000:.1f} ms per 8.5 s window)"
+    )
     print(f"2 workers vs 1:                    {one / two:.2f}x throughput   goal >= 1.6x")
 
     long_dir = work / "long"
@@ -142,14 +160,19 @@ def main() -> None:
     res = long_file_run(long_dir / "long.wav", work)
     long_rtf = res["seconds"] / (n_long / grid.SAMPLE_RATE)
     print(f"\n== one {args.long_minutes:.0f}-minute WAV, 1 process ==")
-    print(f"RTF {long_rtf:.4f} CPU ({long_rtf / rtf_cpu:.2f}x the corpus CPU RTF: ~1 means no quadratic cost)")
+    print(
+        f"RTF {long_rtf:.4f} CPU ({long_rtf / rtf_cpu:.2f}x the corpus CPU RTF: ~1 means no quadratic cost)"
+    )
     print(f"peak memory {res['peak_mb']:.0f} MB   goal < 2048 MB")
 
     print("\n== one-pass vs per-window eGeMAPS agreement ==")
     from benchmarks.bench_egemaps import agreement_report
 
     agreement_report(signal[: 120 * grid.SAMPLE_RATE], n_windows=24)
-    print(f"\n(work dir: {work}; peak RSS of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"\n(work dir: {work}; peak RSS of this driver"
+        f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

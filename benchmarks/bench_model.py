@@ -48,8 +48,10 @@ def main() -> None:
                 cpu.append(time.process_time() - c0)
                 model.zero_grad(set_to_none=True)
             times, cpu = times[1:], cpu[1:]
-            print(f"  {name:6s} B=8 S={span} n={n}: wall min {min(times):.3f} s, median "
-                  f"{statistics.median(times):.3f} s; CPU time min {min(cpu):.3f} s")  # fmt: skip
+            print(
+                f"  {name:6s} B=8 S={span} n={n}: wall min {min(times):.3f} s, median "
+                f"{statistics.median(times):.3f} s; CPU time min {min(cpu):.3f} s"
+            )
 
 
 if __name__ == "__main__":

@@ -45,18 +45,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from koemorph import grid  # noqa: E402
-from koemorph.audio import load_audio, write_wav  # noqa: E402
+from koemorph.io.audio import load_audio, write_wav  # noqa: E402
 
 
 def default_checkpoint(path: Path, wavs: list[Path]) -> Path:
     """An untrained default model, saved with feature stats from a few corpus files."""
     import torch
 
-    from koemorph.checkpoint import save_checkpoint
     from koemorph.config import load_config, to_dict
     from koemorph.features.egemaps import egemaps
     from koemorph.features.mel import log_mel
     from koemorph.model import build_model
+    from koemorph.training.checkpoint import save_checkpoint
 
     cfg = load_config(None)
     mels, eges = [], []
@@ -64,18 +64,35 @@ def default_checkpoint(path: Path, wavs: list[Path]) -> Path:
         x = load_audio(wav)
         mels.append(log_mel(x, cfg.features))
         eges.append(egemaps(x, cfg.features)[1])
-    stats = {name: {"mean": np.concatenate(a).mean(0).tolist(), "std": np.maximum(np.concatenate(a).std(0), 1e-5).tolist()}
-             for name, a in (("mel", mels), ("egemaps", eges))}  # fmt: skip
+    stats = {
+        name: {
+            "mean": np.concatenate(a).mean(0).tolist(),
+            "std": np.maximum(np.concatenate(a).std(0), 1e-5).tolist(),
+        }
+        for name, a in (("mel", mels), ("egemaps", eges))
+    }
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.features)
-    return save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), schedule={},
-                           epoch=0, batch=0, step=0, best=None, bad_validations=0, config=to_dict(cfg), stats=stats,
-                           fps=cfg.features.fps, run_id=None)  # fmt: skip
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        schedule={},
+        epoch=0,
+        batch=0,
+        step=0,
+        best=None,
+        bad_validations=0,
+        config=to_dict(cfg),
+        stats=stats,
+        fps=cfg.features.fps,
+        run_id=None,
+    )
 
 
 def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
     """Render the corpus on a LocalCluster; wall seconds of start-up and of the map, CPU seconds per task."""
-    from koemorph.render import plan, render_file, resolve_model
+    from koemorph.inference.render import plan, render_file, resolve_model
     from pipeline.dask_utils import close_client, dask_client, run_map
     from pipeline.render import _preload
 
@@ -93,8 +110,13 @@ def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
         close_client(client)
     bad = [r for r in records if r["status"] != "ok"]
     assert not bad, bad[:3]
-    return {"startup": startup, "wall": wall, "cpu": sum(r["cpu_seconds"] for r in records),
-            "audio": sum(r["duration"] for r in records), "files": len(records)}  # fmt: skip
+    return {
+        "startup": startup,
+        "wall": wall,
+        "cpu": sum(r["cpu_seconds"] for r in records),
+        "audio": sum(r["duration"] for r in records),
+        "files": len(records),
+    }
 
 
 def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
@@ -102,11 +124,11 @@ def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
     predict_file_naive (on a subset, extrapolated), all on the same audio with 1 torch thread."""
     import torch
 
-    from koemorph.checkpoint import load_model
     from koemorph.features.mel import log_mel
+    from koemorph.inference.render import RenderJob, file_features
     from koemorph.model import dense
     from koemorph.model.infer import predict_file, predict_file_naive
-    from koemorph.render import RenderJob, file_features
+    from koemorph.training.checkpoint import load_model
 
     torch.set_num_threads(1)
     model, meta = load_model(ckpt)
@@ -125,20 +147,32 @@ def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
     for wav in wavs:
         x = load_audio(wav)
         audio_s += x.size / grid.SAMPLE_RATE
-        timed("mel", lambda: log_mel(x, meta["config"].features))
-        f, _ = timed("features", lambda: file_features(x, "", meta, job))
-        timed("model", lambda: predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk,
-                                             pad_mel=f["mel_pad"]))  # fmt: skip
+        timed("mel", lambda x=x: log_mel(x, meta["config"].features))
+        f, _ = timed("features", lambda x=x: file_features(x, "", meta, job))
+        timed(
+            "model",
+            lambda f=f: predict_file(
+                model, f["mel"], f["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=f["mel_pad"]
+            ),
+        )
         feats.append(f)
     joined = {k: np.concatenate([f[k] for f in feats]) for k in ("mel", "egemaps")}  # one 10-min "file"
-    timed("model_long", lambda: predict_file(model, joined["mel"], joined["egemaps"], meta["fps"],
-                                              chunk=job.chunk, pad_mel=feats[0]["mel_pad"]))  # fmt: skip
+    timed(
+        "model_long",
+        lambda: predict_file(
+            model, joined["mel"], joined["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=feats[0]["mel_pad"]
+        ),
+    )
     shift = dense.DenseWindow.shift
     dense.DenseWindow.shift = lambda *args: None  # every block through the generic (softmax) attention path
     try:
         for f in feats:  # as render ran before the shortcut: generic path, blocks of 64 frames
-            timed("generic", lambda: predict_file(model, f["mel"], f["egemaps"], meta["fps"], chunk=64,
-                                                  pad_mel=f["mel_pad"]))  # fmt: skip
+            timed(
+                "generic",
+                lambda f=f: predict_file(
+                    model, f["mel"], f["egemaps"], meta["fps"], chunk=64, pad_mel=f["mel_pad"]
+                ),
+            )
         f = max(feats, key=lambda f: len(f["mel"]))
         n = min(naive_frames, len(f["mel"]))
         start = time.process_time()
@@ -158,7 +192,7 @@ def fresh_process_render(wav: Path, ckpt: Path, out: Path) -> dict:
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from koemorph.render import plan, render_file, resolve_model
+from koemorph.inference.render import plan, render_file, resolve_model
 ref = resolve_model({str(ckpt)!r}, {str(out)!r})
 jobs, _ = plan(Path({str(wav.parent)!r}), Path({str(out)!r}), ref)
 start = time.process_time()
@@ -182,12 +216,16 @@ def main() -> None:
 
     if any(os.environ.get(k) != v for k, v in WORKER_MALLOC_ENV.items()):  # glibc reads them at start-up
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **WORKER_MALLOC_ENV})
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="demo corpus size")
     parser.add_argument("--long-minutes", type=float, default=60.0, help="length of the long-file run")
     parser.add_argument("--naive-frames", type=int, default=150, help="frames timed with predict_file_naive")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--model", type=Path, default=None, help="checkpoint (default: untrained default model)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="checkpoint (default: untrained default model)"
+    )
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_render_"))
@@ -205,19 +243,27 @@ def main() -> None:
     alone = model_alone(ckpt, wavs, args.naive_frames)
     rtf = run["wall"] / run["audio"]
     print(f"\n== whole render, {args.workers} Dask workers (decode, features, model, JSONL) ==")
-    print(f"wall RTF {rtf:.4f}   goal <= 0.05   ({run['wall']:.1f} s for {run['audio']:.0f} s of audio; "
-          f"cluster start + worker warm-up {run['startup']:.1f} s not included)")
-    print(f"CPU per audio second, all tasks: {run['cpu'] / run['audio']:.4f}; ideal wall RTF "
-          f"(features + model) / {args.workers} = {(alone['features'] + alone['model']) / args.workers:.4f}")
+    print(
+        f"wall RTF {rtf:.4f}   goal <= 0.05   ({run['wall']:.1f} s for {run['audio']:.0f} s of audio; "
+        f"cluster start + worker warm-up {run['startup']:.1f} s not included)"
+    )
+    print(
+        f"CPU per audio second, all tasks: {run['cpu'] / run['audio']:.4f}; ideal wall RTF "
+        f"(features + model) / {args.workers} = {(alone['features'] + alone['model']) / args.workers:.4f}"
+    )
     print(f"\n== per audio second, CPU seconds, 1 thread, same audio (chunk {alone['chunk']}) ==")
     print(f"features: log-mel alone                    {alone['mel']:.4f}")
     print(f"features: log-mel + eGeMAPS (as render)    {alone['features']:.4f}")
     print(f"model alone, predict_file                  {alone['model']:.4f}   goal <= 0.01")
     print(f"  the same frames as one file, no features {alone['model_long']:.4f}   (blocks back to back)")
-    print(f"predict_file as before (generic, chunk 64) {alone['generic']:.4f}   ("
-          f"{alone['generic'] / alone['model']:.1f}x the model alone above)")
-    print(f"naive per-frame inference                  {alone['naive']:.4f}   (timed on "
-          f"{alone['naive_frames']} frames, extrapolated)")
+    print(
+        f"predict_file as before (generic, chunk 64) {alone['generic']:.4f}   ("
+        f"{alone['generic'] / alone['model']:.1f}x the model alone above)"
+    )
+    print(
+        f"naive per-frame inference                  {alone['naive']:.4f}   (timed on "
+        f"{alone['naive_frames']} frames, extrapolated)"
+    )
     print(f"predict_file vs naive:                     {alone['naive'] / alone['model']:.1f}x faster")
     whole_cpu = run["cpu"] / run["audio"]
     print(f"whole render vs naive model alone:         {alone['naive'] / whole_cpu:.1f}x (CPU vs CPU)")
@@ -234,10 +280,15 @@ def main() -> None:
     if len(results) == 2:
         (m0, r0), (m1, r1) = sorted(results.items())
         print(f"growth: {(r1['peak_mb'] - r0['peak_mb']) / ((m1 - m0) / 60):.0f} MB per hour of audio")
-    print(f"\n(work dir: {work}; peak RSS of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+    print(
+        f"\n(work dir: {work}; peak RSS of this driver"
+        f" {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)"
+    )
     end = os.getloadavg()
-    print(f"load average (1, 5, 15 min): at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
-          f"at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}; {os.cpu_count()} cores")
+    print(
+        f"load average (1, 5, 15 min): at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
+        f"at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}; {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

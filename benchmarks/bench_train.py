@@ -7,7 +7,8 @@ Everything comes from ONE run on the store's train split with the default config
 ``mixed``: dense blocks of 32 frames and sparse blocks of 256 frames with a target every 32).
 
 1. Data pipeline: every batch of the first epochs is produced by the training loader
-   (:class:`koemorph.data.BlockDataset` + :func:`koemorph.data.make_loader`, whole normalised files
+   (:class:`koemorph.training.batches.BlockDataset` + :func:`koemorph.training.batches.make_loader`,
+   whole normalised files
    loaded once from the Zarr store), without training. The one-time load is timed too and charged
    to one epoch. Printed: blocks/s (a block = one window of context shared by its targets) and
    target frames/s. Also the same blocks read chunk by chunk from Zarr (``in_memory=False``).
@@ -18,10 +19,10 @@ Everything comes from ONE run on the store's train split with the default config
    (the original's offline path made 29 calls per window on a growing buffer). Audio is decoded
    once per file beforehand and not charged. One window = one supervised frame there, so the ratio
    that matters is cache target frames/s over original windows/s; cache blocks/s over it is printed too.
-3. Training: real optimiser steps (:func:`koemorph.trainstep.train_step`, AdamW, default config,
+3. Training: real optimiser steps (:func:`koemorph.training.step.train_step`, AdamW, default config,
    decoder bias at the train mean pose) for each model, batches in the training order, timed exactly
    as ``koemorph train`` does (``StepMeter``: wait = time blocked on the loader plus the voice
-   augmentation of the batch, :mod:`koemorph.augment`; step = wait + compute).
+   augmentation of the batch, :mod:`koemorph.training.augment`; step = wait + compute).
    Printed: windows/s (blocks), target frames/s, the share of step time spent waiting for data
    (goal < 10%), and CPU seconds per step (robust on a shared machine).
 """
@@ -31,16 +32,16 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from koemorph import grid
 from koemorph.config import load_config
-from koemorph.data import BlockDataset, FeatureCache, make_loader
-from koemorph.sampling import Sampler
-from koemorph.windows import spans
+from koemorph.data.cache import FeatureCache
+from koemorph.model.windows import spans
+from koemorph.training.batches import BlockDataset, make_loader
+from koemorph.training.sampling import Sampler
 
 CACHE_GOAL, WAIT_GOAL = 100.0, 0.10
 
@@ -63,14 +64,15 @@ def pipeline(dataset: BlockDataset, sampler: Sampler, epochs: int, workers: int)
     return {"blocks": blocks, "frames": frames, "wall": wall, "cpu": cpu}
 
 
-def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets: list[tuple[int, int]],
-                     cfg) -> dict:  # fmt: skip
+def original_windows(
+    cache: FeatureCache, manifest: str, ids: list[str], targets: list[tuple[int, int]], cfg
+) -> dict:
     """Time the per-window recomputation for ``targets`` ``[(file index, frame)]``."""
     import librosa
 
-    from koemorph.audio import load_audio
+    from koemorph.data.manifest import load_manifest
     from koemorph.features.egemaps import _plain_smile
-    from koemorph.manifest import load_manifest
+    from koemorph.io.audio import load_audio
 
     paths = {e.id: e.audio_path for e in load_manifest(manifest)}
     audio = {f: load_audio(paths[ids[f]]) for f in {f for f, _ in targets}}
@@ -79,8 +81,9 @@ def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets
     ege_len = int(cfg.features.egemaps_context_s * grid.SAMPLE_RATE)
     smile = _plain_smile()
     warm = np.random.default_rng(0).standard_normal(mel_len).astype(np.float32) * 0.1
-    librosa.feature.melspectrogram(y=warm, sr=grid.SAMPLE_RATE, n_fft=1024, hop_length=hop, n_mels=80, fmin=80,
-                                   fmax=8000)  # warm-up (filterbank, FFT plans), not timed  # fmt: skip
+    librosa.feature.melspectrogram(
+        y=warm, sr=grid.SAMPLE_RATE, n_fft=1024, hop_length=hop, n_mels=80, fmin=80, fmax=8000
+    )  # warm-up (filterbank, FFT plans), not timed
     smile.process_signal(warm, grid.SAMPLE_RATE)
 
     def ending_at(x: np.ndarray, end: int, n: int) -> np.ndarray:
@@ -91,8 +94,15 @@ def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets
     for f, frame in targets:
         x = audio[f]
         end = min(len(x), (frame + 1) * hop)
-        mel = librosa.feature.melspectrogram(y=ending_at(x, end, mel_len), sr=grid.SAMPLE_RATE, n_fft=1024,
-                                             hop_length=hop, n_mels=80, fmin=80, fmax=8000)  # fmt: skip
+        mel = librosa.feature.melspectrogram(
+            y=ending_at(x, end, mel_len),
+            sr=grid.SAMPLE_RATE,
+            n_fft=1024,
+            hop_length=hop,
+            n_mels=80,
+            fmin=80,
+            fmax=8000,
+        )
         mel = (librosa.power_to_db(mel, ref=np.max) + 80.0) / 80.0
         seg = x[max(0, end - ege_len) : end]
         seg = seg / max(1e-9, float(np.abs(seg).max()))  # the original peak-normalised each call
@@ -100,13 +110,20 @@ def original_windows(cache: FeatureCache, manifest: str, ids: list[str], targets
     return {"windows": len(targets), "wall": time.perf_counter() - w0, "cpu": cpu_s() - c0}
 
 
-def training(kind: str, cache: FeatureCache, dataset: BlockDataset, sampler: Sampler, steps: int,
-             warmup: int, workers: int) -> dict:  # fmt: skip
+def training(
+    kind: str,
+    cache: FeatureCache,
+    dataset: BlockDataset,
+    sampler: Sampler,
+    steps: int,
+    warmup: int,
+    workers: int,
+) -> dict:
     """Real training steps of ``kind``; the first ``warmup`` are not counted."""
-    from koemorph import augment
-    from koemorph.checkpoint import seed_everything
     from koemorph.model import build_model, count_parameters
-    from koemorph.trainstep import StepMeter, train_step
+    from koemorph.training import augment
+    from koemorph.training.checkpoint import seed_everything
+    from koemorph.training.step import StepMeter, train_step
 
     cfg = load_config(None, extra={"model": {"kind": kind}, "sampling": {"num_workers": workers}})
     seed_everything(0)
@@ -114,15 +131,20 @@ def training(kind: str, cache: FeatureCache, dataset: BlockDataset, sampler: Sam
     model.decoder.init_bias(np.concatenate([cache.load(i)["targets"] for i in cache.ids("train")]).mean(0))
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.optim.lr,
+    )
     model.train()
     meter, done, epoch, cpu = StepMeter(), 0, 0, 0.0
     while done < warmup + steps:
         loader = make_loader(dataset, sampler.batches(epoch), workers, seed=epoch)
         t_wait = time.perf_counter()
         for bi, batch in enumerate(loader):
-            if augment.enabled(cfg.augment):  # as koemorph.train does: part of the data wait
+            if augment.enabled(cfg.augment):  # as koemorph.training.loop does: part of the data wait
                 batch = augment.augment_batch(batch, augment.batch_rng(0, epoch, bi), cfg.augment, cache)
             wait = time.perf_counter() - t_wait
             c0 = cpu_s()
@@ -163,8 +185,10 @@ def main() -> None:
     sampler = Sampler([cache.num_frames(i) for i in ids], cfg.sampling, cfg.train.seed, cfg.train.epochs)
     minutes = sum(cache.num_frames(i) for i in ids) / cache.fps / 60
     per_epoch = sampler.steps(0)
-    print(f"store {args.store}: {len(ids)} train files, {minutes:.1f} min; {per_epoch} batches per epoch "
-          f"(sampling {cfg.sampling.mode}); torch threads {args.threads}, loader workers {args.workers}")  # fmt: skip
+    print(
+        f"store {args.store}: {len(ids)} train files, {minutes:.1f} min; {per_epoch} batches per epoch "
+        f"(sampling {cfg.sampling.mode}); torch threads {args.threads}, loader workers {args.workers}"
+    )
 
     # ---------------------------------------------------------------- data pipeline
     mem = pipeline(dataset, sampler, args.epochs, args.workers)
@@ -172,35 +196,51 @@ def main() -> None:
     mem_bps, mem_fps = mem["blocks"] / mem["wall"], mem["frames"] / mem["wall"]
     with_load = mem["frames"] / args.epochs / (epoch_wall + load["wall"])
     lazy_cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, in_memory=False)
-    lazy = pipeline(BlockDataset(lazy_cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context),
-                    sampler, 1, args.workers)  # fmt: skip
+    lazy = pipeline(
+        BlockDataset(lazy_cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context),
+        sampler,
+        1,
+        args.workers,
+    )
     targets = [(b.file, fr) for batch in sampler.batches(0) for b in batch for fr in b.frames]
     pick = np.linspace(0, len(targets) - 1, args.windows).round().astype(int)
     orig = original_windows(cache, args.manifest, ids, [targets[i] for i in pick], cfg)
     orig_wps = orig["windows"] / orig["wall"]
     print("\ndata pipeline (no training)")
-    print(f"  cache, whole files in memory : {mem_bps:10.0f} blocks/s {mem_fps:10.0f} target frames/s "
-          f"({mem['blocks']} blocks, {args.epochs} epochs, {mem['wall']:.2f} s wall, {mem['cpu']:.2f} s CPU)")  # fmt: skip
-    print(f"    one-time load of {len(ids)} files from Zarr: {load['wall']:.2f} s wall; with it charged to one "
-          f"epoch: {with_load:.0f} target frames/s")  # fmt: skip
-    print(f"  cache, Zarr chunks per block : {lazy['blocks'] / lazy['wall']:10.0f} blocks/s "
-          f"{lazy['frames'] / lazy['wall']:10.0f} target frames/s (1 epoch, {lazy['wall']:.2f} s)")  # fmt: skip
-    print(f"  original, per-window librosa mel (8.53 s) + 1 openSMILE call (20 s): {orig_wps:.1f} windows/s "
-          f"({orig['windows']} windows, {orig['wall']:.2f} s wall, {orig['cpu']:.2f} s CPU)")  # fmt: skip
+    print(
+        f"  cache, whole files in memory : {mem_bps:10.0f} blocks/s {mem_fps:10.0f} target frames/s "
+        f"({mem['blocks']} blocks, {args.epochs} epochs, {mem['wall']:.2f} s wall, {mem['cpu']:.2f} s CPU)"
+    )
+    print(
+        f"    one-time load of {len(ids)} files from Zarr: {load['wall']:.2f} s wall; with it charged to one "
+        f"epoch: {with_load:.0f} target frames/s"
+    )
+    print(
+        f"  cache, Zarr chunks per block : {lazy['blocks'] / lazy['wall']:10.0f} blocks/s "
+        f"{lazy['frames'] / lazy['wall']:10.0f} target frames/s (1 epoch, {lazy['wall']:.2f} s)"
+    )
+    print(
+        f"  original, per-window librosa mel (8.53 s) + 1 openSMILE call (20 s): {orig_wps:.1f} windows/s "
+        f"({orig['windows']} windows, {orig['wall']:.2f} s wall, {orig['cpu']:.2f} s CPU)"
+    )
     ratio = mem_fps / orig_wps
-    print(f"  cache / original: {ratio:.0f}x per supervised frame (goal >= {CACHE_GOAL:.0f}x: "
-          f"{'MET' if ratio >= CACHE_GOAL else 'NOT MET'}); {mem_bps / orig_wps:.0f}x per block; "
-          f"{lazy['frames'] / lazy['wall'] / orig_wps:.0f}x reading Zarr per block")  # fmt: skip
+    print(
+        f"  cache / original: {ratio:.0f}x per supervised frame (goal >= {CACHE_GOAL:.0f}x: "
+        f"{'MET' if ratio >= CACHE_GOAL else 'NOT MET'}); {mem_bps / orig_wps:.0f}x per block; "
+        f"{lazy['frames'] / lazy['wall'] / orig_wps:.0f}x reading Zarr per block"
+    )
 
     # ---------------------------------------------------------------- training steps
     print(f"\ntraining ({args.steps} timed steps per model after {args.warmup} untimed, default config)")
     for kind in ("dual_stream", "simplified"):
         res = training(kind, cache, dataset, sampler, args.steps, args.warmup, args.workers)
         share = res["data_wait_share"]
-        print(f"  {kind:12s} {res['params']:>9,} params: {res['windows_per_s']:7.1f} windows/s "
-              f"{res['frames_per_s']:8.1f} target frames/s, data wait {100 * share:.2f}% of step time "
-              f"(goal < {100 * WAIT_GOAL:.0f}%: {'MET' if share < WAIT_GOAL else 'NOT MET'}), "
-              f"{res['cpu_per_step']:.3f} CPU s/step")  # fmt: skip
+        print(
+            f"  {kind:12s} {res['params']:>9,} params: {res['windows_per_s']:7.1f} windows/s "
+            f"{res['frames_per_s']:8.1f} target frames/s, data wait {100 * share:.2f}% of step time "
+            f"(goal < {100 * WAIT_GOAL:.0f}%: {'MET' if share < WAIT_GOAL else 'NOT MET'}), "
+            f"{res['cpu_per_step']:.3f} CPU s/step"
+        )
 
 
 if __name__ == "__main__":

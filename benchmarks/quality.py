@@ -1,17 +1,19 @@
 """Model vs ridge vs mean pose on the TEST split of a feature store: the issue-4 quality table.
 
 ``python benchmarks/quality.py --store S.zarr --checkpoint runs/x/best.pt``, or
-``--train-minutes M`` to first train the default config for M wall-clock minutes (``koemorph.train.train``,
+``--train-minutes M`` to first train the default config for M wall-clock minutes
+(``koemorph.training.loop.train``,
 checkpoint ``best.pt`` of that run); ``--both`` also trains (or, with ``--simplified-checkpoint``,
 loads) the simplified model on the same budget and adds its column.
 
 Every test file is predicted whole with :func:`koemorph.model.infer.predict_file` from the store's
-features normalised with the train-split stats (:class:`koemorph.data.FeatureCache`, exactly what
+features normalised with the train-split stats (:class:`koemorph.data.cache.FeatureCache`, exactly what
 validation feeds the model), on the store's frame grid (frame k at k/fps s). The ridge baseline
-(:func:`koemorph.baselines.fit_ridge`: train-normalised log-mel, ±``evaluate.ridge_context`` frames,
+(:func:`koemorph.evaluation.baselines.fit_ridge`: train-normalised log-mel,
+±``evaluate.ridge_context`` frames,
 alpha chosen on val) and the train mean pose are scored on the same frames.
 
-Pearson r per channel and file comes from :func:`koemorph.metrics.channel_pearson` (NaN for a flat
+Pearson r per channel and file comes from :func:`koemorph.evaluation.metrics.channel_pearson` (NaN for a flat
 truth channel, 0 for a flat prediction); a channel's r is the mean over the files where it is not
 flat (macro, like ``koemorph evaluate``), and a group's r the mean over its channels. Pooled-frame
 (micro) group means are printed beside. Goals (issue 4): model - ridge >= +0.10 on the mouth group,
@@ -32,8 +34,8 @@ import numpy as np
 import torch
 
 from koemorph import blendshapes as bs
-from koemorph import metrics
 from koemorph.demo.face import DRIFT_NAMES
+from koemorph.evaluation import metrics
 
 GOALS = {"mouth": 0.10, "closure": 0.20}
 CLOSURE = list(bs.CLOSURE_NAMES)
@@ -42,9 +44,9 @@ ROWS = list(bs.MOUTH_NAMES) + [n for n in bs.KEY_NAMES if n not in bs.MOUTH_NAME
 
 def load_trained(path: str | Path):
     """``(model in eval mode, Config)`` rebuilt from a training checkpoint's own config and stats."""
-    from koemorph.checkpoint import load_checkpoint
     from koemorph.config import load_config
     from koemorph.model import build_model
+    from koemorph.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     cfg = load_config(None, extra=ckpt["config"])
@@ -57,7 +59,7 @@ def load_trained(path: str | Path):
 
 def predict_split(model, cfg, store: str | Path, split: str = "test") -> tuple[list[str], list, list]:
     """``(ids, predictions, truths)``: ``[T, 52]`` float32 per file of ``split``, as validation predicts."""
-    from koemorph.data import FeatureCache
+    from koemorph.data.cache import FeatureCache
     from koemorph.model.infer import predict_file
 
     cache = FeatureCache(store, use_egemaps=cfg.features.egemaps)
@@ -65,8 +67,17 @@ def predict_split(model, cfg, store: str | Path, split: str = "test") -> tuple[l
     preds, truths = [], []
     for fid in ids:
         data = cache.load(fid)
-        preds.append(predict_file(model, data["mel"], data["egemaps"], cache.fps, chunk=256,
-                                  pad_mel=cache.mel_pad, pad_egemaps=0.0))  # fmt: skip
+        preds.append(
+            predict_file(
+                model,
+                data["mel"],
+                data["egemaps"],
+                cache.fps,
+                chunk=256,
+                pad_mel=cache.mel_pad,
+                pad_egemaps=0.0,
+            )
+        )
         truths.append(data["targets"])
     return ids, preds, truths
 
@@ -84,21 +95,32 @@ SPEECH_MOUTH = [bs.INDEX[n] for n in bs.MOUTH_NAMES if n not in DRIFT_NAMES]
 
 
 def group_means(r: np.ndarray) -> dict:
-    return {"mouth": metrics._nanmean(r[bs.MOUTH_INDICES]),
-            "closure": metrics._nanmean(r[metrics.CLOSURE_INDICES]),
-            "mouth_without_drift": metrics._nanmean(r[SPEECH_MOUTH])}
+    return {
+        "mouth": metrics._nanmean(r[bs.MOUTH_INDICES]),
+        "closure": metrics._nanmean(r[metrics.CLOSURE_INDICES]),
+        "mouth_without_drift": metrics._nanmean(r[SPEECH_MOUTH]),
+    }
 
 
 def train_default(store: str, minutes: float, out: Path, kind: str) -> Path:
     from koemorph.config import load_config
-    from koemorph.train import train
+    from koemorph.training.loop import train
 
     cfg = load_config(None, overrides=[f"model.kind={kind}"])
     t0 = time.perf_counter()
-    res = train(cfg, store, out_dir=out / kind, tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}",
-                max_minutes=minutes, progress=False)  # fmt: skip
-    print(f"trained {kind}: {res['steps']} steps in {time.perf_counter() - t0:.0f} s, best {res['monitor']} "
-          f"{res['best']}, throughput {res['throughput']}", file=sys.stderr)  # fmt: skip
+    res = train(
+        cfg,
+        store,
+        out_dir=out / kind,
+        tracking_uri=f"sqlite:///{(out / 'mlflow.db').resolve()}",
+        max_minutes=minutes,
+        progress=False,
+    )
+    print(
+        f"trained {kind}: {res['steps']} steps in {time.perf_counter() - t0:.0f} s, best {res['monitor']} "
+        f"{res['best']}, throughput {res['throughput']}",
+        file=sys.stderr,
+    )
     return Path(res["best_checkpoint"] or res["last"])
 
 
@@ -128,9 +150,9 @@ def main(argv=None) -> dict:
         else:
             ap.error("--both needs --train-minutes or --simplified-checkpoint")
 
-    from koemorph.baselines import fit_ridge, mean_pose
     from koemorph.config import EvaluateConfig
-    from koemorph.store import open_arrays
+    from koemorph.data.store import open_arrays
+    from koemorph.evaluation.baselines import fit_ridge, mean_pose
 
     ecfg = EvaluateConfig()
     scores, kinds = {}, {}
@@ -143,36 +165,54 @@ def main(argv=None) -> dict:
         ids, preds, truths = predict_split(model, cfg, args.store)
         if not ids:
             raise SystemExit(f"{args.store}: no test-split files with targets")
-        print(f"{name}: {path} ({kinds[name]}): {len(ids)} test files, {sum(map(len, truths))} frames "
-              f"predicted in {time.perf_counter() - t0:.1f} s", file=sys.stderr)  # fmt: skip
+        print(
+            f"{name}: {path} ({kinds[name]}): {len(ids)} test files, {sum(map(len, truths))} frames "
+            f"predicted in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+        )
         scores[name] = (preds, channel_table(preds, truths, ecfg.flat_std))
     ridge = fit_ridge(args.store, ecfg, cache=out / "ridge.npz", log=lambda s: print(s, file=sys.stderr))
-    ridge_preds = [ridge.predict(np.asarray(open_arrays(args.store, fid)["mel"][:]))[: len(y)]
-                   for fid, y in zip(ids, truths)]  # fmt: skip
+    ridge_preds = [
+        ridge.predict(np.asarray(open_arrays(args.store, fid)["mel"][:]))[: len(y)]
+        for fid, y in zip(ids, truths)
+    ]
     scores["ridge"] = (ridge_preds, channel_table(ridge_preds, truths, ecfg.flat_std))
     pose = mean_pose(args.store)
     pose_preds = [np.tile(pose, (len(y), 1)) for y in truths]
     scores["mean_pose"] = (pose_preds, channel_table(pose_preds, truths, ecfg.flat_std))
 
     cols = list(scores)
-    print(f"\nTEST split: {len(ids)} files, {sum(map(len, truths))} frames; Pearson r per channel "
-          f"(mean over files; ridge ±{ridge.context} frames, alpha {ridge.alpha:g})")  # fmt: skip
+    print(
+        f"\nTEST split: {len(ids)} files, {sum(map(len, truths))} frames; Pearson r per channel "
+        f"(mean over files; ridge ±{ridge.context} frames, alpha {ridge.alpha:g})"
+    )
     print(f"{'channel':22s}" + "".join(f"{c:>12s}" for c in cols))
     for n in ROWS:
         i = bs.INDEX[n]
         mark = " *" if n in CLOSURE else ""
-        cells = "".join(f"{scores[c][1][i]:12.3f}" if np.isfinite(scores[c][1][i]) else f"{'flat':>12s}"
-                        for c in cols)  # fmt: skip
+        cells = "".join(
+            f"{scores[c][1][i]:12.3f}" if np.isfinite(scores[c][1][i]) else f"{'flat':>12s}" for c in cols
+        )
         print(f"{n + mark:22s}{cells}")
-    summary: dict = {"files": len(ids), "frames": int(sum(map(len, truths))), "kinds": kinds,
-                     "checkpoints": {k: str(v) for k, v in checkpoints.items()}, "ridge_alpha": ridge.alpha,
-                     "groups": {}, "micro": {}}  # fmt: skip
+    summary: dict = {
+        "files": len(ids),
+        "frames": int(sum(map(len, truths))),
+        "kinds": kinds,
+        "checkpoints": {k: str(v) for k, v in checkpoints.items()},
+        "ridge_alpha": ridge.alpha,
+        "groups": {},
+        "micro": {},
+    }
     print("\n" + f"{'group (* = closure)':22s}" + "".join(f"{c:>12s}" for c in cols))
     groups = {c: group_means(scores[c][1]) for c in cols}
     for g in GOALS:
         means = {c: groups[c][g] for c in cols}
-        micro = {c: metrics.group_scores(np.concatenate(scores[c][0]), np.concatenate(truths), ecfg.flat_std)
-                 ["mouth/pearson" if g == "mouth" else "closure/pearson"] for c in cols}  # fmt: skip
+        micro = {
+            c: metrics.group_scores(np.concatenate(scores[c][0]), np.concatenate(truths), ecfg.flat_std)[
+                "mouth/pearson" if g == "mouth" else "closure/pearson"
+            ]
+            for c in cols
+        }
         summary["groups"][g], summary["micro"][g] = means, micro
         print(f"{g + ' mean r':22s}" + "".join(f"{means[c]:12.3f}" for c in cols))
         print(f"{g + ' mean r (pooled)':22s}" + "".join(f"{micro[c]:12.3f}" for c in cols))
@@ -186,7 +226,9 @@ def main(argv=None) -> dict:
             summary.setdefault("vs_ridge", {}).setdefault(name, {})[g] = diff
             print(f"{name} - ridge, {g}: {diff:+.3f} (goal +{goal:.2f}: {ok})")
         diff = summary["vs_ridge"][name]["mouth_without_drift"] = speech[name] - speech["ridge"]
-        print(f"{name} - ridge, mouth without the {len(DRIFT_NAMES)} drift channels: {diff:+.3f} (information)")
+        print(
+            f"{name} - ridge, mouth without the {len(DRIFT_NAMES)} drift channels: {diff:+.3f} (information)"
+        )
     (out / "quality.json").write_text(json.dumps(summary, indent=1))
     return summary
 

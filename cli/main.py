@@ -7,7 +7,7 @@ that ``koemorph --help`` answers at once.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,7 +21,7 @@ app = typer.Typer(
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Config file; missing file = built-in defaults.")]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set data.split_seed=3 (repeatable)."),
 ]
 
@@ -44,13 +44,13 @@ def _fail(message: str, code: int = 1):
 
 @app.command("params")
 def params_cmd(
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Write here instead of printing.")] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write here instead of printing.")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
     """Print the whole config (built-in defaults <- params.yaml <- --set) as a commented params.yaml."""
     cfg = _config(params, set_)
-    from koemorph.atomic import atomic_write_text
+    from koemorph.io.atomic import atomic_write_text
     from koemorph.params_file import params_yaml
 
     text = params_yaml(cfg)
@@ -63,9 +63,11 @@ def params_cmd(
 
 @app.command("demo-data")
 def demo_data(
-    out_dir: Annotated[Optional[Path], typer.Argument(help="Folder to write train/ val/ test/ into (default: demo.out_dir).")] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Total minutes of speech.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed: same seed, same bytes.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Argument(help="Folder to write train/ val/ test/ into (default: demo.out_dir).")
+    ] = None,
+    minutes: Annotated[float | None, typer.Option(help="Total minutes of speech.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed: same seed, same bytes.")] = None,
     workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -75,24 +77,33 @@ def demo_data(
     cfg = _config(params, set_, extra)
     from koemorph.demo.corpus import generate_corpus
 
-    summary = generate_corpus(out_dir or Path(cfg.demo.out_dir), minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers)
+    summary = generate_corpus(
+        out_dir or Path(cfg.demo.out_dir), minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers
+    )
     _print_summary("demo corpus", summary)
 
 
 @app.command("manifest")
 def manifest(
-    data_dir: Annotated[Optional[Path], typer.Argument(help="Folder searched recursively for audio + tracks (default: paths.data_dir).")] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Manifest to write, JSONL (default: paths.manifest).")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Folder searched recursively for audio + tracks (default: paths.data_dir)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Manifest to write, JSONL (default: paths.manifest)."),
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file is unpaired or bad.")] = False,
     audio_only: Annotated[
-        bool, typer.Option("--audio-only", help="Also list audio without a track (renderable, not trainable).")
+        bool,
+        typer.Option("--audio-only", help="Also list audio without a track (renderable, not trainable)."),
     ] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
     """Pair audio with blendshape tracks by stem and write a JSONL manifest with splits."""
     cfg = _config(params, set_)
-    from koemorph.manifest import build_manifest, print_manifest_summary
+    from koemorph.data.manifest import build_manifest, print_manifest_summary
 
     data_dir, out = data_dir or Path(cfg.paths.data_dir), out or Path(cfg.paths.manifest)
     if not data_dir.is_dir():
@@ -108,24 +119,29 @@ def import_livelink(
     takes_dir: Annotated[Path, typer.Argument(help="Folder of Live Link Face takes (CSV + .mov each).")],
     out_dir: Annotated[Path, typer.Argument(help="Where to write <take>.wav + <take>.jsonl pairs.")],
     swap_mouth_lr: Annotated[
-        Optional[bool], typer.Option("--swap-mouth-lr/--no-swap-mouth-lr", help="Undo the app's MouthLeft/Right swap.")
+        bool | None,
+        typer.Option("--swap-mouth-lr/--no-swap-mouth-lr", help="Undo the app's MouthLeft/Right swap."),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
     """Convert Live Link Face takes to 16 kHz WAV + JSONL pairs (audio taken out of the .mov)."""
     cfg = _config(params, set_)
-    from koemorph.livelink import import_takes
+    from koemorph.data.livelink import import_takes
 
     swap = cfg.data.swap_mouth_lr if swap_mouth_lr is None else swap_mouth_lr
     if not takes_dir.is_dir():
         _fail(f"{takes_dir}: not a folder", code=2)
-    records = import_takes(takes_dir, out_dir, swap_mouth_lr=swap, tolerance_s=cfg.data.max_duration_mismatch_s)
+    records = import_takes(
+        takes_dir, out_dir, swap_mouth_lr=swap, tolerance_s=cfg.data.max_duration_mismatch_s
+    )
     if not records:
         _fail(f"{takes_dir}: no Live Link Face takes found (a take is a folder with a .csv and a .mov)")
     failed = [r for r in records if r.get("status") == "error"]
-    _print_summary("import-livelink", {"takes": len(records), "imported": len(records) - len(failed),
-                                       "failed": len(failed)})  # fmt: skip
+    _print_summary(
+        "import-livelink",
+        {"takes": len(records), "imported": len(records) - len(failed), "failed": len(failed)},
+    )
     for r in failed:
         typer.echo(f"  failed: {r.get('error')}", err=True)
     if failed:
@@ -134,11 +150,17 @@ def import_livelink(
 
 @app.command("extract")
 def extract(
-    manifest: Annotated[Optional[Path], typer.Argument(help="Manifest from `koemorph manifest` (default: paths.manifest).")] = None,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Zarr store to create or update (default: paths.store).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores).")] = None,
+    manifest: Annotated[
+        Path | None, typer.Argument(help="Manifest from `koemorph manifest` (default: paths.manifest).")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Zarr store to create or update (default: paths.store).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="LocalCluster worker processes (default: all cores).")
+    ] = None,
     scheduler: Annotated[
-        Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
+        str | None, typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -152,7 +174,7 @@ def extract(
     manifest, store = manifest or Path(cfg.paths.manifest), store or Path(cfg.paths.store)
     if not manifest.is_file():
         _fail(f"{manifest}: no manifest; run `koemorph manifest DATA_DIR -o {manifest}` first", code=2)
-    from koemorph.store import sidecar
+    from koemorph.data.store import sidecar
     from pipeline.extract import extract as run_extract
 
     try:
@@ -161,21 +183,31 @@ def extract(
         _fail(str(exc), code=2)
     _print_summary(f"extract {store}", summary)
     if summary["error files"]:
-        typer.echo(f"{summary['error files']} file(s) failed: see {sidecar(store, 'failures.jsonl')}", err=True)
+        typer.echo(
+            f"{summary['error files']} file(s) failed: see {sidecar(store, 'failures.jsonl')}", err=True
+        )
         _print_failures(sidecar(store, "failures.jsonl"))
         raise typer.Exit(1)
 
 
 @app.command("train")
 def train(
-    store: Annotated[Optional[Path], typer.Option("--store", help="Feature store from `koemorph extract` (default: paths.store).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default: paths.run_dir).")] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option("--store", help="Feature store from `koemorph extract` (default: paths.store)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder (default: paths.run_dir).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from OUT/last.pt.")] = False,
     tracking_uri: Annotated[
-        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+        str | None,
+        typer.Option(
+            "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+        ),
     ] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (overrides train.epochs).")] = None,
-    max_minutes: Annotated[Optional[float], typer.Option(help="Wall-clock budget in minutes (0 = none).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (overrides train.epochs).")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Wall-clock budget in minutes (0 = none).")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
@@ -187,17 +219,32 @@ def train(
     out_dir = out or Path(cfg.paths.run_dir)
     if resume and not (out_dir / "last.pt").is_file():
         _fail(f"{out_dir / 'last.pt'}: nothing to resume", code=2)
-    from koemorph.train import train as run_train
+    from koemorph.training.loop import train as run_train
 
     try:
-        s = run_train(cfg, store, out_dir=out_dir, resume=resume, tracking_uri=tracking_uri, epochs=epochs,
-                      max_minutes=max_minutes)  # fmt: skip
+        s = run_train(
+            cfg,
+            store,
+            out_dir=out_dir,
+            resume=resume,
+            tracking_uri=tracking_uri,
+            epochs=epochs,
+            max_minutes=max_minutes,
+        )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
-    summary = {"steps": s["steps"], "epochs done": s["epochs_done"], "stopped by": s["stop_reason"],
-               f"best {s['monitor']}": s["best"], **{k: v for k, v in s["val"].items()},
-               "windows/s": s["throughput"]["windows_per_s"], "last checkpoint": s["last"],
-               "best checkpoint": s["best_checkpoint"], "MLflow run": s["run_id"], "tracking URI": s["tracking_uri"]}  # fmt: skip
+    summary = {
+        "steps": s["steps"],
+        "epochs done": s["epochs_done"],
+        "stopped by": s["stop_reason"],
+        f"best {s['monitor']}": s["best"],
+        **{k: v for k, v in s["val"].items()},
+        "windows/s": s["throughput"]["windows_per_s"],
+        "last checkpoint": s["last"],
+        "best checkpoint": s["best_checkpoint"],
+        "MLflow run": s["run_id"],
+        "tracking URI": s["tracking_uri"],
+    }
     _print_summary(f"train {out_dir}", summary)
     uri = s["tracking_uri"]
     typer.echo(f'MLflow UI: pip install -e ".[ui]" && mlflow ui --backend-store-uri {uri}')
@@ -205,25 +252,70 @@ def train(
 
 @app.command("render")
 def render(
-    input_dir: Annotated[Optional[Path], typer.Argument(help="Folder searched recursively for .wav, .flac, .ogg (default: paths.render_input).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>); default: paths.run_dir/best.pt.")] = None,
-    out: Annotated[Optional[Path], typer.Option("-o", "--out", help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl (default: paths.render_dir).")] = None,
-    fps: Annotated[Optional[int], typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")] = None,
-    fmt: Annotated[Optional[str], typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")] = None,
+    input_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Folder searched recursively for .wav, .flac, .ogg (default: paths.render_input)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>);"
+            " default: paths.run_dir/best.pt.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl (default: paths.render_dir).",
+        ),
+    ] = None,
+    fps: Annotated[
+        int | None, typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")
+    ] = None,
     scheduler: Annotated[
-        Optional[str], typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
+        str | None, typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
     ] = None,
-    store: Annotated[Optional[Path], typer.Option("--store", help="Feature store to reuse cached features from.")] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="Feature store to reuse cached features from.")
+    ] = None,
     tracking_uri: Annotated[
-        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+        str | None,
+        typer.Option(
+            "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+        ),
     ] = None,
-    smooth_mouth: Annotated[Optional[float], typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off).")] = None,
-    smooth_face: Annotated[Optional[float], typer.Option(help="Same for the upper face / expression channels (0 = off).")] = None,
-    rest_pose: Annotated[Optional[bool], typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences.")] = None,
-    rest_threshold_db: Annotated[Optional[float], typer.Option(help="Silence: RMS this far below the file's speech level.")] = None,
+    smooth_mouth: Annotated[
+        float | None,
+        typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off)."),
+    ] = None,
+    smooth_face: Annotated[
+        float | None, typer.Option(help="Same for the upper face / expression channels (0 = off).")
+    ] = None,
+    rest_pose: Annotated[
+        bool | None,
+        typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences."),
+    ] = None,
+    rest_threshold_db: Annotated[
+        float | None, typer.Option(help="Silence: RMS this far below the file's speech level.")
+    ] = None,
     clamp: Annotated[
-        Optional[list[str]], typer.Option("--clamp", help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--clamp",
+            help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).",
+        ),
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -235,10 +327,16 @@ def render(
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
     """
     try:
-        options = {"format": fmt, "fps": fps, "smooth_mouth_s": smooth_mouth, "smooth_face_s": smooth_face,
-                   "rest_pose": rest_pose, "rest_threshold_db": rest_threshold_db}  # fmt: skip
+        options = {
+            "format": fmt,
+            "fps": fps,
+            "smooth_mouth_s": smooth_mouth,
+            "smooth_face_s": smooth_face,
+            "rest_pose": rest_pose,
+            "rest_threshold_db": rest_threshold_db,
+        }
         if clamp:
-            from koemorph.postprocess import parse_clamp
+            from koemorph.inference.postprocess import parse_clamp
 
             options["clamp"] = parse_clamp(clamp)
     except ValueError as exc:
@@ -249,9 +347,18 @@ def render(
     from pipeline.render import render as run_render
 
     try:
-        summary = run_render(input_dir, out, model or str(Path(paths.run_dir) / "best.pt"), fmt=cfg.render.format,
-                             fps=cfg.render.fps or None, post=cfg.render, store=store, workers=workers,
-                             scheduler=scheduler, tracking_uri=tracking_uri)  # fmt: skip
+        summary = run_render(
+            input_dir,
+            out,
+            model or str(Path(paths.run_dir) / "best.pt"),
+            fmt=cfg.render.format,
+            fps=cfg.render.fps or None,
+            post=cfg.render,
+            store=store,
+            workers=workers,
+            scheduler=scheduler,
+            tracking_uri=tracking_uri,
+        )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc), code=2)
     errors = summary.pop("errors")
@@ -266,16 +373,39 @@ def render(
 
 @app.command("evaluate")
 def evaluate(
-    pred_dir: Annotated[Optional[Path], typer.Argument(help="Predicted tracks, e.g. `koemorph render` output (default: paths.render_dir).")] = None,
-    truth_dir: Annotated[Optional[Path], typer.Argument(help="True tracks, paired by relative path and stem, with audio (default: paths.render_input).")] = None,
-    store: Annotated[
-        Optional[Path], typer.Option("--store", help="Feature store: enables the mean-pose and ridge baselines (default: paths.store if it exists).")
+    pred_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Predicted tracks, e.g. `koemorph render` output (default: paths.render_dir)."),
     ] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report folder (default: paths.report_dir).")] = None,
-    fps: Annotated[Optional[int], typer.Option("--fps", help="Grid frame rate to score at, 30 or 60 (default: features.fps).")] = None,
-    run: Annotated[Optional[str], typer.Option("--run", help="MLflow run id to log metrics and files to.")] = None,
+    truth_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="True tracks, paired by relative path and stem, with audio (default: paths.render_input)."
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store",
+            help="Feature store: enables the mean-pose and ridge baselines"
+            " (default: paths.store if it exists).",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: paths.report_dir).")
+    ] = None,
+    fps: Annotated[
+        int | None,
+        typer.Option("--fps", help="Grid frame rate to score at, 30 or 60 (default: features.fps)."),
+    ] = None,
+    run: Annotated[
+        str | None, typer.Option("--run", help="MLflow run id to log metrics and files to.")
+    ] = None,
     tracking_uri: Annotated[
-        Optional[str], typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db).")
+        str | None,
+        typer.Option(
+            "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+        ),
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be scored.")] = False,
     params: ParamsOpt = Path("params.yaml"),
@@ -294,12 +424,13 @@ def evaluate(
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
             _fail(f"{folder}: not a folder", code=2)
-    from koemorph.eval_report import log_to_mlflow, print_table, write_outputs
-    from koemorph.evaluate import evaluate as run_evaluate
+    from koemorph.evaluation.evaluate import evaluate as run_evaluate
+    from koemorph.evaluation.report import log_to_mlflow, print_table, write_outputs
 
     try:
-        ev = run_evaluate(pred_dir, truth_dir, fps=fps, store=store, cfg=cfg, ridge_cache=out / "ridge.npz",
-                          log=typer.echo)  # fmt: skip
+        ev = run_evaluate(
+            pred_dir, truth_dir, fps=fps, store=store, cfg=cfg, ridge_cache=out / "ridge.npz", log=typer.echo
+        )
     except ValueError as exc:
         _fail(str(exc), code=2)
     context = {"pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "store": str(store) if store else None}
@@ -325,7 +456,7 @@ def summary_cmd(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None):
     from rich.table import Table
     from rich.text import Text
 
-    from koemorph.summary import pipeline_summary
+    from koemorph.evaluation.summary import pipeline_summary
 
     table = Table(title="koemorph pipeline", show_header=False)
     for label, text in pipeline_summary(cfg):
@@ -334,7 +465,7 @@ def summary_cmd(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None):
 
 
 def _print_failures(path: Path, limit: int = 20):
-    from koemorph.atomic import read_jsonl
+    from koemorph.io.atomic import read_jsonl
 
     rows = read_jsonl(path)
     for row in rows[:limit]:

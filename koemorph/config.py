@@ -27,7 +27,9 @@ class PathsConfig:
     manifest: str = "data_manifests/demo.jsonl"
     store: str = "cache/demo.zarr"  # feature cache (Zarr)
     run_dir: str = "runs/demo"  # checkpoints last.pt / best.pt, metrics.csv
-    render_input: str = "data/demo/test"  # audio rendered by `render`; its tracks are the truth for `evaluate`
+    render_input: str = (
+        "data/demo/test"  # audio rendered by `render`; its tracks are the truth for `evaluate`
+    )
     render_dir: str = "renders/demo"
     report_dir: str = "reports/demo"  # `evaluate`: metrics.json, CSVs, plots
 
@@ -77,24 +79,18 @@ class ModelConfig:
     num_heads: int = 8
     mel_bands: int = 4  # dual-stream: mel split along frequency into this many bands
     context_s: float = 8.5333  # mel context per output frame (256 frames at 30 fps)
-    # future audio an output frame may see (0: causal). demo10, ~250 steps at lr 1e-3: val mouth r
-    # 0.234 / 0.284 / 0.278 and closure r 0.147 / 0.215 / 0.209 at 0 / 0.1 / 0.2 s (lips lead the sound)
-    lookahead_s: float = 0.1
+    lookahead_s: float = 0.1  # future audio an output frame may see (0: causal); lips lead the sound
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
-    conv_kernel: int = 1  # frames per mel token (valid causal conv t-K+1..t); K=5/9 gave no gain on demo10
-    # dual-stream: rank of a full-spectrum projection added to every band token (0: off). demo10, 1000 steps:
-    # val / test mouth r 0.455 / 0.453 without, 0.514 / 0.469 at 32 (simplified model: 0.474 / 0.458)
-    mel_summary: int = 32
+    conv_kernel: int = 1  # frames per mel token (valid causal conv t-K+1..t)
+    mel_summary: int = 32  # dual-stream: rank of a whole-spectrum projection added to band tokens (0: off)
     band_overlap: int = 0  # dual-stream: mel bins each band also sees on each side of its own
-    # dual-stream: causal dilated conv layers (k=3) over each band's tokens (0: off). demo10, 1000 steps:
-    # val / test mouth r 0.497 / 0.457 at 3 alone, but 0.497 / 0.466 with mel_summary 32 (0.514 / 0.469 without)
-    temporal_layers: int = 0
-    locality_prior: bool = True  # ALiBi bias -slope_h*|age|, slopes 1..1/128; off: val mouth r 0.11 vs 0.31
+    temporal_layers: int = 0  # dual-stream: causal dilated conv layers (k=3) over each band's tokens (0: off)
+    locality_prior: bool = True  # ALiBi bias -slope_h*|age| per head, slopes 1..1/128 per frame
     decoder_hidden: int = 128
     dropout: float = 0.1
     temperature: float = 0.5  # stream-weight softmax temperature
     smoothing: bool = True
-    smoothing_init: float = 3.0  # a = sigmoid(3.0) = 0.95 at start in y_t = a*x_t + (1-a)*y_{t-1}; see README
+    smoothing_init: float = 3.0  # a = sigmoid(smoothing_init) at start in y_t = a*x_t + (1-a)*y_{t-1}
 
 
 @dataclass
@@ -114,7 +110,7 @@ class SamplingConfig:
 
 @dataclass
 class AugmentConfig:
-    """Voice augmentation of training batches (koemorph/augment.py); 0 switches a transform off."""
+    """Voice augmentation of training batches; 0 switches a transform off."""
 
     shift_bins: float = 2.0  # log-mel moved along the mel axis by U(-s, s) bins (vocal tract length)
     gain_db: float = 6.0  # level change U(-g, g) dB
@@ -131,16 +127,14 @@ class LossConfig:
     perceptual: float = 0.5  # MSE on the mouth group + MSE on the expression group
     velocity: float = 0.1  # prediction deltas vs target deltas along time (dense blocks)
     consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
-    # > 0: errors / max(train std, floor) per channel (model.losses.channel_scale). demo10, 1000 steps, mel_summary 32: val mouth r 0.514 / 0.533 / 0.545 at 0 / 0.02 / 0.05,
-    # test 0.469 / 0.489 / 0.488, test closure 0.536 / 0.567 / 0.563 (mouthFrown* 0.13 -> 0.27-0.37)
-    channel_floor: float = 0.05
+    channel_floor: float = 0.05  # > 0: each channel's error divided by max(its train std, floor); 0: off
 
 
 @dataclass
 class OptimConfig:
     """AdamW with linear warm-up and cosine annealing."""
 
-    lr: float = 2e-3  # peak, after warmup_steps; demo10, 250 steps: val mouth r 0.23 / 0.31 at 3e-4 / 2e-3
+    lr: float = 2e-3  # peak, after warmup_steps
     weight_decay: float = 1e-2
     betas: tuple[float, float] = (0.9, 0.999)
     min_lr: float = 1e-6  # cosine annealing floor
@@ -153,11 +147,13 @@ class TrainConfig:
     """The training run (``koemorph train``): length, validation, checkpoints' metric, MLflow."""
 
     epochs: int = 60
-    max_minutes: float = 0.0  # wall-clock budget, trains past `epochs` until spent; 0 = off (cosine over epochs)
+    max_minutes: float = (
+        0.0  # wall-clock budget, trains past `epochs` until spent; 0 = off (cosine over epochs)
+    )
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     val_every: int = 0  # epochs between validations; 0 = every val_every_minutes of wall time
-    val_every_minutes: float = 4.0  # with val_every = 0 (and at the end); a demo10 validation costs ~15 s
+    val_every_minutes: float = 4.0  # with val_every = 0 (and at the end)
     early_stopping_patience: int = 0  # validations without improvement before stopping; 0 = off
     monitor: str = "val/mouth_pearson"  # metric for `best` and early stopping (higher is better)
     log_every: int = 20  # steps between per-step metric logs
@@ -183,7 +179,7 @@ class EvaluateConfig:
 @dataclass
 class RenderConfig:
     """``koemorph render``: output format and rate, and the post-processing animators ask for
-    (all off by default, recorded per output; see :mod:`koemorph.postprocess`)."""
+    (all off by default, recorded per output; see :mod:`koemorph.inference.postprocess`)."""
 
     format: str = "jsonl"  # jsonl | livelink-csv | beat-json
     fps: int = 0  # output frame rate, 30 or 60; 0 = the model's

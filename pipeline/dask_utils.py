@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-
 # glibc malloc in local workers. Dask's default MALLOC_TRIM_THRESHOLD_=65536 hands freed memory back
 # to the OS at once (and fixes the mmap threshold at 128 kB), so every large temporary is faulted in
 # again: a render worker spent 0.014 CPU s per audio s in page faults (4.6 M faults for 10 min of
@@ -24,13 +23,17 @@ def dask_client(workers: int | None, scheduler: str | None):
     if address:
         return Client(address)
     n = workers or max(1, min(os.cpu_count() or 1, 8))
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           # the worker's statistical profiler samples every 10 ms: ~15% of a core for nothing here
-           "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}  # fmt: skip
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        # the worker's statistical profiler samples every 10 ms: ~15% of a core for nothing here
+        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+    }
     malloc = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
     with dask.config.set(malloc):  # must be in the environment before the worker process starts
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               env=env)
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
+        )
     return Client(cluster)
 
 
@@ -46,9 +49,15 @@ def progress_columns():
     """rich Progress columns: label, bar, files done, audio hours done/total, elapsed, ETA."""
     from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-            TextColumn("{task.fields[hours]}"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[files]}"),
+        TextColumn("{task.fields[hours]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
 
 
 def run_map(fn, jobs, client, describe, label: str):
@@ -66,12 +75,20 @@ def run_map(fn, jobs, client, describe, label: str):
     def advance(progress, task, done: int, seconds: float):
         nonlocal done_s
         done_s += seconds
-        progress.update(task, advance=seconds, files=f"{done}/{len(jobs)} files",
-                        hours=f"{done_s / 3600:.3f}/{total_s / 3600:.3f} h audio")  # fmt: skip
+        progress.update(
+            task,
+            advance=seconds,
+            files=f"{done}/{len(jobs)} files",
+            hours=f"{done_s / 3600:.3f}/{total_s / 3600:.3f} h audio",
+        )
 
     with Progress(*progress_columns(), console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task(label, total=max(total_s, 1e-9), files=f"0/{len(jobs)} files",
-                                 hours=f"0/{total_s / 3600:.3f} h audio")  # fmt: skip
+        task = progress.add_task(
+            label,
+            total=max(total_s, 1e-9),
+            files=f"0/{len(jobs)} files",
+            hours=f"0/{total_s / 3600:.3f} h audio",
+        )
         if client is None:
             for done, job in enumerate(jobs, 1):
                 result = fn(job)

@@ -1,7 +1,7 @@
 """Dask driver for ``koemorph extract``: one task per file, results gathered as they finish.
 
-Thin by design: the work is :func:`koemorph.extract.extract_file`; this module starts (or joins)
-a cluster, shows progress and hands the records to :func:`koemorph.extract.finish`.
+Thin by design: the work is :func:`koemorph.data.extract.extract_file`; this module starts (or joins)
+a cluster, shows progress and hands the records to :func:`koemorph.data.extract.finish`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,24 @@ from koemorph.config import Config
 from pipeline.dask_utils import close_client, dask_client, run_map
 
 
-def extract(manifest: Path, store: Path, cfg: Config, workers: int | None = None,
-            scheduler: str | None = None) -> dict:  # fmt: skip
-    """Extract every manifest entry into ``store``; return the summary (see koemorph.extract.finish)."""
+def extract(
+    manifest: Path, store: Path, cfg: Config, workers: int | None = None, scheduler: str | None = None
+) -> dict:
+    """Extract every manifest entry into ``store``; return the summary (see koemorph.data.extract.finish)."""
     from koemorph.config import to_dict
-    from koemorph.extract import extract_file, finish, plan
-    from koemorph.manifest import load_manifest
-    from koemorph.store import SCHEMA_VERSION, init_store
+    from koemorph.data.extract import extract_file, finish, plan
+    from koemorph.data.manifest import load_manifest
+    from koemorph.data.store import SCHEMA_VERSION, init_store
 
     if cfg.features.egemaps and importlib.util.find_spec("opensmile") is None:
-        raise RuntimeError('eGeMAPS needs openSMILE: pip install -e ".[egemaps]" (research-only licence, '
-                           "see README), or --set features.egemaps=false")  # fmt: skip
+        raise RuntimeError(
+            'eGeMAPS needs openSMILE: pip install -e ".[egemaps]" (research-only licence, '
+            "see README), or --set features.egemaps=false"
+        )
     entries = load_manifest(manifest)
-    init_store(store, {"schema_version": SCHEMA_VERSION, "fps": cfg.features.fps,
-                       "features": to_dict(cfg.features)})  # fmt: skip
+    init_store(
+        store, {"schema_version": SCHEMA_VERSION, "fps": cfg.features.fps, "features": to_dict(cfg.features)}
+    )
     jobs, records = plan(entries, store, cfg.features, cfg.data)
     if jobs:
         client = dask_client(workers, scheduler)

@@ -7,7 +7,9 @@ import pytest
 import soundfile as sf
 
 
-def tone(seconds: float, sr: int = 16_000, freq: float = 220.0, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+def tone(
+    seconds: float, sr: int = 16_000, freq: float = 220.0, amp: float = 0.3, seed: int = 0
+) -> np.ndarray:
     """A voiced-ish test signal: a sine with a little noise, ``[round(seconds*sr)]`` float32."""
     n = int(round(seconds * sr))
     t = np.arange(n) / sr

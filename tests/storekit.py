@@ -16,8 +16,8 @@ import soundfile as sf
 from koemorph import blendshapes as bs
 from koemorph import grid
 from koemorph.config import load_config
-from koemorph.manifest import build_manifest
-from koemorph.tracks import write_jsonl_track
+from koemorph.data.manifest import build_manifest
+from koemorph.io.tracks import write_jsonl_track
 
 
 def write_pair(root: Path, rel: str, seconds: float, seed: int, fps: int = 30) -> None:

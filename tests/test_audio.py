@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from koemorph import audio
 from koemorph.errors import AudioError
+from koemorph.io import audio
 
 
 def test_resamples_and_mixes_down(make_wav):
@@ -16,8 +16,9 @@ def test_resamples_and_mixes_down(make_wav):
     assert info.duration == pytest.approx(2.0)
 
 
-@pytest.mark.parametrize("name,subtype", [("a.flac", "PCM_24"), ("a.ogg", "VORBIS"), ("f.wav", "FLOAT"),
-                                          ("i32.wav", "PCM_32")])
+@pytest.mark.parametrize(
+    "name,subtype", [("a.flac", "PCM_24"), ("a.ogg", "VORBIS"), ("f.wav", "FLOAT"), ("i32.wav", "PCM_32")]
+)
 def test_formats(make_wav, name, subtype):
     x = audio.load_audio(make_wav(name, seconds=1.0, sr=22_050, subtype=subtype))
     assert abs(len(x) - 16_000) <= 1
@@ -33,8 +34,13 @@ def test_bad_files_raise_one_clear_error(tmp_path):
     sf.write(nan, np.full(1000, np.nan, dtype=np.float32), 16_000, subtype="FLOAT")
     header_only = tmp_path / "header_only.wav"
     sf.write(header_only, np.zeros(0, dtype=np.float32), 16_000)
-    cases = {empty: "empty", junk: "cannot read", nan: "NaN", header_only: "no samples",
-             tmp_path / "missing.wav": "not found"}
+    cases = {
+        empty: "empty",
+        junk: "cannot read",
+        nan: "NaN",
+        header_only: "no samples",
+        tmp_path / "missing.wav": "not found",
+    }
     for path, cause in cases.items():
         with pytest.raises(AudioError, match=cause) as info:
             audio.load_audio(path)

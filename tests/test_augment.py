@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from koemorph.augment import augment_batch, augment_egemaps, augment_mel, batch_rng, enabled, shift_matrix
 from koemorph.config import AugmentConfig
+from koemorph.training.augment import (
+    augment_batch,
+    augment_egemaps,
+    augment_mel,
+    batch_rng,
+    enabled,
+    shift_matrix,
+)
 
 F = 80
 MEAN = np.linspace(-60, -20, F).astype(np.float32)
@@ -70,7 +77,11 @@ def test_batches_are_seeded_by_position_not_by_call_order():
     class Cache:
         mel_mean, mel_std, mel_pad = MEAN, STD, PAD
 
-    batch = {"mel": torch.from_numpy(_mel()), "egemaps": torch.zeros(4, 30, 88), "targets": torch.zeros(4, 2, 52)}
+    batch = {
+        "mel": torch.from_numpy(_mel()),
+        "egemaps": torch.zeros(4, 30, 88),
+        "targets": torch.zeros(4, 2, 52),
+    }
     cfg = AugmentConfig()
     assert enabled(cfg) and not enabled(AugmentConfig(0, 0, 0, 0))
     a = augment_batch(batch, batch_rng(3, 1, 7), cfg, Cache)

@@ -13,13 +13,13 @@ import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 
-from koemorph.atomic import read_jsonl  # noqa: E402
-from koemorph.blendshapes import INDEX, NUM_BLENDSHAPES  # noqa: E402
-from koemorph.demo.corpus import generate_corpus  # noqa: E402
-from koemorph.demo.espeak import strip_stress  # noqa: E402
-from koemorph.demo.visemes import phone_viseme  # noqa: E402
-from koemorph.demo.voices import make_voices, split_voices  # noqa: E402
-from koemorph.grid import SAMPLE_RATE, num_frames_for_samples  # noqa: E402
+from koemorph.blendshapes import INDEX, NUM_BLENDSHAPES
+from koemorph.demo.corpus import generate_corpus
+from koemorph.demo.espeak import strip_stress
+from koemorph.demo.visemes import phone_viseme
+from koemorph.demo.voices import make_voices, split_voices
+from koemorph.grid import SAMPLE_RATE, num_frames_for_samples
+from koemorph.io.atomic import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 MINUTES, SEED = 0.5, 3
@@ -28,8 +28,21 @@ SPLITS = ("train", "val", "test")
 
 def _cli(out_dir: Path, workers: int, seed: int = SEED) -> None:
     """Generate in a fresh interpreter, as a user would."""
-    cmd = [sys.executable, "-m", "cli.main", "demo-data", str(out_dir), "--minutes", str(MINUTES),
-           "--seed", str(seed), "--workers", str(workers), "--params", str(out_dir) + ".missing.yaml"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "demo-data",
+        str(out_dir),
+        "--minutes",
+        str(MINUTES),
+        "--seed",
+        str(seed),
+        "--workers",
+        str(workers),
+        "--params",
+        str(out_dir) + ".missing.yaml",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=120)
 
 
@@ -104,7 +117,7 @@ def test_files_are_paired_on_the_grid(corpus):
     assert (meta["seed"], meta["minutes"]) == (SEED, MINUTES)
     assert meta["unknown_phones"] == []
     total = 0.0
-    for split, stem in _files(corpus):
+    for _split, stem in _files(corpus):
         info = sf.info(str(stem.with_suffix(".wav")))
         assert (info.samplerate, info.channels, info.subtype) == (SAMPLE_RATE, 1, "PCM_16")
         assert 3.5 <= info.duration <= 16.0
@@ -129,7 +142,9 @@ def test_files_are_paired_on_the_grid(corpus):
 
 def test_splits_are_by_voice_and_disjoint(corpus):
     meta = json.loads((corpus / "corpus.json").read_text())
-    speakers = {split: {stem.name.split("_")[0] for s, stem in _files(corpus) if s == split} for split in SPLITS}
+    speakers = {
+        split: {stem.name.split("_")[0] for s, stem in _files(corpus) if s == split} for split in SPLITS
+    }
     for split in SPLITS:
         assert speakers[split], f"no files in {split}"
         assert speakers[split] <= set(meta["splits"][split]["voices"])

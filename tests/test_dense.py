@@ -15,8 +15,9 @@ from koemorph.model.infer import predict_file, predict_file_naive
 from koemorph.model.layers import TemporalSmoothing, WindowAttention
 
 torch.set_num_threads(2)
-SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
-                    dropout=0.0)
+SMALL = ModelConfig(
+    d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
+)
 SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 + 3 mel frames, 30 eGeMAPS frames, tokens every 3
 
 
@@ -109,8 +110,9 @@ def test_large_scores_shift_or_fall_back(generic, dense_calls):
     with torch.no_grad():
         att.q_proj.bias.fill_(2.0)  # scores ~ 8 * 2 * 20 / sqrt(8) = 113 (exp overflows), small spread
         att.k_proj.bias.fill_(20.0)
-        tokens = model.mel_stream.band_out(model.mel_stream.band_in(mel.view(1, -1, 4, 20)) +
-                                           model.mel_stream.band_embedding)  # fmt: skip
+        tokens = model.mel_stream.band_out(
+            model.mel_stream.band_in(mel.view(1, -1, 4, 20)) + model.mel_stream.band_embedding
+        )
         q = att.q_proj(model.queries).view(52, att.heads, att.key_dim) / att.key_dim**0.5
         scores = torch.einsum("bthd,qhd->bhqt", att.k_proj(tokens).view(1, -1, att.heads, att.key_dim), q)
         spread = (scores.amax(-1) - scores.amin(-1)).max()
@@ -162,8 +164,9 @@ def test_uniform_prefix_is_summed_once(uniform, generic, dense_calls):
     prefix sum of the kernel: the same result, whether the prefix ends inside a tile (30), covers a
     whole tile's inputs (55 > 32 + 20 - 1) or the whole block (59)."""
     torch.manual_seed(0)
-    att = WindowAttention(16, 8, 1, 2, 4, 4, torch.arange(20), ages=19 - torch.arange(20),
-                          slopes=torch.tensor([0.5, 0.05])).eval()  # fmt: skip
+    att = WindowAttention(
+        16, 8, 1, 2, 4, 4, torch.arange(20), ages=19 - torch.arange(20), slopes=torch.tensor([0.5, 0.05])
+    ).eval()
     queries, tokens = torch.randn(5, 16), torch.randn(1, 59, 1, 8)
     tokens[:, :uniform] = tokens[:, :1]
     pos = torch.arange(40)[None]

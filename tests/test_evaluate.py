@@ -14,14 +14,14 @@ from typer.testing import CliRunner
 from cli.main import app
 from koemorph import blendshapes as bs
 from koemorph import grid
-from koemorph.audio import load_audio
-from koemorph.baselines import RidgeBaseline, StoreMel, fit_ridge, mean_pose, stack_context
 from koemorph.config import load_config
-from koemorph.evaluate import evaluate, find_pairs
+from koemorph.data.manifest import build_manifest
+from koemorph.evaluation.baselines import RidgeBaseline, StoreMel, fit_ridge, mean_pose, stack_context
+from koemorph.evaluation.evaluate import evaluate, find_pairs
+from koemorph.evaluation.metrics import EvaluateConfig
 from koemorph.features.mel import log_mel
-from koemorph.manifest import build_manifest
-from koemorph.metrics import EvaluateConfig
-from koemorph.tracks import read_track, write_jsonl_track
+from koemorph.io.audio import load_audio
+from koemorph.io.tracks import read_track, write_jsonl_track
 
 JAW, CLOSE = bs.INDEX["jawOpen"], bs.INDEX["mouthClose"]
 FAST = EvaluateConfig(ridge_context=3, ridge_alphas=(1e-4, 1e-2, 1.0))
@@ -62,7 +62,9 @@ def linear_store(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("linear")
     cfg = load_config(None, ["features.egemaps=false"])
-    for i, (split, seconds) in enumerate([("train", 12), ("train", 12), ("train", 10), ("val", 6), ("test", 6)]):
+    for i, (split, seconds) in enumerate(
+        [("train", 12), ("train", 12), ("train", 10), ("val", 6), ("test", 6)]
+    ):
         wav = tmp / "data" / split / f"s{i}_{i:03d}.wav"
         wav.parent.mkdir(parents=True, exist_ok=True)
         sf.write(wav, banded_audio(seconds, i), grid.SAMPLE_RATE, subtype="PCM_16")
@@ -123,7 +125,16 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     assert invoke("demo-data", tmp / "corpus", "--minutes", "0.5", "--workers", "1").exit_code == 0
     assert invoke("manifest", tmp / "corpus", "-o", tmp / "m.jsonl").exit_code == 0
-    res = invoke("extract", tmp / "m.jsonl", "--store", tmp / "s.zarr", "--workers", "1", "--set", "features.egemaps=false")
+    res = invoke(
+        "extract",
+        tmp / "m.jsonl",
+        "--store",
+        tmp / "s.zarr",
+        "--workers",
+        "1",
+        "--set",
+        "features.egemaps=false",
+    )
     assert res.exit_code == 0, res.output
     return tmp
 
@@ -147,7 +158,9 @@ def test_truth_against_itself_is_perfect(demo):
     assert len(ev.truths) == 5 and not ev.failures
     assert any("no --store" in n for n in ev.notes)
     m = ev.summary(FAST)["model"]
-    assert m["all/mae"] == 0 and m["mouth/pearson"] == pytest.approx(1.0) and m["all/ccc"] == pytest.approx(1.0)
+    assert (
+        m["all/mae"] == 0 and m["mouth/pearson"] == pytest.approx(1.0) and m["all/ccc"] == pytest.approx(1.0)
+    )
     assert m["sync_lag_ms"] == 0 and m["lip_max_error"] == 0
     assert m["closure/recall"] == 1.0 and m["closure/bilabials"] > 10
     assert m["closure/false_closure_rate"] == 0.0 and m["closure/open_vowels"] > 10
@@ -175,32 +188,72 @@ def test_cli_end_to_end_with_baselines_missing_file_and_mlflow(demo, tmp_path):
 
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("e", (tmp_path / "art").as_uri())).info.run_id
-    res = invoke("evaluate", pred, corpus, "--store", demo / "s.zarr", "--out", out, "--run", run_id,
-                 "--tracking-uri", uri, "--set", "evaluate.ridge_context=4")  # fmt: skip
+    res = invoke(
+        "evaluate",
+        pred,
+        corpus,
+        "--store",
+        demo / "s.zarr",
+        "--out",
+        out,
+        "--run",
+        run_id,
+        "--tracking-uri",
+        uri,
+        "--set",
+        "evaluate.ridge_context=4",
+    )
     assert res.exit_code == 0, res.output
     assert "mouth Pearson r" in res.output and "missing prediction" in res.output
-    for name in ("metrics.json", "evaluation.json", "per_file.csv", "per_channel.csv", "per_channel_r.png",
-                 "curves_best.png", "curves_worst.png", "ridge.npz"):  # fmt: skip
+    for name in (
+        "metrics.json",
+        "evaluation.json",
+        "per_file.csv",
+        "per_channel.csv",
+        "per_channel_r.png",
+        "curves_best.png",
+        "curves_worst.png",
+        "ridge.npz",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["files"] == 4 and metrics["failed_files"] == 1
     assert {"model", "ridge", "mean_pose"} <= set(metrics)
-    assert metrics["model"]["mouth/pearson"] > metrics["ridge"]["mouth/pearson"] > metrics["mean_pose"]["mouth/pearson"]
+    assert (
+        metrics["model"]["mouth/pearson"]
+        > metrics["ridge"]["mouth/pearson"]
+        > metrics["mean_pose"]["mouth/pearson"]
+    )
     assert metrics["mean_pose"]["mouth/pearson"] == 0.0
     assert metrics["model"]["all/jitter_ratio"] > 1.5  # the noise
     per_file = pd.read_csv(out / "per_file.csv")
     assert len(per_file) == 5 and (per_file["status"] == "error").sum() == 1
-    assert per_file.loc[per_file["status"] == "ok", "sync_lag_ms"].tolist() == pytest.approx([33.333] * 4, abs=0.01)
+    assert per_file.loc[per_file["status"] == "ok", "sync_lag_ms"].tolist() == pytest.approx(
+        [33.333] * 4, abs=0.01
+    )
     channels = pd.read_csv(out / "per_channel.csv")
     assert len(channels) == 52 and {"r_model", "r_ridge", "r_mean_pose", "mae_model"} <= set(channels)
     logged = client.get_run(run_id).data.metrics
     assert logged["eval/model/mouth/pearson"] == pytest.approx(metrics["model"]["mouth/pearson"])
     assert "eval/ridge/mouth/mae" in logged and logged["eval/files"] == 4
-    assert {a.path for a in client.list_artifacts(run_id, "eval")} >= {"eval/metrics.json", "eval/per_file.csv"}
+    assert {a.path for a in client.list_artifacts(run_id, "eval")} >= {
+        "eval/metrics.json",
+        "eval/per_file.csv",
+    }
     assert client.get_run(run_id).info.status == "RUNNING"  # untouched
     # strict: the missing file makes it fail; the ridge is reused from OUT/ridge.npz
-    res = invoke("evaluate", pred, corpus, "--store", demo / "s.zarr", "--out", out, "--strict",
-                 "--set", "evaluate.ridge_context=4")  # fmt: skip
+    res = invoke(
+        "evaluate",
+        pred,
+        corpus,
+        "--store",
+        demo / "s.zarr",
+        "--out",
+        out,
+        "--strict",
+        "--set",
+        "evaluate.ridge_context=4",
+    )
     assert res.exit_code == 1 and "train files," not in res.output  # no "ridge: N train files, ..." fit line
 
 
@@ -232,7 +285,9 @@ def test_pairing_and_unreadable_files(tmp_path):
     assert set(pairs) == {"a/x", "a/y", "a/z"} and pairs["a/z"].truth is None
     ev = evaluate(pred, truth)
     rows = {r["id"]: r for r in ev.rows}
-    assert rows["a/x"]["status"] == "ok" and rows["a/x"]["frames"] == 27 and rows["a/x"]["trimmed_frames"] == 3
+    assert (
+        rows["a/x"]["status"] == "ok" and rows["a/x"]["frames"] == 27 and rows["a/x"]["trimmed_frames"] == 3
+    )
     assert rows["a/y"]["status"] == "error" and "a/y.jsonl" in rows["a/y"]["error"]
     assert rows["a/z"]["status"] == "error" and "no truth" in rows["a/z"]["error"]
     assert rows["a/x"]["silence_source"] == "none" and "silence/frames" not in rows["a/x"]

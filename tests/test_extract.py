@@ -15,13 +15,13 @@ import pytest
 import soundfile as sf
 
 from koemorph import grid
-from koemorph.atomic import read_jsonl
-from koemorph.audio import load_audio
 from koemorph.config import load_config
+from koemorph.data.manifest import build_manifest
+from koemorph.data.store import STAGING, open_arrays, read_group_attrs, sidecar
 from koemorph.features.mel import log_mel
-from koemorph.manifest import build_manifest
-from koemorph.store import STAGING, open_arrays, read_group_attrs, sidecar
-from koemorph.tracks import write_jsonl_track
+from koemorph.io.atomic import read_jsonl
+from koemorph.io.audio import load_audio
+from koemorph.io.tracks import write_jsonl_track
 from pipeline.extract import extract
 from tests.conftest import tone
 
@@ -141,24 +141,35 @@ def test_bad_inputs_become_failure_records(tmp_path, scheduler):
     lines[3] = json.dumps(row)
     (data / "train/wide_0.jsonl").write_text("\n".join(lines) + "\n")
     (data / "train/empty_0.wav").write_bytes(b"")
-    for name, edit in (("range_0", lambda r: r.update(blendshapes=[1.5] * 52)),
-                       ("backwards_0", lambda r: r.update(timestamp=0.0))):
+    for name, edit in (
+        ("range_0", lambda r: r.update(blendshapes=[1.5] * 52)),
+        ("backwards_0", lambda r: r.update(timestamp=0.0)),
+    ):
         path = data / f"train/{name}.jsonl"
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         edit(rows[5])
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     entries = read_jsonl(manifest)
     short = json.loads(json.dumps(entries[0]))  # the manifest rejected the short track; force it in
-    short.update(id="train__short_0", audio_path="data/train/short_0.wav", track_path="data/train/short_0.jsonl")
-    from koemorph.audio import sha256_file
+    short.update(
+        id="train__short_0", audio_path="data/train/short_0.wav", track_path="data/train/short_0.jsonl"
+    )
+    from koemorph.io.audio import sha256_file
 
     short["audio_sha256"] = sha256_file(data / "train/short_0.wav")
     (manifest).write_text("".join(json.dumps(e) + "\n" for e in [*entries, short]))
 
     summary = run(manifest, tmp_path / "f.zarr", scheduler)
     failures = {r["id"]: r["error"] for r in read_jsonl(sidecar(tmp_path / "f.zarr", "failures.jsonl"))}
-    assert set(failures) == {"train__corrupt_0", "train__nan_0", "train__wide_0", "train__short_0",
-                             "train__empty_0", "train__range_0", "train__backwards_0"}
+    assert set(failures) == {
+        "train__corrupt_0",
+        "train__nan_0",
+        "train__wide_0",
+        "train__short_0",
+        "train__empty_0",
+        "train__range_0",
+        "train__backwards_0",
+    }
     assert "corrupt_0.wav" in failures["train__corrupt_0"]
     assert "empty_0.wav" in failures["train__empty_0"] and "empty" in failures["train__empty_0"]
     assert "range_0.jsonl:6" in failures["train__range_0"]
@@ -176,10 +187,21 @@ def test_killed_run_leaves_only_complete_groups(tmp_path):
     manifest = tmp_path / "m.jsonl"
     build_manifest(data, manifest, load_config(None).data)
     store = tmp_path / "f.zarr"
-    cmd = [sys.executable, "-m", "cli.main", "extract", str(manifest), "--store", str(store), "--workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "extract",
+        str(manifest),
+        "--store",
+        str(store),
+        "--workers",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not any(store.glob("train__*/zarr.json")):
         time.sleep(0.05)

@@ -7,10 +7,10 @@ import pytest
 import soundfile as sf
 
 from koemorph.blendshapes import INDEX
+from koemorph.data.livelink import decode_mov_audio, find_takes, import_takes
 from koemorph.errors import AudioError
 from koemorph.grid import num_frames_for_samples
-from koemorph.livelink import decode_mov_audio, find_takes, import_takes
-from koemorph.tracks import read_track, write_livelink_csv
+from koemorph.io.tracks import read_track, write_livelink_csv
 
 av = pytest.importorskip("av")
 JAW = INDEX["jawOpen"]
@@ -129,8 +129,16 @@ def test_cli_import_livelink(tmp_path):
     make_take(tmp_path / "takes" / "A")
     (tmp_path / "takes" / "B").mkdir()
     (tmp_path / "takes" / "B" / "B.mov").write_bytes(b"not a movie")
-    result = CliRunner().invoke(app, ["import-livelink", str(tmp_path / "takes"), str(tmp_path / "out"),
-                                      "--params", str(tmp_path / "none.yaml")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "import-livelink",
+            str(tmp_path / "takes"),
+            str(tmp_path / "out"),
+            "--params",
+            str(tmp_path / "none.yaml"),
+        ],
+    )
     assert result.exit_code == 1
     assert (tmp_path / "out" / "A.wav").is_file() and (tmp_path / "out" / "A.jsonl").is_file()
     assert not (tmp_path / "out" / "B.wav").exists()

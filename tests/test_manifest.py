@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from cli.main import app
 from koemorph import grid
 from koemorph.config import DataConfig
-from koemorph.manifest import build_manifest, hash_split, load_manifest, make_id
-from koemorph.tracks import write_beat_json, write_jsonl_track, write_livelink_csv
+from koemorph.data.manifest import build_manifest, hash_split, load_manifest, make_id
+from koemorph.io.tracks import write_beat_json, write_jsonl_track, write_livelink_csv
 from tests.conftest import tone
 
 ENV = {"COLUMNS": "200", "NO_COLOR": "1"}
@@ -47,8 +47,12 @@ def test_folder_splits_formats_and_problems(tmp_path):
     assert "4 problem(s)" in result.output and "short_001.jsonl" in result.output
 
     entries = {e.id: e for e in load_manifest(out)}
-    assert set(entries) == {"train__alice_001", f"train__sub-dir__bob_001-{make_id('train/sub dir/bob_001')[-6:]}",
-                            "val__carol_001", "test__dave_001"}
+    assert set(entries) == {
+        "train__alice_001",
+        f"train__sub-dir__bob_001-{make_id('train/sub dir/bob_001')[-6:]}",
+        "val__carol_001",
+        "test__dave_001",
+    }
     bob = next(e for e in entries.values() if e.speaker == "bob")
     assert bob.split == "train" and bob.track_fps == 60.0 and bob.duration == 1.5
     assert entries["val__carol_001"].sample_rate == 44_100 and entries["val__carol_001"].split == "val"
@@ -56,8 +60,10 @@ def test_folder_splits_formats_and_problems(tmp_path):
     raw = [json.loads(line) for line in out.read_text().splitlines()]
     assert raw[0]["audio_path"].startswith("../data/")  # relative to the manifest's folder
 
-    problems = {p["path"].split("/")[-1]: p["problem"] for p in map(json.loads, open(tmp_path / "manifests" /
-                                                                                      "m.problems.jsonl"))}
+    problems = {
+        p["path"].split("/")[-1]: p["problem"]
+        for p in map(json.loads, (tmp_path / "manifests" / "m.problems.jsonl").read_text().splitlines())
+    }
     assert "shorter" in problems["short_001.jsonl"]
     assert "no blendshape track" in problems["lonely.wav"]
     assert "no audio" in problems["orphan.jsonl"]
@@ -87,6 +93,6 @@ def test_hash_split_keeps_speakers_together_and_is_seeded(tmp_path):
 
 def test_ids_are_path_safe_and_distinct():
     assert make_id("train/a b/x") != make_id("train/a-b/x")
-    assert make_id("ünï/cödé") .isascii()
+    assert make_id("ünï/cödé").isascii()
     assert make_id("train/speaker_001") == "train__speaker_001"
     assert not make_id("__weird/x").startswith("__")

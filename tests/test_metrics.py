@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from koemorph import blendshapes as bs
-from koemorph.metrics import (
+from koemorph.evaluation.metrics import (
     aggregate,
     channel_ccc,
     channel_mae,

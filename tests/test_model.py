@@ -11,17 +11,18 @@ import torch
 from koemorph import blendshapes
 from koemorph.config import FeaturesConfig, LossConfig, ModelConfig
 from koemorph.model import build_model, count_parameters
-from koemorph.model.diagnostics import check_gradients, grad_norms
 from koemorph.model.infer import predict_file, predict_file_naive
-from koemorph.model.losses import channel_scale, compute_losses
-from koemorph.windows import mel_pad_value, spans, window
+from koemorph.model.windows import mel_pad_value, spans, window
+from koemorph.training.diagnostics import check_gradients, grad_norms
+from koemorph.training.losses import channel_scale, compute_losses
 
 torch.set_num_threads(2)
 KINDS = ("dual_stream", "simplified")
 OPTIONS = {"mel_summary": 8, "band_overlap": 2, "temporal_layers": 2, "conv_kernel": 2}  # band-stream options
 MODELS = [("dual_stream", {}), ("simplified", {}), ("dual_stream", OPTIONS)]
-SMALL = ModelConfig(d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0,
-                    dropout=0.0)  # fmt: skip
+SMALL = ModelConfig(
+    d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
+)
 SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 mel frames, 30 eGeMAPS frames, tokens every 3
 
 
@@ -43,7 +44,10 @@ def test_spans_and_window():
         sp = spans(ModelConfig(lookahead_s=0.1), FeaturesConfig(fps=fps))
         got = (sp.context, sp.lookahead, sp.emotion_context, sp.step, sp.n_tokens)
         assert got == (c, fps // 10, e, step, 67)
-        assert sp.mel_frames(10, 32) == (10 - (c - 1), 42 + fps // 10) and sp.egemaps_frames(10, 32) == (10 - (e - 1), 42)
+        assert sp.mel_frames(10, 32) == (10 - (c - 1), 42 + fps // 10) and sp.egemaps_frames(10, 32) == (
+            10 - (e - 1),
+            42,
+        )
     x = np.arange(12, dtype=np.float32).reshape(6, 2)
     w = window(x, -2, 8, pad_value=np.array([-1.0, -9.0]))
     assert w.shape == (10, 2) and w.dtype == np.float32
@@ -121,7 +125,7 @@ def test_stream_weights_softmax_over_two_streams():
     model = small()
     w = model(*block(model, 1, 3))["stream_weights"]
     torch.testing.assert_close(w.sum(dim=1), torch.ones(52))
-    assert not torch.allclose(w.sum(dim=0), torch.ones(2))  # not a softmax over the 52 (B1)
+    assert not torch.allclose(w.sum(dim=0), torch.ones(2))  # not a softmax over the 52
     assert (w[blendshapes.MOUTH_INDICES, 0] > 0.5).all()
     assert (w[blendshapes.EXPRESSION_INDICES, 1] > 0.5).all()
     assert model.stream_logits.requires_grad
@@ -157,7 +161,7 @@ def test_smoothing_runs_along_time_and_resets(kind):
     plain = model(mel, eg, pos, smooth=False)
     assert plain["blendshapes"] is plain["raw"]
     mel2 = mel.clone()
-    mel2[1] += 1.0  # another batch row: never leaks across slots (B17)
+    mel2[1] += 1.0  # another batch row: never leaks across slots
     torch.testing.assert_close(model(mel2, eg, pos, smooth=True)["blendshapes"][0], y[0])
 
 

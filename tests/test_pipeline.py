@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from koemorph import grid
-from koemorph.atomic import read_jsonl
 from koemorph.config import Config, load_config, to_dict
+from koemorph.io.atomic import read_jsonl
+from koemorph.io.tracks import read_track
 from koemorph.params_file import params_yaml
-from koemorph.tracks import read_track
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -60,7 +60,9 @@ def test_params_yaml_is_the_whole_config_tree_in_canonical_form():
     assert yaml.safe_load(text).keys() == to_dict(Config()).keys()
     for section, values in yaml.safe_load(text).items():
         assert values.keys() == to_dict(getattr(Config(), section)).keys(), section
-    assert text == params_yaml(cfg), "params.yaml is stale: regenerate it with `koemorph params -o params.yaml`"
+    assert text == params_yaml(cfg), (
+        "params.yaml is stale: regenerate it with `koemorph params -o params.yaml`"
+    )
     # the values are the code's defaults (a changed default must reach the file DVC and the demo read),
     # except the demo's training budget
     defaults, given = to_dict(Config()), to_dict(cfg)
@@ -70,8 +72,18 @@ def test_params_yaml_is_the_whole_config_tree_in_canonical_form():
 
 def test_params_command_round_trips_and_applies_overrides(tmp_path):
     out = tmp_path / "p.yaml"
-    res = CliRunner().invoke(app, ["params", "-o", str(out), "--set", "paths.store=cache/x.zarr",
-                                   "--set", "render.clamp={mouthClose: [0, jawOpen]}"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        [
+            "params",
+            "-o",
+            str(out),
+            "--set",
+            "paths.store=cache/x.zarr",
+            "--set",
+            "render.clamp={mouthClose: [0, jawOpen]}",
+        ],
+    )
     assert res.exit_code == 0, res.output
     cfg = load_config(out)
     assert cfg.paths.store == "cache/x.zarr" and cfg.render.clamp == {"mouthClose": [0.0, "jawOpen"]}
@@ -96,23 +108,43 @@ def test_dvc_dag_and_status_are_valid_on_the_project():
     names = dict(re.findall(r'(node\d+)\["([^"]+)"\]', dag))
     edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", dag)}
     assert sorted(names.values()) == sorted(STAGES)
-    assert {("demo_data", "manifest"), ("manifest", "extract"), ("extract", "train"), ("train", "render"),
-            ("render", "evaluate"), ("extract", "evaluate")} <= edges, edges  # fmt: skip
+    assert {
+        ("demo_data", "manifest"),
+        ("manifest", "extract"),
+        ("extract", "train"),
+        ("train", "render"),
+        ("render", "evaluate"),
+        ("extract", "evaluate"),
+    } <= edges, edges
     run_dvc("status", cwd=ROOT)
 
 
 # ---------------------------------------------------------------- the chain end to end
 
 TINY = [
-    "demo.minutes=0.5", "data.split_seed=0",
-    "paths.data_dir=data/tiny", "demo.out_dir=data/tiny", "paths.render_input=data/tiny/test",
-    "paths.manifest=data_manifests/tiny.jsonl", "paths.store=cache/tiny.zarr", "paths.run_dir=runs/tiny",
-    "paths.render_dir=renders/tiny", "paths.report_dir=reports/tiny",
-    "model.d_model=32", "model.num_heads=4", "model.context_s=1.0", "model.emotion_context_s=3.0",
-    "model.decoder_hidden=16", "train.epochs=1", "train.max_minutes=0", "train.val_every=1",
-    "sampling.dense_batch_size=2", "sampling.sparse_batch_size=2",
-    "evaluate.ridge_context=2", "evaluate.ridge_alphas=[0.1]",
-]  # fmt: skip
+    "demo.minutes=0.5",
+    "data.split_seed=0",
+    "paths.data_dir=data/tiny",
+    "demo.out_dir=data/tiny",
+    "paths.render_input=data/tiny/test",
+    "paths.manifest=data_manifests/tiny.jsonl",
+    "paths.store=cache/tiny.zarr",
+    "paths.run_dir=runs/tiny",
+    "paths.render_dir=renders/tiny",
+    "paths.report_dir=reports/tiny",
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.context_s=1.0",
+    "model.emotion_context_s=3.0",
+    "model.decoder_hidden=16",
+    "train.epochs=1",
+    "train.max_minutes=0",
+    "train.val_every=1",
+    "sampling.dense_batch_size=2",
+    "sampling.sparse_batch_size=2",
+    "evaluate.ridge_context=2",
+    "evaluate.ridge_alphas=[0.1]",
+]
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +212,17 @@ def test_summary_reports_every_stage(project, monkeypatch):
     monkeypatch.chdir(root)
     res = CliRunner().invoke(app, ["summary"], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
-    for needle in ("files", "h of audio", "min,", "mouth Pearson r", "ridge", "mean pose", '".[ui]"',
-                   "mlflow ui --backend-store-uri sqlite:///",
-                   "renders/tiny", "reports/tiny"):  # fmt: skip
+    for needle in (
+        "files",
+        "h of audio",
+        "min,",
+        "mouth Pearson r",
+        "ridge",
+        "mean pose",
+        '".[ui]"',
+        "mlflow ui --backend-store-uri sqlite:///",
+        "renders/tiny",
+        "reports/tiny",
+    ):
         assert needle in res.output, (needle, res.output)
     assert "not run yet" not in res.output

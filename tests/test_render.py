@@ -15,18 +15,24 @@ from typer.testing import CliRunner
 
 from koemorph import blendshapes as bs
 from koemorph import grid
-from koemorph.audio import load_audio
-from koemorph.checkpoint import load_model, save_checkpoint
 from koemorph.config import load_config, to_dict
+from koemorph.inference.postprocess import RenderConfig, clamp, parse_clamp, silence_weight, smooth
+from koemorph.inference.render import MANIFEST_NAME
+from koemorph.io.audio import load_audio
+from koemorph.io.tracks import read_track
 from koemorph.model import build_model
-from koemorph.postprocess import RenderConfig, clamp, parse_clamp, silence_weight, smooth
-from koemorph.render import MANIFEST_NAME
-from koemorph.tracks import read_track
+from koemorph.training.checkpoint import load_model, save_checkpoint
 from pipeline.render import render
 from tests.storekit import build_store
 
-SMALL = ["model.d_model=32", "model.num_heads=4", "model.mel_bands=4", "model.decoder_hidden=32",
-         "model.context_s=1.0", "model.emotion_context_s=2.0"]  # fmt: skip
+SMALL = [
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.mel_bands=4",
+    "model.decoder_hidden=32",
+    "model.context_s=1.0",
+    "model.emotion_context_s=2.0",
+]
 GOOD = {"a/b/spk0 take.wav": 3.0, "ünï/コエ.wav": 2.0, "top.flac": 1.5, "short.wav": 0.25}
 BAD = ("bad/corrupt.wav", "bad/empty.wav", "bad/nan.wav")
 
@@ -40,9 +46,21 @@ def make_checkpoint(path: Path, stats: dict, seed: int = 0) -> Path:
             p.mul_(3.0)
             if name.startswith("decoder") and name.endswith("bias") and p.numel() in (1, 52):
                 p.zero_()  # output bias 0: sigmoid outputs around 0.5, far from 0 and 1
-    return save_checkpoint(path, model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), schedule={},
-                           epoch=0, batch=0, step=0, best=None, bad_validations=0, config=to_dict(cfg),
-                           stats={k: stats[k] for k in ("mel", "egemaps")}, fps=30, run_id=None)  # fmt: skip
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        schedule={},
+        epoch=0,
+        batch=0,
+        step=0,
+        best=None,
+        bad_validations=0,
+        config=to_dict(cfg),
+        stats={k: stats[k] for k in ("mel", "egemaps")},
+        fps=30,
+        run_id=None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +97,9 @@ def test_cli_renders_tree_with_dask_and_records_failures(env, tmp_path):
     from cli.main import app
 
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["render", str(env["tree"]), "--model", str(env["ckpt"]), "-o", str(out),
-                                      "--workers", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["render", str(env["tree"]), "--model", str(env["ckpt"]), "-o", str(out), "--workers", "1"]
+    )
     assert result.exit_code == 1, result.output  # bad files fail the run, the others are kept
     rows = manifest(out)
     assert sorted(rows) == sorted(list(GOOD) + list(BAD))
@@ -101,7 +120,7 @@ def test_cli_renders_tree_with_dask_and_records_failures(env, tmp_path):
 
 
 def test_rendered_values_are_predict_file_on_training_features(env, tmp_path):
-    from koemorph.data import FeatureCache
+    from koemorph.data.cache import FeatureCache
     from koemorph.model.infer import predict_file
 
     out_a, out_b = tmp_path / "computed", tmp_path / "stored"
@@ -149,13 +168,15 @@ def test_skip_if_unchanged_and_rerender_on_changes(env, tmp_path):
 
 def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
     """Every file a process renders uses the model it loaded first (a Dask worker is such a process)."""
-    import koemorph.checkpoint
-    import koemorph.render
+    import koemorph.inference.render
+    import koemorph.training.checkpoint
 
     loads = []
-    load_model = koemorph.checkpoint.load_model
-    monkeypatch.setattr(koemorph.checkpoint, "load_model", lambda path: (loads.append(path), load_model(path))[1])
-    monkeypatch.setattr(koemorph.render, "_MODELS", {})
+    load_model = koemorph.training.checkpoint.load_model
+    monkeypatch.setattr(
+        koemorph.training.checkpoint, "load_model", lambda path: (loads.append(path), load_model(path))[1]
+    )
+    monkeypatch.setattr(koemorph.inference.render, "_MODELS", {})
     summary = render(env["tree"], tmp_path / "out", str(env["ckpt"]), workers=0)
     assert summary["ok files"] == len(GOOD) and loads == [str(env["ckpt"])]
 
@@ -166,7 +187,7 @@ def test_sixty_fps_and_formats(env, tmp_path):
     base = tmp_path / "jsonl30"
     render(tree, base, str(env["ckpt"]), workers=0)
     render(tree, tmp_path / "jsonl60", str(env["ckpt"]), workers=0, fps=60)
-    for fmt, suffix in (("livelink-csv", ".csv"), ("beat-json", ".json")):
+    for fmt in ("livelink-csv", "beat-json"):
         render(tree, tmp_path / fmt, str(env["ckpt"]), workers=0, fmt=fmt)
     for rel, seconds in GOOD.items():
         v30 = values_of(base / Path(rel).with_suffix(".jsonl"))
@@ -189,12 +210,15 @@ def test_postprocess_functions_do_what_they_say():
     noisy = np.clip(base + 0.05 * rng.standard_normal((300, 52)), 0, 1).astype(np.float32)
     out = smooth(noisy, 30, RenderConfig(smooth_mouth_s=0.2))
     mouth, face = bs.MOUTH_INDICES, bs.EXPRESSION_INDICES
+
     def jitter(x):  # mean |second difference|
         return np.abs(np.diff(x, 2, axis=0)).mean()
 
     assert jitter(out[:, mouth]) < 0.3 * jitter(noisy[:, mouth])
     assert np.array_equal(out[:, face], noisy[:, face])  # upper face untouched
-    assert np.abs(out[:, mouth] - base[:, mouth]).mean() < 0.6 * np.abs(noisy[:, mouth] - base[:, mouth]).mean()
+    assert (
+        np.abs(out[:, mouth] - base[:, mouth]).mean() < 0.6 * np.abs(noisy[:, mouth] - base[:, mouth]).mean()
+    )
     clean = smooth(base.astype(np.float32), 30, RenderConfig(smooth_mouth_s=0.2))
     assert np.abs(clean - base).max() < 0.01  # the 1 Hz motion itself is kept: no lag, no flattening
     both = smooth(noisy, 30, RenderConfig(smooth_mouth_s=0.1, smooth_face_s=0.4))
@@ -223,7 +247,9 @@ def test_postprocess_end_to_end_is_recorded(env, tmp_path):
     sr = grid.SAMPLE_RATE
     audio, _ = sf.read(env["data"] / "train" / "spk0_000.wav", dtype="float32")
     tree.mkdir()
-    sf.write(tree / "pause.wav", np.concatenate([audio[: 2 * sr], np.zeros(2 * sr, np.float32), audio[: sr]]), sr)
+    sf.write(
+        tree / "pause.wav", np.concatenate([audio[: 2 * sr], np.zeros(2 * sr, np.float32), audio[:sr]]), sr
+    )
     plain, post = tmp_path / "plain", tmp_path / "post"
     render(tree, plain, str(env["ckpt"]), workers=0)
     cfg = RenderConfig(rest_pose=True, clamp={"mouthClose": [0, "jawOpen"], "eyeBlinkLeft": [0, 0.05]})
@@ -240,7 +266,7 @@ def test_postprocess_end_to_end_is_recorded(env, tmp_path):
 
 
 def test_mlflow_model_uri(env, tmp_path, monkeypatch):
-    from koemorph.tracking import Tracker
+    from koemorph.training.tracking import Tracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = Tracker(uri, "render-test")
@@ -249,15 +275,16 @@ def test_mlflow_model_uri(env, tmp_path, monkeypatch):
     tree = tmp_path / "in"
     tree.mkdir()
     shutil.copy(env["tree"] / "top.flac", tree / "top.flac")
-    summary = render(tree, tmp_path / "out", f"runs:/{tracker.run_id}/checkpoints/model.pt", workers=0,
-                     tracking_uri=uri)  # fmt: skip
+    summary = render(
+        tree, tmp_path / "out", f"runs:/{tracker.run_id}/checkpoints/model.pt", workers=0, tracking_uri=uri
+    )
     assert summary["ok files"] == 1 and summary["model"] == tracker.run_id
     row = manifest(tmp_path / "out")["top.flac"]
     assert row["model_id"] == tracker.run_id and row["model_sha256"] == manifest_sha(env["ckpt"])
 
 
 def manifest_sha(path: Path) -> str:
-    from koemorph.audio import sha256_file
+    from koemorph.io.audio import sha256_file
 
     return sha256_file(path)
 

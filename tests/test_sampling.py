@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from koemorph.config import SamplingConfig
-from koemorph.data import BlockDataset, FeatureCache, make_loader
-from koemorph.sampling import Sampler, stride_for_epoch
+from koemorph.data.cache import FeatureCache
+from koemorph.training.batches import BlockDataset, make_loader
+from koemorph.training.sampling import Sampler, stride_for_epoch
 from tests.storekit import build_store
 
 LENGTHS = [3000, 10, 257, 1200, 33]  # frames; two files shorter than a dense/sparse block
@@ -38,14 +39,20 @@ def test_dense_covers_every_frame_exactly_once_and_pads_short_files():
         assert set(seen.values()) == {1}
         assert set(seen) == {(f, k) for f, n in enumerate(LENGTHS) for k in range(n)}
         for batch in batches:
-            assert len(batch) <= 4 and all(b.dense and b.span == 32 and b.positions == tuple(range(32)) for b in batch)
+            assert len(batch) <= 4 and all(
+                b.dense and b.span == 32 and b.positions == tuple(range(32)) for b in batch
+            )
     short = [b for batch in s.batches(0) for b in batch if b.file == 1]
     assert len(short) == 1 and sum(short[0].mask) == 10 and short[0].start == 0  # padded, not dropped
 
 
 def test_sparse_stride_phase_and_block_grouping():
-    s = Sampler(LENGTHS, cfg(mode="sparse", sparse_stride=32, sparse_block_frames=256, sparse_batch_size=8),
-                seed=1, epochs=10)  # fmt: skip
+    s = Sampler(
+        LENGTHS,
+        cfg(mode="sparse", sparse_stride=32, sparse_block_frames=256, sparse_batch_size=8),
+        seed=1,
+        epochs=10,
+    )
     phases = {}
     for epoch in range(6):
         batches = s.batches(epoch)
@@ -100,8 +107,9 @@ def test_epochs_are_finite_seeded_and_differ():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_store(tmp_path_factory.mktemp("sampling"), [("train", 7.0), ("train", 0.4), ("train", 3.0),
-                                                            ("val", 2.0)])  # fmt: skip
+    return build_store(
+        tmp_path_factory.mktemp("sampling"), [("train", 7.0), ("train", 0.4), ("train", 3.0), ("val", 2.0)]
+    )
 
 
 def loader_batches(dataset, batches, workers):
@@ -112,13 +120,17 @@ def test_blocks_from_the_store_are_sliced_and_padded(store):
     cache = FeatureCache(store)
     ids = cache.ids("train")
     ds = BlockDataset(cache, ids, context=40, lookahead=2, emotion_context=60)
-    s = Sampler([cache.num_frames(i) for i in ids], cfg(mode="dense", dense_block_frames=16), seed=0, epochs=1)
+    s = Sampler(
+        [cache.num_frames(i) for i in ids], cfg(mode="dense", dense_block_frames=16), seed=0, epochs=1
+    )
     short = ids.index("train__spk1_001")  # 0.4 s = 12 frames: shorter than the block and the context
     block = next(b for batch in s.batches(0) for b in batch if b.file == short)
     item = ds[block]
     full = cache.load(ids[short])
     assert item["mel"].shape == (16 + 39 + 2, 80) and item["targets"].shape == (16, 52)
-    np.testing.assert_array_equal(item["mel"][:39], np.broadcast_to(cache.mel_pad, (39, 80)))  # before the file
+    np.testing.assert_array_equal(
+        item["mel"][:39], np.broadcast_to(cache.mel_pad, (39, 80))
+    )  # before the file
     np.testing.assert_array_equal(item["mel"][39 : 39 + 12], full["mel"])
     np.testing.assert_array_equal(item["targets"][:12], full["targets"])
     assert item["mask"].sum() == 12 and not item["targets"][12:].any()
@@ -131,8 +143,20 @@ def test_loader_is_identical_with_0_and_2_workers_and_resumes_mid_epoch(store):
     cache = FeatureCache(store)
     ids = cache.ids("train")
     ds = BlockDataset(cache, ids, context=30, lookahead=0, emotion_context=30)
-    s = Sampler([cache.num_frames(i) for i in ids], cfg(mode="mixed", sparse_stride=8, sparse_block_frames=32,
-                dense_block_frames=8, dense_fraction=0.3, dense_batch_size=3, sparse_batch_size=2), seed=0, epochs=4)  # fmt: skip
+    s = Sampler(
+        [cache.num_frames(i) for i in ids],
+        cfg(
+            mode="mixed",
+            sparse_stride=8,
+            sparse_block_frames=32,
+            dense_block_frames=8,
+            dense_fraction=0.3,
+            dense_batch_size=3,
+            sparse_batch_size=2,
+        ),
+        seed=0,
+        epochs=4,
+    )
     plan = s.batches(1)
     assert len(plan) > 6
     zero, two = loader_batches(ds, plan, 0), loader_batches(ds, plan, 2)

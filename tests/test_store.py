@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from koemorph.store import TIME_CHUNK, GroupWriter, array_nodes, open_arrays, read_group_attrs
+from koemorph.data.store import TIME_CHUNK, GroupWriter, array_nodes, open_arrays, read_group_attrs
 
 
 def zarr_nodes(data: np.ndarray, attrs: dict) -> dict[str, bytes]:
@@ -18,8 +18,13 @@ def zarr_nodes(data: np.ndarray, attrs: dict) -> dict[str, bytes]:
 
     nodes: dict = {}
     rows = min(TIME_CHUNK, max(1, data.shape[0]))
-    zarr.create_array(MemoryStore(nodes), data=data, chunks=(rows, data.shape[1]), attributes=attrs,
-                      compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"))  # fmt: skip
+    zarr.create_array(
+        MemoryStore(nodes),
+        data=data,
+        chunks=(rows, data.shape[1]),
+        attributes=attrs,
+        compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
+    )
     return {key: buf.to_bytes() for key, buf in nodes.items()}
 
 

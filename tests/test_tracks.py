@@ -11,8 +11,7 @@ import pytest
 from koemorph.blendshapes import ALPHABETICAL_NAMES, ARKIT_NAMES, INDEX
 from koemorph.errors import TrackError
 from koemorph.grid import num_frames
-from koemorph.livelink_csv import BLENDSHAPE_COLUMNS, HEADER, ROTATION_COLUMNS, infer_timecode_fps, parse_timecode
-from koemorph.tracks import (
+from koemorph.io.tracks import (
     Track,
     check_duration,
     clean_floats,
@@ -23,6 +22,13 @@ from koemorph.tracks import (
     write_beat_json,
     write_jsonl_track,
     write_livelink_csv,
+)
+from koemorph.io.tracks.livelink_csv import (
+    BLENDSHAPE_COLUMNS,
+    HEADER,
+    ROTATION_COLUMNS,
+    infer_timecode_fps,
+    parse_timecode,
 )
 
 JAW, CLOSE, ML, MR = INDEX["jawOpen"], INDEX["mouthClose"], INDEX["mouthLeft"], INDEX["mouthRight"]
@@ -86,8 +92,9 @@ def expect_error(path, *parts, line=None):
 # --- round trips -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("writer,suffix", [(write_jsonl_track, ".jsonl"), (write_livelink_csv, ".csv"),
-                                           (write_beat_json, ".json")])  # fmt: skip
+@pytest.mark.parametrize(
+    "writer,suffix", [(write_jsonl_track, ".jsonl"), (write_livelink_csv, ".csv"), (write_beat_json, ".json")]
+)
 @pytest.mark.parametrize("fps", [30, 60])
 def test_round_trip(tmp_path, writer, suffix, fps):
     values = np.random.default_rng(fps).random((90, 52))
@@ -102,7 +109,7 @@ def test_round_trip(tmp_path, writer, suffix, fps):
 
 
 def test_jsonl_written_in_blocks_is_one_document(tmp_path, monkeypatch):
-    import koemorph.track_formats as track_formats
+    import koemorph.io.tracks.track as track_formats
 
     values = np.random.default_rng(0).random((23, 52))
     write_jsonl_track(tmp_path / "whole.jsonl", values, 30)
@@ -318,8 +325,12 @@ def test_beat_json_errors(tmp_path):
 
 
 def make_track(times, values) -> Track:
-    return Track("mem", np.asarray(times, float), np.asarray(values, np.float32),
-                 estimate_source_fps(np.asarray(times, float)))  # fmt: skip
+    return Track(
+        "mem",
+        np.asarray(times, float),
+        np.asarray(values, np.float32),
+        estimate_source_fps(np.asarray(times, float)),
+    )
 
 
 def test_resample_60fps_with_offset_onto_30fps_grid():
@@ -336,7 +347,7 @@ def test_resample_60fps_with_offset_onto_30fps_grid():
 
 
 def test_resample_30fps_onto_60fps_grid_uses_timestamps():
-    times = 1 / 30 + np.arange(30) / 30  # first stamp at 0.0333, not 0 (bug B19's case)
+    times = 1 / 30 + np.arange(30) / 30  # first stamp at 0.0333, not 0
     values = np.zeros((30, 52))
     values[:, JAW] = np.arange(30) % 2  # 0, 1, 0, 1 ...
     out = resample_to_grid(make_track(times, values), 62, 60)

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from koemorph.blendshapes import ARKIT_NAMES
-from koemorph.checkpoint import load_checkpoint
 from koemorph.config import load_config
-from koemorph.train import train
-from koemorph.trainstep import read_epoch_rows
+from koemorph.training.checkpoint import load_checkpoint
+from koemorph.training.loop import train
+from koemorph.training.step import read_epoch_rows
 from tests.storekit import build_store
 
-SMALL = ["model.d_model=32", "model.num_heads=4", "model.mel_bands=4", "model.decoder_hidden=32",
-         "model.context_s=1.0", "model.emotion_context_s=2.0", "sampling.dense_block_frames=16",
-         "sampling.sparse_block_frames=64", "sampling.sparse_stride=8", "sampling.dense_fraction=0.3",
-         "optim.lr=3e-3", "train.log_every=2", "train.plot_files=2"]  # fmt: skip
+SMALL = [
+    "model.d_model=32",
+    "model.num_heads=4",
+    "model.mel_bands=4",
+    "model.decoder_hidden=32",
+    "model.context_s=1.0",
+    "model.emotion_context_s=2.0",
+    "sampling.dense_block_frames=16",
+    "sampling.sparse_block_frames=64",
+    "sampling.sparse_stride=8",
+    "sampling.dense_fraction=0.3",
+    "optim.lr=3e-3",
+    "train.log_every=2",
+    "train.plot_files=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +72,14 @@ def test_training_learns_and_logs_everything(store, tmp_path, tracking_uri):
     from mlflow.tracking import MlflowClient
 
     # augmented as by default, but without level changes: this store's targets follow the absolute loudness
-    cfg = config("train.epochs=8", "train.val_every=4", "model.dropout=0.0", "sampling.sparse_batch_size=4",
-                 "sampling.dense_batch_size=4", "augment.gain_db=0")  # fmt: skip
+    cfg = config(
+        "train.epochs=8",
+        "train.val_every=4",
+        "model.dropout=0.0",
+        "sampling.sparse_batch_size=4",
+        "sampling.dense_batch_size=4",
+        "augment.gain_db=0",
+    )
     summary = train(cfg, store, out_dir=tmp_path / "run", tracking_uri=tracking_uri, progress=False)
     assert summary["stop_reason"] == "epochs" and summary["epochs_done"] == 8
     rows = read_epoch_rows(tmp_path / "run" / "metrics.csv")
@@ -80,18 +98,34 @@ def test_training_learns_and_logs_everything(store, tmp_path, tracking_uri):
     assert params["model.d_model"] == "32" and params["sampling.sparse_stride"] == "8"
     assert params["optim.betas"] == "[0.9, 0.999]" and params["features.egemaps"] == "True"
     assert params["augment.shift_bins"] == "2.0"
-    for key in ("train/loss", "train/mse", "lr", "grad_norm", "perf/windows_per_s", "perf/data_wait_share",
-                "stream/mel_weight_mouth", "val/mae", "val/mouth_pearson", "val/loss"):  # fmt: skip
+    for key in (
+        "train/loss",
+        "train/mse",
+        "lr",
+        "grad_norm",
+        "perf/windows_per_s",
+        "perf/data_wait_share",
+        "stream/mel_weight_mouth",
+        "val/mae",
+        "val/mouth_pearson",
+        "val/loss",
+    ):
         assert key in run.data.metrics, key
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert len(history) >= 2 and history[0].step < history[-1].step
     assert run.data.tags["features.hash.mel"] and run.data.tags["store"].endswith("features.zarr")
     files = artifacts(client, run.info.run_id)
-    assert {"config.yaml", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt",
-            "val/per_file.json", "val/per_file.csv"} <= files  # fmt: skip
+    assert {
+        "config.yaml",
+        "metrics.csv",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+        "val/per_file.json",
+        "val/per_file.csv",
+    } <= files
     assert any(f.startswith("val/curves_") and f.endswith(".png") for f in files)
     local = client.download_artifacts(run.info.run_id, "val/per_file.json", str(tmp_path / "dl"))
-    data = json.loads(open(local).read())
+    data = json.loads(Path(local).read_text())
     assert data["columns"][:3] == ["id", "frames", "mae"] and len(data["data"]) == 2
 
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
@@ -108,14 +142,26 @@ def test_training_learns_and_logs_everything(store, tmp_path, tracking_uri):
 
 def test_resume_continues_exactly(store, tmp_path, tracking_uri):
     """Stop after 3 steps (mid-epoch), resume, take step 4: same loss and parameters as 4 steps in one go."""
-    cfg = config("train.epochs=3", "train.val_every=5", "model.dropout=0.2", "sampling.sparse_batch_size=2",
-                 "sampling.dense_batch_size=2")  # fmt: skip
+    cfg = config(
+        "train.epochs=3",
+        "train.val_every=5",
+        "model.dropout=0.2",
+        "sampling.sparse_batch_size=2",
+        "sampling.dense_batch_size=2",
+    )
     whole = train(cfg, store, out_dir=tmp_path / "a", tracking_uri=tracking_uri, max_steps=4, progress=False)
     first = train(cfg, store, out_dir=tmp_path / "b", tracking_uri=tracking_uri, max_steps=3, progress=False)
     part = load_checkpoint(tmp_path / "b" / "last.pt")
     assert (part["epoch"], part["batch"], part["step"]) == (0, 3, 3)  # mid-epoch: 3 batches done
-    again = train(cfg, store, out_dir=tmp_path / "b", tracking_uri=tracking_uri, resume=True, max_steps=4,
-                  progress=False)  # fmt: skip
+    again = train(
+        cfg,
+        store,
+        out_dir=tmp_path / "b",
+        tracking_uri=tracking_uri,
+        resume=True,
+        max_steps=4,
+        progress=False,
+    )
     assert again["run_id"] == first["run_id"] and again["steps"] == 4
     assert again["last_loss"] == pytest.approx(whole["last_loss"], abs=1e-6)
     a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
@@ -124,15 +170,40 @@ def test_resume_continues_exactly(store, tmp_path, tracking_uri):
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=0, atol=1e-6), key
     # and the interrupted run's step 4 differs from a run that drew different dropout masks
-    other = train(config("train.epochs=3", "model.dropout=0.2", "train.seed=1", "sampling.sparse_batch_size=2",
-                         "sampling.dense_batch_size=2"), store, out_dir=tmp_path / "c", tracking_uri=tracking_uri,
-                  max_steps=4, progress=False)  # fmt: skip
+    other = train(
+        config(
+            "train.epochs=3",
+            "model.dropout=0.2",
+            "train.seed=1",
+            "sampling.sparse_batch_size=2",
+            "sampling.dense_batch_size=2",
+        ),
+        store,
+        out_dir=tmp_path / "c",
+        tracking_uri=tracking_uri,
+        max_steps=4,
+        progress=False,
+    )
     assert other["last_loss"] != pytest.approx(whole["last_loss"], abs=1e-6)
     # the batches are augmented (by default): without it the same run takes another step 4
-    plain = train(config("train.epochs=3", "train.val_every=5", "model.dropout=0.2", "sampling.sparse_batch_size=2",
-                         "sampling.dense_batch_size=2", "augment.shift_bins=0", "augment.gain_db=0", "augment.tilt_db=0",
-                         "augment.egemaps_noise=0"), store, out_dir=tmp_path / "d", tracking_uri=tracking_uri,
-                  max_steps=4, progress=False)  # fmt: skip
+    plain = train(
+        config(
+            "train.epochs=3",
+            "train.val_every=5",
+            "model.dropout=0.2",
+            "sampling.sparse_batch_size=2",
+            "sampling.dense_batch_size=2",
+            "augment.shift_bins=0",
+            "augment.gain_db=0",
+            "augment.tilt_db=0",
+            "augment.egemaps_noise=0",
+        ),
+        store,
+        out_dir=tmp_path / "d",
+        tracking_uri=tracking_uri,
+        max_steps=4,
+        progress=False,
+    )
     assert plain["last_loss"] != pytest.approx(whole["last_loss"], abs=1e-6)
 
 

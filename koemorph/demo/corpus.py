@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
-from koemorph.atomic import atomic_write_text
 from koemorph.demo.voices import SPLITS, Voice, make_voices, split_voices
+from koemorph.io.atomic import atomic_write_text
 
 GENERATOR_VERSION = "1"
 FPS = 30
@@ -64,7 +62,9 @@ def plan_corpus(minutes: float, seed: int) -> tuple[dict[str, list[Voice]], list
             n_words = max(4, round(seconds * voice.rate / 60.0 * 0.8))
             number = count.get(voice.slug, 0)
             count[voice.slug] = number + 1
-            plans.append(FilePlan(f"{voice.slug}_{number:04d}", split, len(plans), voice, utterance(text_rng, n_words)))
+            plans.append(
+                FilePlan(f"{voice.slug}_{number:04d}", split, len(plans), voice, utterance(text_rng, n_words))
+            )
             planned += seconds
     return voices, plans
 
@@ -74,7 +74,9 @@ def shard_plans(plans: list[FilePlan]) -> list[list[FilePlan]]:
     by_voice: dict[str, list[FilePlan]] = {}
     for p in plans:
         by_voice.setdefault(p.voice.slug, []).append(p)
-    return [files[i:i + SHARD_FILES] for files in by_voice.values() for i in range(0, len(files), SHARD_FILES)]
+    return [
+        files[i : i + SHARD_FILES] for files in by_voice.values() for i in range(0, len(files), SHARD_FILES)
+    ]
 
 
 def _shard_worker(out_dir: str, seed: int, shard: list[FilePlan]) -> list[dict]:
@@ -89,7 +91,11 @@ def _matching_summary(path: Path, seed: int, minutes: float) -> dict | None:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if (meta.get("seed"), meta.get("minutes"), meta.get("version")) != (seed, float(minutes), GENERATOR_VERSION):
+    if (meta.get("seed"), meta.get("minutes"), meta.get("version")) != (
+        seed,
+        float(minutes),
+        GENERATOR_VERSION,
+    ):
         return None
     for split, ids in meta.get("files", {}).items():
         for file_id in ids:
@@ -99,7 +105,11 @@ def _matching_summary(path: Path, seed: int, minutes: float) -> dict | None:
 
 
 def _summary(meta: dict, out_dir: Path, seconds: float, reused: bool) -> dict:
-    out = {"out_dir": str(out_dir), "seed": meta["seed"], "files": sum(len(v) for v in meta["files"].values())}
+    out = {
+        "out_dir": str(out_dir),
+        "seed": meta["seed"],
+        "files": sum(len(v) for v in meta["files"].values()),
+    }
     for split in SPLITS:
         out[f"{split} files"] = len(meta["files"][split])
         out[f"{split} voices"] = " ".join(meta["splits"][split]["voices"])
@@ -132,7 +142,9 @@ def generate_corpus(out_dir, *, minutes: float, seed: int, workers: int = 2) -> 
     try:
         import espeakng_loader  # noqa: F401
     except ImportError:
-        raise RuntimeError("demo-data needs espeak-ng: pip install 'koemorph[demo]' (espeakng-loader)") from None
+        raise RuntimeError(
+            "demo-data needs espeak-ng: pip install 'koemorph[demo]' (espeakng-loader)"
+        ) from None
     out_dir = Path(out_dir)
     marker = out_dir / "corpus.json"
     meta = _matching_summary(marker, int(seed), minutes)
@@ -170,7 +182,9 @@ def generate_corpus(out_dir, *, minutes: float, seed: int, workers: int = 2) -> 
             }
             for split in SPLITS
         },
-        "voices": {v.slug: v.to_dict() for split in SPLITS for v in voices[split] if any(p.voice == v for p in plans)},
+        "voices": {
+            v.slug: v.to_dict() for split in SPLITS for v in voices[split] if any(p.voice == v for p in plans)
+        },
         "files": {split: [p.id for p in plans if p.split == split] for split in SPLITS},
         "unknown_phones": sorted({u for r in results for u in r["unknown_phones"]}),
     }

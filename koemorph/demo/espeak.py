@@ -49,7 +49,9 @@ class _Event(ctypes.Structure):
     ]
 
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def strip_stress(name: str) -> tuple[str, bool]:
 class Espeak:
     """The process-wide espeak-ng engine in synchronous mode with phoneme events."""
 
-    _instance: "Espeak | None" = None
+    _instance: Espeak | None = None
 
     def __init__(self):
         import espeakng_loader
@@ -82,13 +84,21 @@ class Espeak:
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self._lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         rate = self._lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
+            _AUDIO_OUTPUT_SYNCHRONOUS,
+            0,
+            espeakng_loader.get_data_path().encode(),
             _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT,
-        )  # fmt: skip
+        )
         if rate != SYNTH_RATE:
             raise RuntimeError(f"espeak-ng initialisation failed or unexpected rate ({rate})")
         self._chunks: list[np.ndarray] = []
@@ -98,7 +108,7 @@ class Espeak:
         self._lib.espeak_SetSynthCallback(self._cb)
 
     @classmethod
-    def get(cls) -> "Espeak":
+    def get(cls) -> Espeak:
         if cls._instance is None:
             cls._instance = cls()
         return cls._instance
@@ -110,12 +120,21 @@ class Espeak:
         while events[i].type != _EVENT_LIST_TERMINATED:
             ev = events[i]
             if ev.type == _EVENT_PHONEME:
-                self._events.append((bytes(ev.id.string).split(b"\0")[0].decode("ascii", "replace"), ev.sample))
+                self._events.append(
+                    (bytes(ev.id.string).split(b"\0")[0].decode("ascii", "replace"), ev.sample)
+                )
             i += 1
         return 0
 
-    def synth(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
-              rand_seed: int = 1):  # fmt: skip
+    def synth(
+        self,
+        text: str,
+        voice: str,
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        rand_seed: int = 1,
+    ):
         """Speak ``text`` with espeak voice ``voice`` (e.g. ``"en-us+f3"``).
 
         ``rate`` in words per minute (80-450), ``pitch`` and ``pitch_range`` 0-100. libc ``rand()``,
@@ -127,8 +146,12 @@ class Espeak:
         """
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"espeak-ng has no voice {voice!r}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), (_PARAM_RANGE, pitch_range),
-                             (_PARAM_VOLUME, 100)):  # fmt: skip
+        for param, value in (
+            (_PARAM_RATE, rate),
+            (_PARAM_PITCH, pitch),
+            (_PARAM_RANGE, pitch_range),
+            (_PARAM_VOLUME, 100),
+        ):
             self._lib.espeak_SetParameter(param, int(value), 0)
         self._chunks, self._events = [], []
         self._libc.srand(ctypes.c_uint(rand_seed & 0xFFFFFFFF))

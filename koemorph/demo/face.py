@@ -139,7 +139,9 @@ def drift(n_frames: int, fps: int, rng: np.random.Generator, scale: float) -> np
     return _smooth(np.interp(np.arange(n_frames) / fps, knots_t, knots), fps, 0.15)
 
 
-def add_face(track: np.ndarray, clean: np.ndarray, fps: int, rng: np.random.Generator, brow_gain: float) -> None:
+def add_face(
+    track: np.ndarray, clean: np.ndarray, fps: int, rng: np.random.Generator, brow_gain: float
+) -> None:
     """Fill the non-phonetic channels of ``track`` (``[T, 52]``, modified in place) and clip to [0, 1].
 
     ``clean`` is the speech at 16 kHz before noise and reverb (the F0 source).

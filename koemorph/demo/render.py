@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from koemorph.atomic import atomic_write_text
-from koemorph.audio import write_wav
 from koemorph.blendshapes import NUM_BLENDSHAPES
 from koemorph.demo.espeak import PAUSE, SYNTH_RATE, Espeak, Phone
 from koemorph.demo.face import add_face
 from koemorph.demo.visemes import STOPS, mouth_track, phone_viseme, viseme_label
 from koemorph.grid import SAMPLE_RATE, frame_times, num_frames_for_samples
+from koemorph.io.atomic import atomic_write_text
+from koemorph.io.audio import write_wav
 
 _BIN = 110  # 5 ms at 22050 Hz
 MAX_CLOSURE_S = 0.1
@@ -43,7 +43,9 @@ def with_closures(samples: np.ndarray, phones: list[Phone]) -> list[Phone]:
         stop, prev = out[i], out[i - 1]
         if stop.name not in STOPS:
             continue
-        limit = max(prev.start + int(0.3 * (prev.end - prev.start)), stop.start - int(MAX_CLOSURE_S * SYNTH_RATE))
+        limit = max(
+            prev.start + int(0.3 * (prev.end - prev.start)), stop.start - int(MAX_CLOSURE_S * SYNTH_RATE)
+        )
         start = stop.start
         while start - _BIN >= limit and quiet[min((start - _BIN) // _BIN, n_bins - 1)]:
             start -= _BIN
@@ -71,7 +73,9 @@ def degrade(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, di
         noise = rng.standard_normal(len(y))
         if rng.random() < 0.5:
             spec = np.fft.rfft(noise)  # one-pole low-pass, 1 / (1 - 0.95 z^-1), applied circularly
-            noise = np.fft.irfft(spec / (1.0 - 0.95 * np.exp(-1j * np.linspace(0, np.pi, len(spec)))), len(noise))
+            noise = np.fft.irfft(
+                spec / (1.0 - 0.95 * np.exp(-1j * np.linspace(0, np.pi, len(spec)))), len(noise)
+            )
         active = np.abs(clean) > 0.02 * np.max(np.abs(clean))
         speech_rms = np.sqrt(np.mean(y[active] ** 2)) if active.any() else 0.1
         snr = rng.uniform(12.0, 35.0)
@@ -81,7 +85,8 @@ def degrade(clean: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, di
 
 
 def _timeline(phones: list[Phone], lead_s: float, total_s: float):
-    """Phones in seconds on the padded audio, with pauses covering both pads: ``[(name, start, end, stressed)]``."""
+    """Phones in seconds on the padded audio, with pauses covering both pads:
+    ``[(name, start, end, stressed)]``."""
     segs = [(p.name, lead_s + p.start / SYNTH_RATE, lead_s + p.end / SYNTH_RATE, p.stressed) for p in phones]
     if segs and segs[0][0] == PAUSE:
         segs[0] = (PAUSE, 0.0, segs[0][2], False)
@@ -138,10 +143,15 @@ def render_file(out_dir: Path, seed: int, plan, fps: int) -> dict:
         "text": plan.text,
         "degradation": info,
         "phones": [
-            {"phone": name, "start": round(start, 6), "end": round(end, 6),
-             "viseme": viseme_label(phone_viseme(name)[0]), "stressed": stressed}
+            {
+                "phone": name,
+                "start": round(start, 6),
+                "end": round(end, 6),
+                "viseme": viseme_label(phone_viseme(name)[0]),
+                "stressed": stressed,
+            }
             for name, start, end, stressed in segs
-        ],  # fmt: skip
+        ],
     }
     atomic_write_text(folder / f"{plan.id}.phones.json", json.dumps(phone_doc, indent=1) + "\n")
     return {"id": plan.id, "seconds": total_s, "unknown_phones": unknown}

@@ -16,9 +16,13 @@ from koemorph.demo.visemes import Style
 
 # (espeak-ng voice name, slug prefix)
 ACCENTS = (
-    ("en-us", "us"), ("en", "gb"), ("en-gb-x-rp", "rp"), ("en-029", "car"),
-    ("en-gb-scotland", "sc"), ("en-us-nyc", "ny"),
-)  # fmt: skip
+    ("en-us", "us"),
+    ("en", "gb"),
+    ("en-gb-x-rp", "rp"),
+    ("en-029", "car"),
+    ("en-gb-scotland", "sc"),
+    ("en-us-nyc", "ny"),
+)
 MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 9))
 # No f2/f3/f5: their "breath" noise makes espeak-ng's output differ between runs.
 FEMALE_VARIANTS = ("f1", "f4", "Annie", "anika", "belinda", "steph", "aunty", "Andrea")
@@ -55,12 +59,18 @@ def make_voices(seed: int) -> list[Voice]:
         for gender, pool in (("m", males), ("f", females)):
             variant = str(pool[i % len(pool)])
             low, high = (28, 55) if gender == "m" else (45, 78)
-            voices.append(Voice(
-                slug=f"{prefix}{variant.lower()}", espeak=f"{accent}+{variant}", gender=gender,
-                rate=int(rng.integers(145, 196)), pitch=int(rng.integers(low, high)),
-                pitch_range=int(rng.integers(35, 91)), brow_gain=float(rng.uniform(0.5, 1.1)),
-                style=Style.sample(rng),
-            ))  # fmt: skip
+            voices.append(
+                Voice(
+                    slug=f"{prefix}{variant.lower()}",
+                    espeak=f"{accent}+{variant}",
+                    gender=gender,
+                    rate=int(rng.integers(145, 196)),
+                    pitch=int(rng.integers(low, high)),
+                    pitch_range=int(rng.integers(35, 91)),
+                    brow_gain=float(rng.uniform(0.5, 1.1)),
+                    style=Style.sample(rng),
+                )
+            )
     return voices
 
 

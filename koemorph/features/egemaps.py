@@ -70,8 +70,10 @@ def _params(cfg: FeaturesConfig) -> tuple[int, int, int]:
     guard_s = float(cfg.egemaps_guard_s)
     guard = round(guard_s * grid.SAMPLE_RATE)
     if guard < 0 or guard >= step or context < step:
-        raise ValueError(f"need 0 <= egemaps_guard_s ({guard_s}) < egemaps_step_s ({cfg.egemaps_step_s}) "
-                         f"<= egemaps_context_s ({cfg.egemaps_context_s})")  # fmt: skip
+        raise ValueError(
+            f"need 0 <= egemaps_guard_s ({guard_s}) < egemaps_step_s ({cfg.egemaps_step_s}) "
+            f"<= egemaps_context_s ({cfg.egemaps_context_s})"
+        )
     return step, context, int(guard)
 
 
@@ -168,8 +170,9 @@ def _list_smile(frame_list: str):
 
     multi = os.path.join(_plain_smile().default_config_root, "shared", "FrameModeFunctionalsMulti.conf.inc")
     options = {"frameModeFunctionalsConf": multi, "frameList": frame_list}
-    return opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals,
-                           options=options, num_workers=1)  # fmt: skip
+    return opensmile.Smile(
+        opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals, options=options, num_workers=1
+    )
 
 
 def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.ndarray:
@@ -196,8 +199,10 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     requested = ((np.arange(labels.size) + j0 + 1) * step - guard - a0 + _LLD_HOP // 4) / sr
     lag = labels - requested
     if labels.size and (lag.min() < -1e-3 or lag.max() > _LABEL_TOLERANCE_S):
-        raise RuntimeError(f"openSMILE window labels do not match the requested list (lag {lag.min():.3f}.."
-                           f"{lag.max():.3f} s); refusing to align by position")  # fmt: skip
+        raise RuntimeError(
+            f"openSMILE window labels do not match the requested list (lag {lag.min():.3f}.."
+            f"{lag.max():.3f} s); refusing to align by position"
+        )
     out = np.empty((n, EGEMAPS_DIM), dtype=np.float32)
     out[:got] = _finite(values[:got])
     if got < n:  # trailing windows openSMILE did not emit (EOF): compute them directly

@@ -10,7 +10,7 @@ Scaling uses a *fixed* reference: ``10 * log10(max(P, 10 ** (db_floor / 10)))`` 
 mel-filtered power spectrum ``|STFT|**2`` of the raw float samples (full scale = amplitude 1.0,
 reference power 1.0, i.e. ``librosa.power_to_db(S, ref=1.0, amin=10**(db_floor/10), top_db=None)``).
 Nothing depends on the rest of the window or file, so the same audio gives the same values
-wherever it appears (the original's per-window ``ref=np.max`` was bug B16).
+wherever it appears (never scaled by a window's or a file's own maximum).
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray
     """
     import librosa
 
-    fb = librosa.filters.mel(sr=grid.SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
-                             htk=False, norm="slaney")  # fmt: skip
+    fb = librosa.filters.mel(
+        sr=grid.SAMPLE_RATE, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney"
+    )
     out = np.ascontiguousarray(fb.T, dtype=np.float32)
     out.setflags(write=False)
     return out

@@ -2,7 +2,7 @@
 
 ``build_model(model_cfg, features_cfg, n_mels=80, n_egemaps=88)`` returns the network named by
 ``model_cfg.kind`` (``"dual_stream"`` or ``"simplified"``); ``n_egemaps=0`` builds a mel-only model
-(eGeMAPS switched off). Its ``spans`` attribute (:class:`koemorph.windows.Spans`) gives the block
+(eGeMAPS switched off). Its ``spans`` attribute (:class:`koemorph.model.windows.Spans`) gives the block
 geometry the data loader must produce.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from koemorph.windows import Spans, spans
+from koemorph.model.windows import Spans, spans
 
 
 def build_model(model_cfg, features_cfg, n_mels: int = 80, n_egemaps: int = 88) -> nn.Module:

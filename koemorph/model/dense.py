@@ -72,8 +72,13 @@ class DenseWindow:
         b, t = frame_scores.shape[0], frame_scores.shape[-1]
         n = positions.shape[1]
         floating = frame_scores.dtype in (torch.float32, torch.float64)
-        if (torch.is_grad_enabled() or not floating or self.progression is None or n < max(1, MIN_POSITIONS)
-                or n != t - self.span_extra):  # fmt: skip
+        if (
+            torch.is_grad_enabled()
+            or not floating
+            or self.progression is None
+            or n < max(1, MIN_POSITIONS)
+            or n != t - self.span_extra
+        ):
             return None
         if not torch.equal(positions, torch.arange(n, device=positions.device).expand(b, n)):
             return None
@@ -82,8 +87,9 @@ class DenseWindow:
             return None
         return torch.maximum((hi - SCORE_BOUND).clamp(min=0), (lo + SCORE_BOUND).clamp(max=0))
 
-    def attend(self, frame_scores: torch.Tensor, age_scores: torch.Tensor, v: torch.Tensor,
-               shift: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def attend(
+        self, frame_scores: torch.Tensor, age_scores: torch.Tensor, v: torch.Tensor, shift: torch.Tensor
+    ) -> torch.Tensor:
         """``frame_scores`` ``[B, H, Nq, T]``, ``age_scores`` ``[H, Nq, W]`` (prior included), ``v``
         ``[B, H, T, dv]``, ``shift`` from :meth:`shift` -> ``[B, n, Nq, H * dv]`` (heads concatenated),
         what the generic path of ``WindowAttention.forward`` returns before dropout."""
@@ -107,8 +113,11 @@ class DenseWindow:
                 v_h = F.pad(v_h, (0, 0, 0, frames - v_h.shape[1]))
             # u[q, a, (r, b, c)] = e * [v, 1] at frame start + a*step + r
             u = e.new_empty(nq, rows_in, step, b, dv + 1)
-            torch.mul(e_h.reshape(b, nq, rows_in, step).permute(1, 2, 3, 0).unsqueeze(-1),
-                      v_h.reshape(b, rows_in, step, dv + 1).permute(1, 2, 0, 3), out=u)  # fmt: skip
+            torch.mul(
+                e_h.reshape(b, nq, rows_in, step).permute(1, 2, 3, 0).unsqueeze(-1),
+                v_h.reshape(b, rows_in, step, dv + 1).permute(1, 2, 0, 3),
+                out=u,
+            )
             u = u.view(nq, rows_in, step * b * (dv + 1))
             dst = out[:, :, :, head].permute(2, 1, 0, 3)  # [Nq, n, B, dv]
             for a in range(0, rows_out, p):
@@ -116,8 +125,11 @@ class DenseWindow:
                 skip = min(max(0, same - a), cols)
                 if skip:  # equal rows: their kernel weights summed (a prefix sum), times one row
                     weights = cum[:, (skip - torch.arange(rows, device=cum.device)).clamp(0, width)]
-                    c = torch.baddbmm(weights.unsqueeze(-1) * u[:, a : a + 1], tile[:, :rows, skip:cols],
-                                      u[:, a + skip : a + cols])  # fmt: skip
+                    c = torch.baddbmm(
+                        weights.unsqueeze(-1) * u[:, a : a + 1],
+                        tile[:, :rows, skip:cols],
+                        u[:, a + skip : a + cols],
+                    )
                 else:
                     c = torch.bmm(tile[:, :rows, :cols], u[:, a : a + cols])
                 c = c.view(nq, rows * step, b, dv + 1)[:, : n - a * step]  # [Nq, these rows' frames, B, dv+1]
@@ -132,8 +144,13 @@ class DenseWindow:
         order = self.progression[2].to(age_scores.device)
         kern = torch.exp(age_scores - age_scores.amax(-1, keepdim=True))[..., order]  # [H, Nq, W]
         cached = self._cache
-        if (cached is not None and cached[0].shape == kern.shape and cached[0].dtype == kern.dtype
-                and cached[0].device == kern.device and torch.equal(cached[0], kern)):  # fmt: skip
+        if (
+            cached is not None
+            and cached[0].shape == kern.shape
+            and cached[0].dtype == kern.dtype
+            and cached[0].device == kern.device
+            and torch.equal(cached[0], kern)
+        ):
             return cached[1]
         tiles = []
         for head in kern:  # [Nq, W]

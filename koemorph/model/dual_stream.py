@@ -1,22 +1,19 @@
-"""Dual-stream model (seeds 001/003/004): frequency-band mel stream + eGeMAPS emotion stream.
+"""Dual-stream model: frequency-band mel stream + eGeMAPS emotion stream.
 
-Input contract (see :mod:`koemorph.windows` for C, L, E, step): a block covers outputs
+Input contract (see :mod:`koemorph.model.windows` for C, L, E, step): a block covers outputs
 ``[a, a+S)`` of one file; ``mel`` ``[B, S+C-1+L, n_mels]`` (normalised, file frames
 ``[a-(C-1), a+S+L)``), ``egemaps`` ``[B, S+E-1, 88]`` or None (file frames ``[a-(E-1), a+S)``),
 ``positions`` ``[B, n]`` ascending in ``[0, S)``. Output position ``p`` (file frame ``a+p``)
 sees mel frames ``[a+p-(C-1), a+p+L]`` and eGeMAPS frames ``[a+p-(E-1), a+p]`` only.
 
-Mel stream (seed 001 §4.1). The seed reshapes the mel to ``(B*80, 256, 1)`` so that "each
-frequency band learns its own attention pattern"; taken literally that is 80 one-dimensional
-sequences, and the original code instead made 80 frequency tokens from one shared Linear with no
-band identity (bug B3). We follow the intent at band granularity: the ``mel_bands`` bands
+Mel stream: each frequency band learns its own attention pattern. The ``mel_bands`` bands
 (4 x 20 bins) are encoded by ONE MLP (shared weights) plus a learned band embedding added before
-the non-linearity (so bands differ: fixes B3). The MLP's first layer is a valid causal convolution
+the non-linearity, so bands differ. The MLP's first layer is a valid causal convolution
 over ``conv_kernel`` frames (token ``j`` sees the band's bins of frames ``j-K+1..j``; default 1:
-frame-wise, since K = 5 or 9 gave no gain on the demo corpus); it runs once per frame of the
+frame-wise); it runs once per frame of the
 block, so windows still share it. A band sees only its own bins, while lip shape depends on the
 whole spectrum: a rank-``mel_summary`` projection of the frame's full spectrum (80 -> 32 -> d_model)
-is added to every band's pre-activation too (demo10, 1000 steps: val mouth r 0.455 -> 0.514), so
+is added to every band's pre-activation too, so
 each band token carries its band in detail plus a small summary of the rest. Options (off by
 default): ``band_overlap`` extra bins on each side of a band, and ``temporal_layers`` residual causal
 dilated convolutions over each band's tokens (the window then starts ``R - 1`` frames later, so
@@ -28,7 +25,7 @@ the decoder's first Linear (after the fusion LayerNorm) mixes them. There is no 
 projection per stream: it would run on every (position, query) row, ``B*n*52`` rows of 256x256,
 the largest matmul of a dense block, and the decoder's Linear already mixes heads and bands.
 
-Emotion stream (seed 001 §4.2, fixing B2): tokens are the eGeMAPS vectors at frames
+Emotion stream: tokens are the eGeMAPS vectors at frames
 ``t, t-step, t-2*step, ...`` (``n_tokens = ceil(E/step)`` = 67 at 30 fps, one per 300 ms eGeMAPS
 update over 20 s), each encoded per frame (``d_model/2``-wide tokens, ``d_model``-wide values) and
 given a learned age embedding on its key; the same 52 queries attend over them (many keys, so the
@@ -41,8 +38,8 @@ with ``locality_prior``, a fixed ALiBi-style bias ``-slope_h * |age in frames|``
 to 1/128 spread over the heads (every band gets a local and a long-range head): attention starts
 local instead of uniform over 8.5 s, which is what made the untrained model learn so slowly.
 
-Stream fusion (seed 001 §4.3 "normalized weights" and the docs' fuse-then-decode variant, fixing
-B1): per blendshape ``w[i] = softmax(logits[i] / temperature)`` over the TWO streams (never over
+Stream fusion (normalised weights, fused before decoding): per blendshape
+``w[i] = softmax(logits[i] / temperature)`` over the TWO streams (never over
 the 52 blendshapes), then ``h_i = LayerNorm(q_i + w_mel[i] * A_mel[i] + w_emo[i] * A_emo[i])`` and
 the decoder (shared hidden layer, per-blendshape readout) gives ONE value per query through a
 sigmoid; the query residual also tells the shared layer which blendshape it decodes. Logits start
@@ -51,7 +48,7 @@ names (by name), learnable.
 Without eGeMAPS (``n_egemaps=0`` or ``egemaps=None``) the emotion stream is off and the weights are
 ``[1, 0]``.
 
-Smoothing (seeds 001/004, fixing B17): learnable ``y_t = a*x_t + (1-a)*y_{t-1}.detach()`` along
+Smoothing: learnable ``y_t = a*x_t + (1-a)*y_{t-1}.detach()`` along
 the consecutive positions of a block when ``smooth``, from ``state`` or from ``y_0 = x_0``.
 """
 
@@ -63,9 +60,18 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, alibi_slopes, check_block,
-                                   mel_window, query_init, smooth_outputs, stack_frames)  # fmt: skip
-from koemorph.windows import Spans
+from koemorph.model.layers import (
+    Decoder,
+    TemporalSmoothing,
+    WindowAttention,
+    alibi_slopes,
+    check_block,
+    mel_window,
+    query_init,
+    smooth_outputs,
+    stack_frames,
+)
+from koemorph.model.windows import Spans
 
 MEL_SHARE_INIT = 0.8  # initial weight of the "own" stream (mel for mouth names, emotion for expression)
 
@@ -99,13 +105,26 @@ class CausalTemporal(nn.Module):
 class BandMelStream(nn.Module):
     """``mel [B, T, n_mels]`` -> per-query mel features ``[B, n, Nq, d_model]`` at ``positions``."""
 
-    def __init__(self, n_mels: int, bands: int, d_model: int, num_heads: int, spans: Spans, dropout: float,
-                 kernel: int = 1, locality: bool = False, summary: int = 0, overlap: int = 0,
-                 temporal: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        n_mels: int,
+        bands: int,
+        d_model: int,
+        num_heads: int,
+        spans: Spans,
+        dropout: float,
+        kernel: int = 1,
+        locality: bool = False,
+        summary: int = 0,
+        overlap: int = 0,
+        temporal: int = 0,
+    ):
         super().__init__()
         if bands < 1 or n_mels % bands or num_heads % bands or d_model % num_heads:
-            raise ValueError(f"mel_bands {bands} must divide n_mels {n_mels} and num_heads {num_heads}, "
-                             f"and num_heads must divide d_model {d_model}")  # fmt: skip
+            raise ValueError(
+                f"mel_bands {bands} must divide n_mels {n_mels} and num_heads {num_heads}, "
+                f"and num_heads must divide d_model {d_model}"
+            )
         self.bands, self.width, self.kernel, self.overlap = bands, n_mels // bands, kernel, overlap
         head_dim = d_model // num_heads
         d_band = (num_heads // bands) * head_dim  # token width per band
@@ -113,19 +132,34 @@ class BandMelStream(nn.Module):
         self.band_in = nn.Linear(kernel * (self.width + 2 * overlap), d_model)
         self.band_embedding = nn.Parameter(torch.randn(bands, d_model) * 0.1)
         # rank-`summary` projection of the whole spectrum, added to every band's pre-activation
-        self.summary = (nn.Sequential(nn.Linear(kernel * n_mels, summary, bias=False), nn.Linear(summary, d_model))
-                        if summary > 0 else None)  # fmt: skip
-        self.band_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_band),
-                                      nn.LayerNorm(d_band))  # fmt: skip
+        self.summary = (
+            nn.Sequential(nn.Linear(kernel * n_mels, summary, bias=False), nn.Linear(summary, d_model))
+            if summary > 0
+            else None
+        )
+        self.band_out = nn.Sequential(
+            nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_band), nn.LayerNorm(d_band)
+        )
         self.temporal = CausalTemporal(d_band, temporal, dropout=dropout) if temporal > 0 else None
         self.receptive = kernel + (self.temporal.receptive - 1 if self.temporal is not None else 0)
         if not 1 <= self.receptive <= spans.context:
-            raise ValueError(f"conv_kernel {kernel} + temporal receptive field must lie in [1, context "
-                             f"{spans.context}]")  # fmt: skip
+            raise ValueError(
+                f"conv_kernel {kernel} + temporal receptive field must lie in [1, context {spans.context}]"
+            )
         offsets, ages = mel_window(spans, self.receptive)
         slopes = alibi_slopes(bands, num_heads // bands) if locality else None
-        self.attention = WindowAttention(d_model, d_band, bands, num_heads // bands, head_dim, head_dim,
-                                         offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
+        self.attention = WindowAttention(
+            d_model,
+            d_band,
+            bands,
+            num_heads // bands,
+            head_dim,
+            head_dim,
+            offsets,
+            dropout,
+            ages=ages,
+            slopes=slopes,
+        )
 
     def forward(self, queries: torch.Tensor, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         b, t, _ = mel.shape
@@ -147,18 +181,40 @@ class BandMelStream(nn.Module):
 class EmotionStream(nn.Module):
     """``egemaps [B, S+E-1, D]`` -> per-query emotion features ``[B, n, Nq, d_model]`` at ``positions``."""
 
-    def __init__(self, n_egemaps: int, d_model: int, num_heads: int, spans: Spans, dropout: float,
-                 locality: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        n_egemaps: int,
+        d_model: int,
+        num_heads: int,
+        spans: Spans,
+        dropout: float,
+        locality: bool = False,
+    ):
         super().__init__()
         d_emo = max(num_heads, d_model // 2)  # 88 functionals need no 256-wide tokens; halves per-frame cost
-        self.encoder = nn.Sequential(nn.Linear(n_egemaps, d_emo), nn.GELU(), nn.Dropout(dropout),
-                                     nn.Linear(d_emo, d_emo), nn.LayerNorm(d_emo))  # fmt: skip
+        self.encoder = nn.Sequential(
+            nn.Linear(n_egemaps, d_emo),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_emo, d_emo),
+            nn.LayerNorm(d_emo),
+        )
         # token m of output p is eGeMAPS row p + (E-1) - m*step, i.e. file frame a+p - m*step
         ages = spans.step * torch.arange(spans.n_tokens)  # grid frames
         offsets = (spans.emotion_context - 1) - ages
         slopes = alibi_slopes(1, num_heads) if locality else None
-        self.attention = WindowAttention(d_model, d_emo, 1, num_heads, d_emo // num_heads,
-                                         d_model // num_heads, offsets, dropout, ages=ages, slopes=slopes)  # fmt: skip
+        self.attention = WindowAttention(
+            d_model,
+            d_emo,
+            1,
+            num_heads,
+            d_emo // num_heads,
+            d_model // num_heads,
+            offsets,
+            dropout,
+            ages=ages,
+            slopes=slopes,
+        )
 
     def forward(self, queries: torch.Tensor, egemaps: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         inference = not self.training and not torch.is_grad_enabled()
@@ -209,10 +265,19 @@ class DualStreamModel(nn.Module):
         n = blendshapes.NUM_BLENDSHAPES
         self.queries = query_init(n, d)
         kernel, locality = getattr(model_cfg, "conv_kernel", 1), getattr(model_cfg, "locality_prior", False)
-        self.mel_stream = BandMelStream(n_mels, getattr(model_cfg, "mel_bands", 4), d, heads, spans, drop,
-                                        kernel, locality, getattr(model_cfg, "mel_summary", 0),
-                                        getattr(model_cfg, "band_overlap", 0),
-                                        getattr(model_cfg, "temporal_layers", 0))  # fmt: skip
+        self.mel_stream = BandMelStream(
+            n_mels,
+            getattr(model_cfg, "mel_bands", 4),
+            d,
+            heads,
+            spans,
+            drop,
+            kernel,
+            locality,
+            getattr(model_cfg, "mel_summary", 0),
+            getattr(model_cfg, "band_overlap", 0),
+            getattr(model_cfg, "temporal_layers", 0),
+        )
         if n_egemaps > 0:
             self.emotion_stream = EmotionStream(n_egemaps, d, heads, spans, drop, locality)
             share = math.log(MEL_SHARE_INIT / (1 - MEL_SHARE_INIT)) * self.temperature / 2

@@ -3,8 +3,8 @@
 Inputs are per-file arrays on the grid (frame ``k`` at ``k / fps`` s), already normalised with the
 train-split stats: ``mel`` ``[T, n_mels]``, ``egemaps`` ``[T, 88]`` or None. Frames before 0 and
 after ``T - 1`` are filled with ``pad_mel`` / ``pad_egemaps`` (in normalised units: for the mel use
-:func:`koemorph.windows.mel_pad_value`, normalised digital silence). Slicing and padding go through
-:func:`koemorph.windows.window`, the same helper the data loader uses.
+:func:`koemorph.model.windows.mel_pad_value`, normalised digital silence). Slicing and padding go through
+:func:`koemorph.model.windows.window`, the same helper the data loader uses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from koemorph.windows import window
+from koemorph.model.windows import window
 
 __all__ = ["predict_file", "predict_file_naive", "window"]
 
@@ -41,7 +41,7 @@ def _prepare(model, mel, egemaps, fps, pad_mel):
     if int(fps) != spans.fps:
         raise ValueError(f"features at {fps} fps but the model was built for {spans.fps} fps")
     if pad_mel is None:
-        raise ValueError("pass pad_mel: the normalised silence value (koemorph.windows.mel_pad_value)")
+        raise ValueError("pass pad_mel: the normalised silence value (koemorph.model.windows.mel_pad_value)")
     mel = _numpy(mel)
     use_emotion = egemaps is not None and getattr(model, "n_egemaps", 0) > 0
     if use_emotion:
@@ -55,9 +55,13 @@ def _prepare(model, mel, egemaps, fps, pad_mel):
 def _run(model, spans, mel, egemaps, a, span, positions, smooth, state, pad_mel, pad_egemaps, device):
     m = window(mel, *spans.mel_frames(a, span), pad_mel)
     e = None if egemaps is None else window(egemaps, *spans.egemaps_frames(a, span), pad_egemaps)
-    out = model(torch.from_numpy(m)[None].to(device),
-                None if e is None else torch.from_numpy(e)[None].to(device),
-                positions.to(device), smooth=smooth, state=state)  # fmt: skip
+    out = model(
+        torch.from_numpy(m)[None].to(device),
+        None if e is None else torch.from_numpy(e)[None].to(device),
+        positions.to(device),
+        smooth=smooth,
+        state=state,
+    )
     return out["blendshapes"]
 
 
@@ -65,8 +69,16 @@ def _smooth_flag(model, smooth):
     return getattr(model, "smoothing", None) is not None if smooth is None else bool(smooth)
 
 
-def predict_file(model: nn.Module, mel, egemaps, fps: int, chunk: int = 256, pad_mel=None,
-                 pad_egemaps=0.0, smooth: bool | None = None) -> np.ndarray:  # fmt: skip
+def predict_file(
+    model: nn.Module,
+    mel,
+    egemaps,
+    fps: int,
+    chunk: int = 256,
+    pad_mel=None,
+    pad_egemaps=0.0,
+    smooth: bool | None = None,
+) -> np.ndarray:
     """Blendshapes for every frame of one file: ``[T, 52]`` float32, Apple order.
 
     Runs blocks of ``chunk`` consecutive output frames (dense positions); each block's per-frame
@@ -85,15 +97,17 @@ def predict_file(model: nn.Module, mel, egemaps, fps: int, chunk: int = 256, pad
         for a in range(0, n, chunk):
             span = min(chunk, n - a)
             positions = torch.arange(span)[None]
-            y = _run(model, spans, mel, egemaps, a, span, positions, smooth, state, pad_mel, pad_egemaps,
-                     device)  # fmt: skip
+            y = _run(
+                model, spans, mel, egemaps, a, span, positions, smooth, state, pad_mel, pad_egemaps, device
+            )
             result[a : a + span] = y[0].float().cpu().numpy()
             state = y[:, -1] if smooth else None
     return result
 
 
-def predict_file_naive(model: nn.Module, mel, egemaps, fps: int, pad_mel=None, pad_egemaps=0.0,
-                       smooth: bool | None = None) -> np.ndarray:  # fmt: skip
+def predict_file_naive(
+    model: nn.Module, mel, egemaps, fps: int, pad_mel=None, pad_egemaps=0.0, smooth: bool | None = None
+) -> np.ndarray:
     """Reference: one forward pass per output frame over that frame's whole window, ``[T, 52]``.
 
     Recomputes every window from scratch (``C + L`` mel frames, ``E`` eGeMAPS frames per output):

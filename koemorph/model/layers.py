@@ -1,6 +1,6 @@
 """Building blocks shared by both networks: windowed query attention, decoder, smoothing.
 
-Time base: every tensor here is indexed by grid frames of ONE block (see :mod:`koemorph.windows`).
+Time base: every tensor here is indexed by grid frames of ONE block (see :mod:`koemorph.model.windows`).
 ``tokens`` ``[B, T, G, d]`` holds one token per group per input frame; ``positions`` ``[B, n]``
 are the output positions within the block's span; output position ``p`` attends to the token
 frames ``p + offsets[k]`` (k = 0..W-1) of the block's input.
@@ -43,9 +43,19 @@ class WindowAttention(nn.Module):
     -> ``[B, n, Nq, H * value_dim]`` (head outputs concatenated, group by group).
     """
 
-    def __init__(self, d_query: int, d_token: int, groups: int, heads_per_group: int, key_dim: int,
-                 value_dim: int, offsets: torch.Tensor, dropout: float = 0.0, ages=None,
-                 slopes=None):  # fmt: skip
+    def __init__(
+        self,
+        d_query: int,
+        d_token: int,
+        groups: int,
+        heads_per_group: int,
+        key_dim: int,
+        value_dim: int,
+        offsets: torch.Tensor,
+        dropout: float = 0.0,
+        ages=None,
+        slopes=None,
+    ):
         super().__init__()
         self.groups, self.hpg, self.key_dim, self.value_dim = groups, heads_per_group, key_dim, value_dim
         self.heads = groups * heads_per_group
@@ -124,7 +134,7 @@ class Decoder(nn.Module):
 
     ``Linear(d, hidden) -> GELU -> Dropout`` shared by the queries, then a per-query readout
     ``hidden -> 1`` (``weight`` ``[Nq, hidden]``, ``bias`` ``[Nq]``) and a sigmoid; query ``i`` gives
-    blendshape ``i`` (never 52 values per query averaged: bug B18). With one shared readout every
+    blendshape ``i`` (never 52 values per query averaged). With one shared readout every
     blendshape had to be told apart through its query residual alone, which trained slowly; the
     per-query readout costs ``Nq * hidden`` parameters. The biases start at -2 (sigmoid 0.12, a
     typical resting level); :meth:`init_bias` sets them to the logit of the train mean pose.
@@ -151,7 +161,7 @@ class TemporalSmoothing(nn.Module):
 
     ``y_t = a * x_t + (1 - a) * y_{t-1}.detach()`` with ``a = sigmoid(logit)``, ``logit`` initialised
     to ``init`` (``ModelConfig.smoothing_init``: a = 0.95 at 3.0). ``y_{t-1}`` is the previous frame of
-    the SAME batch row (time runs along dim 1, never across batch slots: bug B17); the first frame
+    the SAME batch row (time runs along dim 1, never across batch slots); the first frame
     starts from ``state`` ``[B, K]`` (the previous chunk's last smoothed frame), or is ``y_0 = x_0``
     when ``state`` is None (reset at a file or block start).
 
@@ -200,15 +210,18 @@ class TemporalSmoothing(nn.Module):
 def check_block(mel: torch.Tensor, egemaps, positions: torch.Tensor, spans) -> int:
     """Check a block's shapes against the contract; returns the output span ``S``."""
     if mel.dim() != 3 or positions.dim() != 2 or positions.shape[0] != mel.shape[0]:
-        raise ValueError(f"mel must be [B, S+C-1+L, n_mels] and positions [B, n]; got {tuple(mel.shape)}, "
-                         f"{tuple(positions.shape)}")  # fmt: skip
+        raise ValueError(
+            f"mel must be [B, S+C-1+L, n_mels] and positions [B, n]; got {tuple(mel.shape)}, "
+            f"{tuple(positions.shape)}"
+        )
     span = spans.span_of_mel(mel.shape[1])
     if span < 1:
         raise ValueError(f"mel has {mel.shape[1]} frames: fewer than C-1+L+1 = {spans.mel_window}")
     n_eg = span + spans.emotion_context - 1
     if egemaps is not None and (egemaps.dim() != 3 or egemaps.shape[:2] != (mel.shape[0], n_eg)):
-        raise ValueError(f"egemaps must be [B, S+E-1, D] = [{mel.shape[0]}, {n_eg}, D]; "
-                         f"got {tuple(egemaps.shape)}")  # fmt: skip
+        raise ValueError(
+            f"egemaps must be [B, S+E-1, D] = [{mel.shape[0]}, {n_eg}, D]; got {tuple(egemaps.shape)}"
+        )
     if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= span):
         raise ValueError(f"positions must lie in [0, {span})")
     return span
@@ -221,8 +234,9 @@ def smooth_outputs(smoother: TemporalSmoothing | None, raw: torch.Tensor, smooth
     return raw
 
 
-def alibi_slopes(groups: int, heads_per_group: int, steepest: float = 1.0,
-                 flattest: float = 1 / 128) -> torch.Tensor:  # fmt: skip
+def alibi_slopes(
+    groups: int, heads_per_group: int, steepest: float = 1.0, flattest: float = 1 / 128
+) -> torch.Tensor:
     """``[groups * heads_per_group]`` locality slopes (per grid frame of age), geometric from
     ``steepest`` to ``flattest``, interleaved so that every group (mel band) gets local and
     long-range heads: head ``g * hpg + j`` gets the ``(j * groups + g)``-th slope."""
@@ -259,9 +273,18 @@ def stack_frames(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 
 def query_init(n: int, d: int) -> nn.Parameter:
-    """52 learnable blendshape queries ``[n, d]``, N(0, 0.1²) (seed 000)."""
+    """52 learnable blendshape queries ``[n, d]``, drawn from N(0, 0.1²)."""
     return nn.Parameter(torch.randn(n, d) * 0.1)
 
 
-__all__ = ["WindowAttention", "Decoder", "TemporalSmoothing", "check_block", "smooth_outputs", "query_init",
-           "alibi_slopes", "mel_window", "stack_frames"]
+__all__ = [
+    "WindowAttention",
+    "Decoder",
+    "TemporalSmoothing",
+    "check_block",
+    "smooth_outputs",
+    "query_init",
+    "alibi_slopes",
+    "mel_window",
+    "stack_frames",
+]

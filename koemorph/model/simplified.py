@@ -1,31 +1,38 @@
-"""Simplified baseline (seeds 000/002): per-frame mel MLP + query cross-attention + sigmoid decoder.
+"""Simplified baseline: per-frame mel MLP + query cross-attention + sigmoid decoder.
 
-Same input contract as the dual-stream model (see :mod:`koemorph.windows`): ``mel``
+Same input contract as the dual-stream model (see :mod:`koemorph.model.windows`): ``mel``
 ``[B, S+C-1+L, n_mels]`` normalised, ``positions`` ``[B, n]``; ``egemaps`` is accepted and ignored.
 
-Seed 000 encodes 300 frames of one window with ``Linear(80,256)-ReLU-Dropout-Linear(256,256)-ReLU-
-Dropout``, lets 52 queries attend over all of them, decodes each query into 52 values and averages
-over queries (bug B18). Here: the same encoder runs ONCE per input frame of the block, its first
+A ``Linear(80,256)-ReLU-Dropout-Linear(256,256)-ReLU-Dropout`` encoder runs ONCE per input frame
+of the block, its first
 Linear widened to a valid causal convolution over ``conv_kernel`` frames (as in the dual-stream
 band encoder); every output position's queries attend over its own window of ``C + L - K + 1``
-tokens (with a learned per-age key embedding, which the seed lacks: without it a window is a bag of
+tokens (with a learned per-age key embedding: without it a window is a bag of
 frames and the current frame is unknown, and the same fixed ALiBi locality prior as the dual-stream
-model); query ``i`` is decoded into blendshape ``i`` only (fixes B18), from
+model); query ``i`` is decoded into blendshape ``i`` only, from
 ``LayerNorm(q_i + attended_i)`` (shared hidden layer, per-blendshape readout; no attention output
 projection: the decoder's first Linear mixes the heads). Smoothing follows
 ``ModelConfig.smoothing`` exactly as in the dual-stream model (default on), so the two models differ
-only in their audio streams; the seed itself has none.
+only in their audio streams.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.layers import (Decoder, TemporalSmoothing, WindowAttention, alibi_slopes, check_block,
-                                   mel_window, query_init, smooth_outputs, stack_frames)  # fmt: skip
-from koemorph.windows import Spans
+from koemorph.model.layers import (
+    Decoder,
+    TemporalSmoothing,
+    WindowAttention,
+    alibi_slopes,
+    check_block,
+    mel_window,
+    query_init,
+    smooth_outputs,
+    stack_frames,
+)
+from koemorph.model.windows import Spans
 
 
 class SimplifiedModel(nn.Module):
@@ -48,12 +55,21 @@ class SimplifiedModel(nn.Module):
         offsets, ages = mel_window(spans, self.kernel)
         slopes = alibi_slopes(1, heads) if getattr(model_cfg, "locality_prior", False) else None
         self.queries = query_init(blendshapes.NUM_BLENDSHAPES, d)
-        self.mel_stream = nn.ModuleDict({
-            "encoder": nn.Sequential(nn.Linear(self.kernel * n_mels, d), nn.ReLU(), nn.Dropout(drop),
-                                     nn.Linear(d, d), nn.ReLU(), nn.Dropout(drop)),
-            "attention": WindowAttention(d, d, 1, heads, d // heads, d // heads, offsets, drop,
-                                         ages=ages, slopes=slopes),
-        })  # fmt: skip
+        self.mel_stream = nn.ModuleDict(
+            {
+                "encoder": nn.Sequential(
+                    nn.Linear(self.kernel * n_mels, d),
+                    nn.ReLU(),
+                    nn.Dropout(drop),
+                    nn.Linear(d, d),
+                    nn.ReLU(),
+                    nn.Dropout(drop),
+                ),
+                "attention": WindowAttention(
+                    d, d, 1, heads, d // heads, d // heads, offsets, drop, ages=ages, slopes=slopes
+                ),
+            }
+        )
         self.fuse_norm = nn.LayerNorm(d)
         self.decoder = Decoder(d, model_cfg.decoder_hidden, drop)
         self.smoothing = TemporalSmoothing(model_cfg.smoothing_init) if model_cfg.smoothing else None

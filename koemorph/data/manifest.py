@@ -1,0 +1,260 @@
+"""Dataset manifests: one JSON line per paired recording (audio + blendshape track).
+
+``koemorph manifest DATA_DIR -o data_manifests/NAME.jsonl`` walks DATA_DIR, pairs audio with
+tracks by relative path and stem, validates both, assigns splits and writes:
+
+- ``NAME.jsonl``: one :class:`ManifestEntry` per usable pair (paths relative to the manifest's
+  folder, so the manifest and the data can move together);
+- ``NAME.problems.jsonl``: one record per unpaired or bad file, with the reason.
+
+Splits come from folder names (``train/``, ``val/``, ``test/``) where a path has one, else from
+a seeded hash of the speaker (the stem's prefix), so one speaker never spans two splits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from koemorph.config import DataConfig
+from koemorph.errors import InputError
+from koemorph.io.audio import AUDIO_EXTENSIONS, audio_info, sha256_file
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
+                  "test": "test", "eval": "test"}
+TRACK_SUFFIXES = (".jsonl", ".csv", ".json")  # preference order when a stem has several
+_NOT_TRACKS = re.compile(r"(\.phones\.json|^corpus\.json|^take\.json|frame_log.*|\.problems\.jsonl)$", re.I)
+
+
+@dataclass
+class ManifestEntry:
+    """One recording. Paths are relative to the manifest file's folder when stored."""
+
+    id: str  # stable and path-safe: usable as a Zarr group and output file name
+    audio_path: str
+    track_path: str | None
+    duration: float  # seconds
+    sample_rate: int  # native rate of the audio file (it is resampled to 16 kHz on load)
+    channels: int
+    track_fps: float | None
+    audio_sha256: str
+    track_sha256: str | None
+    split: str
+    speaker: str
+
+
+@dataclass
+class ManifestResult:
+    entries: list[ManifestEntry] = field(default_factory=list)
+    problems: list[dict] = field(default_factory=list)  # {"path", "problem"}
+    manifest_path: Path | None = None
+
+
+def make_id(rel_stem: str) -> str:
+    """A stable, path-safe id from a relative path without suffix (``train/a b/x`` -> ``train__a-b__x``).
+
+    Characters outside ``[A-Za-z0-9._-]`` become ``-``; when that changes the text, a short hash
+    of the original keeps ids of different files distinct (e.g. unicode names).
+    """
+    parts = [p for p in Path(rel_stem).as_posix().split("/") if p]
+    safe = "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-.") or "x" for p in parts)
+    if safe.startswith("_"):  # Zarr reserves names starting with "__"
+        safe = "x" + safe
+    if safe != "__".join(parts):
+        safe += "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:6]
+    return safe
+
+
+def split_from_path(rel_path: Path) -> str | None:
+    """``train``/``val``/``test`` if a folder in the path names a split, else None."""
+    for part in rel_path.parent.parts:
+        split = _SPLIT_ALIASES.get(part.lower())
+        if split:
+            return split
+    return None
+
+
+def hash_split(speaker: str, seed: int, ratios: tuple[float, float, float]) -> str:
+    """Deterministic split of a speaker: a seeded hash mapped onto cumulative ``ratios``."""
+    total = sum(ratios)
+    if total <= 0 or any(r < 0 for r in ratios):
+        raise ValueError(f"split ratios must be non-negative and not all zero: {ratios}")
+    u = int.from_bytes(hashlib.sha256(f"{seed}:{speaker}".encode()).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name, ratio in zip(SPLITS, ratios):
+        edge += ratio / total
+        if u < edge:
+            return name
+    return SPLITS[-1]
+
+
+def speaker_of(stem: str, pattern: str) -> str:
+    """The speaker prefix of a file stem (regex group 1), or the whole stem if it does not match."""
+    match = re.match(pattern, stem)
+    return match.group(1) if match and match.group(1) else stem
+
+
+def find_pairs(data_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
+    """Pair audio and track files under ``data_dir`` by relative path without suffix.
+
+    Returns ``(pairs, problems)``; ``pairs`` holds ``(audio, track or None)``, sorted.
+    """
+    audio: dict[str, Path] = {}
+    tracks: dict[str, list[Path]] = {}
+    problems: list[dict] = []
+    for root, dirs, files in os.walk(data_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(root) / name
+            suffix = path.suffix.lower()
+            key = path.relative_to(data_dir).with_suffix("").as_posix()
+            if name.startswith(".") or _NOT_TRACKS.search(name):
+                continue
+            if suffix in AUDIO_EXTENSIONS:
+                if key in audio:
+                    problems.append({"path": str(path), "problem": f"second audio file for {key!r} "
+                                     f"(using {audio[key].name})"})
+                    continue
+                audio[key] = path
+            elif suffix in TRACK_SUFFIXES:
+                tracks.setdefault(key, []).append(path)
+    pairs = []
+    for key, audio_path in sorted(audio.items()):
+        candidates = sorted(tracks.pop(key, []), key=lambda p: TRACK_SUFFIXES.index(p.suffix.lower()))
+        for extra in candidates[1:]:
+            problems.append({"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"})
+        pairs.append((audio_path, candidates[0] if candidates else None))
+    for key, paths in sorted(tracks.items()):
+        for path in paths:
+            problems.append({"path": str(path), "problem": "no audio file with the same stem"})
+    return pairs, problems
+
+
+def _relative(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
+                   include_audio_only: bool = False) -> ManifestResult:
+    """Scan ``data_dir``, validate every pair, write ``out`` and ``out``'s problems file.
+
+    A bad file (unreadable audio, malformed track, track duration off by more than
+    ``cfg.max_duration_mismatch_s``) is listed as a problem and left out; the rest is written.
+    Audio without a track is a problem unless ``include_audio_only`` (then ``track_path`` is null).
+    """
+    from koemorph.io.tracks import check_duration, read_track
+
+    data_dir, out = Path(data_dir), Path(out)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: not a folder")
+    pairs, problems = find_pairs(data_dir)
+    result = ManifestResult(problems=problems, manifest_path=out)
+    seen_ids: set[str] = set()
+    for audio_path, track_path in _progress(pairs, "manifest"):
+        rel = audio_path.relative_to(data_dir)
+        if track_path is None and not include_audio_only:
+            problems.append({"path": str(audio_path), "problem": "no blendshape track with the same stem"})
+            continue
+        try:
+            info = audio_info(audio_path)
+            track_fps = track_sha = None
+            if track_path is not None:
+                track = read_track(track_path, swap_mouth_lr=cfg.swap_mouth_lr)
+                check_duration(track, info.duration, cfg.max_duration_mismatch_s)
+                track_fps, track_sha = track.source_fps, sha256_file(track_path)
+        except InputError as exc:
+            problems.append({"path": exc.path, "problem": exc.problem, "line": exc.line})
+            continue
+        entry_id = make_id(rel.with_suffix("").as_posix())
+        if entry_id in seen_ids:
+            problems.append({"path": str(audio_path), "problem": f"duplicate id {entry_id!r}"})
+            continue
+        seen_ids.add(entry_id)
+        speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
+        split = split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios)
+        result.entries.append(ManifestEntry(
+            id=entry_id, audio_path=_relative(audio_path, out.parent),
+            track_path=None if track_path is None else _relative(track_path, out.parent),
+            duration=round(info.duration, 6), sample_rate=info.sample_rate, channels=info.channels,
+            track_fps=None if track_fps is None else round(float(track_fps), 3),
+            audio_sha256=sha256_file(audio_path), track_sha256=track_sha, split=split, speaker=speaker,
+        ))
+    from koemorph.io.atomic import write_jsonl
+
+    write_jsonl(out, (dataclasses.asdict(e) for e in result.entries))
+    write_jsonl(problems_path(out), problems)
+    return result
+
+
+def problems_path(manifest: str | Path) -> Path:
+    manifest = Path(manifest)
+    return manifest.with_name(manifest.stem + ".problems.jsonl")
+
+
+def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEntry]:
+    """Read a manifest; paths come back absolute (resolved against the manifest's folder)."""
+    path = Path(path)
+    entries = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = ManifestEntry(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise InputError(path, f"bad manifest line ({exc})", line=line_no) from None
+            entry.audio_path = str((path.parent / entry.audio_path).resolve())
+            if entry.track_path is not None:
+                entry.track_path = str((path.parent / entry.track_path).resolve())
+            if split is None or entry.split == split:
+                entries.append(entry)
+    return entries
+
+
+def manifest_hash(path: str | Path) -> str:
+    """Short sha256 of a manifest file's bytes (logged with training runs)."""
+    return sha256_file(path)[:16]
+
+
+def _progress(items, label: str):
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            progress.advance(task)
+
+
+def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> None:
+    """Rich table: files and hours per split, then the problems with their reasons."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"manifest {result.manifest_path}")
+    for col in ("split", "files", "hours", "speakers"):
+        table.add_column(col, justify="right" if col != "split" else "left")
+    for split in (*SPLITS, None):
+        rows = [e for e in result.entries if split is None or e.split == split]
+        table.add_row(split or "all", str(len(rows)), f"{sum(e.duration for e in rows) / 3600:.3f}",
+                      str(len({e.speaker for e in rows})))
+    console.print(table)
+    if result.problems:
+        console.print(f"[yellow]{len(result.problems)} problem(s)[/] (all in {problems_path(result.manifest_path)}):")
+        for p in result.problems[:max_problems]:
+            where = p["path"] if p.get("line") is None else f"{p['path']}:{p['line']}"
+            console.print(f"  {where}: {p['problem']}", highlight=False, markup=False)
+        if len(result.problems) > max_problems:
+            console.print(f"  ... and {len(result.problems) - max_problems} more")
+    else:
+        console.print("no problems")
+    for split in ("val", "test"):
+        if result.entries and not any(e.split == split for e in result.entries):
+            console.print(f"[yellow]warning:[/] no {split} files (too few speakers for the split ratios?)")

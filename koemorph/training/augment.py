@@ -1,0 +1,97 @@
+"""Training-time voice augmentation of cached features (the cache itself is never changed).
+
+The demo corpus, like most users' recordings, has few speakers, and the model is scored on voices it
+never heard. Each batch row is shown as if spoken by a slightly different voice through a different
+microphone, with draws from ``rng`` (see :func:`batch_rng`):
+
+* ``shift_bins``: the log-mel spectrum moves along the mel axis by ``U(-s, s)`` bins (linear
+  interpolation, edge bins held): formants higher or lower by about 4 % per bin at 1-4 kHz;
+* ``gain_db``: a level change of ``U(-g, g)`` dB on every bin;
+* ``tilt_db``: a spectral tilt, ``U(-t, t)`` dB from the lowest to the highest bin (microphone and
+  voice quality);
+* ``egemaps_noise``: one offset ``N(0, sigma)`` per eGeMAPS feature (normalised units), the same
+  for every frame of the batch row: another speaker's pitch, loudness and timbre statistics.
+
+Padding rows (the normalised silence floor outside a file; eGeMAPS rows of 0 before the first
+complete openSMILE window) are left as they are, as ``koemorph render`` produces them. Mel is
+``[B, T, n_mels]`` normalised ``(dB - mean) / std`` per bin; eGeMAPS ``[B, T', 88]`` normalised.
+0 switches a transform off.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from koemorph.config import AugmentConfig
+
+_AUGMENT = 5  # RNG stream tag (koemorph.training.sampling uses 1-4)
+
+
+def enabled(cfg: AugmentConfig) -> bool:
+    return any(v > 0 for v in (cfg.shift_bins, cfg.gain_db, cfg.tilt_db, cfg.egemaps_noise))
+
+
+def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
+    """The generator for batch ``batch`` of ``epoch``: a pure function of the position in training,
+    so augmentation does not depend on DataLoader workers and a resumed run draws the same."""
+    return np.random.default_rng([int(seed), int(epoch), int(batch), _AUGMENT])
+
+
+def shift_matrix(n: int, shift: np.ndarray) -> np.ndarray:
+    """``[B, n, n]`` float64 ``M`` with ``x @ M[b]`` = ``x`` read at bin ``f - shift[b]`` (linear
+    interpolation, edge bins held), for ``x`` ``[..., n]``."""
+    shift = np.asarray(shift, np.float64)
+    src = np.clip(np.arange(n)[None, :] - shift[:, None], 0, n - 1)  # [B, n] source bin of each output bin
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = src - lo
+    m = np.zeros((len(shift), n, n))
+    rows, cols = np.arange(len(shift))[:, None], np.arange(n)[None, :]
+    m[rows, lo, cols] = 1.0 - w
+    m[rows, hi, cols] += w  # one (hi, col) per column; hi == lo only at the top edge, where w == 0
+    return m
+
+
+def augment_mel(
+    mel, rng: np.random.Generator, cfg: AugmentConfig, mean: np.ndarray, std: np.ndarray, pad: np.ndarray
+):
+    """Augmented copy of normalised log-mel ``mel`` (torch ``[B, T, F]``); ``mean``/``std``/``pad``
+    ``[F]`` (the cache's statistics and normalised silence floor).
+
+    Shift, gain and tilt act on dB values, so on normalised rows they are one affine map per batch
+    row, ``x @ A[b] + c[b]``: one batched matmul in torch (numpy's BLAS threads would spin beside
+    torch's and slow the training step).
+    """
+    b, _, f = mel.shape
+    shift = rng.uniform(-cfg.shift_bins, cfg.shift_bins, b)
+    gain = rng.uniform(-cfg.gain_db, cfg.gain_db, b)
+    tilt = rng.uniform(-cfg.tilt_db, cfg.tilt_db, b)
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    m = shift_matrix(f, shift) if cfg.shift_bins > 0 else np.broadcast_to(np.eye(f), (b, f, f))
+    ramp = np.linspace(-0.5, 0.5, f)
+    db_offset = np.einsum("f,bfg->bg", mean, m) + gain[:, None] + tilt[:, None] * ramp[None, :]  # [B, F] dB
+    a = std[None, :, None] * m / std[None, None, :]  # (x * std + mean) @ M, back to normalised units
+    c = (db_offset - mean) / std
+    a, c, pad = (torch.as_tensor(np.ascontiguousarray(x), dtype=mel.dtype) for x in (a, c, pad))
+    out = torch.baddbmm(c[:, None, :], mel, a)
+    padding = (mel == pad).all(-1, keepdim=True)
+    return torch.where(padding, mel, out)
+
+
+def augment_egemaps(ege, rng: np.random.Generator, sigma: float):
+    """``ege`` (torch ``[B, T', D]``) plus one ``N(0, sigma)`` offset per (batch row, feature) on its
+    non-zero rows."""
+    offset = torch.as_tensor(rng.normal(0.0, sigma, (ege.shape[0], 1, ege.shape[2])), dtype=ege.dtype)
+    valid = ege.abs().amax(-1, keepdim=True) > 0  # [B, T', 1]
+    return ege + offset * valid
+
+
+def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache) -> dict:
+    """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` and ``egemaps`` augmented;
+    ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel statistics. Others are shared."""
+    out = dict(batch)
+    out["mel"] = augment_mel(batch["mel"], rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad)
+    if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
+        out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise)
+    return out
