@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test lint install clean-demo
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,13 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
 	$(BIN)/koemorph summary
 
-## make test: the whole test suite (what .ci/run runs)
-test: $(STAMP)
+## make lint: ruff (pinned in the test extra) checks and format-checks the whole tree
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## make test: lint, then the whole test suite (what .ci/run runs)
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean-demo:

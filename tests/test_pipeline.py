@@ -29,6 +29,7 @@ from koemorph.params_file import params_yaml
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ["demo_data", "manifest", "extract", "train", "render", "evaluate"]
+CODE_DIRS = ("koemorph", "pipeline")  # what the stages' code deps live in
 
 
 def dvc_cmd() -> str:
@@ -153,10 +154,12 @@ def project(tmp_path_factory):
     dvc_cmd()
     root = tmp_path_factory.mktemp("project")
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
-    shutil.copytree(ROOT / "koemorph", root / "koemorph", ignore=shutil.ignore_patterns("__pycache__"))
+    for code in CODE_DIRS:
+        shutil.copytree(ROOT / code, root / code, ignore=shutil.ignore_patterns("__pycache__"))
     cfg = load_config(None, TINY + [f"train.tracking_uri=sqlite:///{root / 'mlflow.db'}"])
     (root / "params.yaml").write_text(params_yaml(cfg))
     run_dvc("init", "--no-scm", "-q", cwd=root)
+    shutil.copy(ROOT / ".dvcignore", root / ".dvcignore")
     first = run_dvc("repro", cwd=root)
     return root, cfg, first.stdout + first.stderr
 
@@ -226,3 +229,56 @@ def test_summary_reports_every_stage(project, monkeypatch):
     ):
         assert needle in res.output, (needle, res.output)
     assert "not run yet" not in res.output
+
+
+def code_deps(stage: dict) -> list[str]:
+    """The stage's deps that are project code (folders or files under :data:`CODE_DIRS`)."""
+    return [d for d in stage["deps"] if d.split("/")[0] in CODE_DIRS]
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    """Each stage lists the subpackages whose code its command runs (a static check; the test below
+    shows that DVC acts on them)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    runs = {
+        "demo_data": {"koemorph/demo", "koemorph/io"},
+        "manifest": {"koemorph/data", "koemorph/io"},
+        "extract": {"koemorph/data", "koemorph/io", "koemorph/features", "pipeline"},
+        "train": {"koemorph/training", "koemorph/model", "koemorph/data", "koemorph/features"},
+        "render": {
+            "koemorph/inference",
+            "koemorph/model",
+            "koemorph/training",
+            "koemorph/features",
+            "pipeline",
+        },
+        "evaluate": {"koemorph/evaluation", "koemorph/io", "koemorph/data"},
+    }
+    for name, needed in runs.items():
+        deps = set(code_deps(stages[name]))
+        assert needed | {"koemorph/grid.py", "koemorph/blendshapes.py"} <= deps, (name, needed - deps)
+        for dep in deps:
+            assert (ROOT / dep).exists(), (name, dep)
+
+
+@pytest.mark.slow
+def test_editing_a_stages_code_makes_dvc_report_that_stage(project):
+    """In the temporary project (after its first `dvc repro`), a comment added to one file of each
+    code dependency makes `dvc status` report exactly the stages that list that dependency."""
+    root, _, _ = project
+    run_dvc("repro", cwd=root)  # whatever an earlier test changed is brought up to date first
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    deps = sorted({d for stage in stages.values() for d in code_deps(stage)})
+    assert len(deps) >= 9, deps
+    for dep in deps:
+        path = root / dep
+        target = path if path.is_file() else sorted(path.rglob("*.py"))[0]
+        original = target.read_bytes()
+        try:
+            target.write_bytes(original + b"\n# edited by the test\n")
+            status = json.loads(run_dvc("status", "--json", cwd=root).stdout or "{}")
+        finally:
+            target.write_bytes(original)
+        expected = {name for name, stage in stages.items() if dep in code_deps(stage)}
+        assert set(status) == expected, (dep, target, sorted(status))
+    assert json.loads(run_dvc("status", "--json", cwd=root).stdout or "{}") == {}
