@@ -2,6 +2,10 @@
 
 Heavy packages (torch, dask, zarr, mlflow, opensmile) are imported inside the commands so
 that ``koemorph --help`` answers at once.
+
+Every command runs under :func:`_guard`: a user error (bad config key, input file, path) prints
+``error: <message>`` verbatim on stderr and exits 2 (or the code the command chose); anything else is
+a bug and prints its traceback with :data:`BUG_HINT`.
 """
 
 from __future__ import annotations
