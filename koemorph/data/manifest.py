@@ -252,7 +252,7 @@ def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> No
         console.print(f"[yellow]{len(result.problems)} problem(s)[/] (all in {where_all}):")
         for p in result.problems[:max_problems]:
             where = p["path"] if p.get("line") is None else f"{p['path']}:{p['line']}"
-            console.print(f"  {where}: {p['problem']}", highlight=False, markup=False)
+            console.print(f"  {where}: {p['problem']}", highlight=False, markup=False, soft_wrap=True)
         if len(result.problems) > max_problems:
             console.print(f"  ... and {len(result.problems) - max_problems} more")
     else:
