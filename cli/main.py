@@ -2,16 +2,98 @@
 
 Heavy packages (torch, dask, zarr, mlflow, opensmile) are imported inside the commands so
 that ``koemorph --help`` answers at once.
+
+Every command runs under :func:`_guard`: a user error (bad config key, input file, path) prints
+``error: <message>`` verbatim on stderr and exits 2 (or the code the command chose); anything else is
+a bug and prints its traceback with :data:`BUG_HINT`.
 """
 
 from __future__ import annotations
 
+import functools
+import traceback
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 
-app = typer.Typer(
+BUG_HINT = "this is a bug in koemorph: please report it with the traceback above"
+EGEMAPS_MISSING = """eGeMAPS features are on (features.egemaps: true, the default) but openSMILE \
+cannot be imported ({cause}).
+Either install it (audEERING research-only licence, see README "Licences"):
+    pip install "koemorph[egemaps]"        (in a source checkout: pip install -e ".[egemaps]")
+or extract without eGeMAPS (a mel-only model; fine for commercial use):
+    koemorph extract --set features.egemaps=false
+    (or for every command: set `egemaps: false` under `features:` in params.yaml)"""
+
+
+class CommandError(Exception):
+    """A user error a command reports as ``error: <message>`` with exit code ``code`` (no traceback)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands all run under :func:`_guard` (user errors vs bugs)."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorate(fn):
+            register(_guard(fn))
+            return fn
+
+        return decorate
+
+
+def _user_error(exc: BaseException) -> tuple[str, int] | None:
+    """``(message, exit code)`` if ``exc`` is the user's to fix (config, input file, path), else None."""
+    from koemorph.config_rules import ConfigError
+    from koemorph.errors import InputError
+
+    if isinstance(exc, CommandError):
+        return str(exc), exc.code
+    if isinstance(exc, (ConfigError, InputError)):
+        return str(exc), 2
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)):
+        return (f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)), 2
+    return None
+
+
+def _guard(command):
+    """Run ``command``: a user error prints ``error: <message>`` verbatim on stderr and exits 2 (or the
+    code it carries); any other exception is a bug: its traceback, then :data:`BUG_HINT`, exit 1."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as exc:
+            known = _user_error(exc)
+            if known is None:
+                traceback.print_exc()
+                typer.echo(BUG_HINT, err=True)
+                raise typer.Exit(1) from None
+            _print_error(known[0])
+            raise typer.Exit(known[1]) from None
+
+    return run
+
+
+def _print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message verbatim (no Rich markup, no wrapping)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True).print(Text.assemble(("error:", "red"), " ", message))
+
+
+app = _App(
     help="koemorph: speech audio to the 52 ARKit blendshapes (30/60 fps).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -36,10 +118,42 @@ def _config(params: Path, overrides: list[str] | None, extra: dict | None = None
 
 
 def _fail(message: str, code: int = 1):
-    from rich.console import Console
+    raise CommandError(message, code)
 
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
+
+def _checkpoint(spec: str | Path, missing: str | None = None) -> str:
+    """``spec``, after failing naming the file if it is a local file that cannot be read as a koemorph
+    checkpoint (empty, truncated, garbage); a spec that is no file fails with ``missing`` if given
+    (else it is left to the loader: an MLflow URI, or its own "no such file")."""
+    from koemorph.errors import InputError
+
+    path = Path(spec)
+    if not path.is_file():
+        if missing:
+            _fail(f"{path}: {missing}", code=2)
+        return str(spec)
+    from koemorph.training.checkpoint import load_checkpoint
+
+    try:
+        load_checkpoint(path)
+    except InputError:
+        raise
+    except Exception as exc:  # whatever the unpickler says, the file is the problem
+        if str(path) in str(exc):
+            _fail(str(exc), code=2)
+        cause = "the file is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {exc}"
+        _fail(f"{path}: not a readable koemorph checkpoint ({cause})", code=2)
+    return str(spec)
+
+
+def _need_opensmile(features) -> None:
+    """Fail with both ways out if eGeMAPS is on and openSMILE (the `egemaps` extra) is missing."""
+    if not features.egemaps:
+        return
+    try:
+        import opensmile  # noqa: F401
+    except (ImportError, OSError) as exc:
+        _fail(EGEMAPS_MISSING.format(cause=exc), code=2)
 
 
 @app.command("params")
@@ -174,6 +288,7 @@ def extract(
     manifest, store = manifest or Path(cfg.paths.manifest), store or Path(cfg.paths.store)
     if not manifest.is_file():
         _fail(f"{manifest}: no manifest; run `koemorph manifest DATA_DIR -o {manifest}` first", code=2)
+    _need_opensmile(cfg.features)
     from koemorph.data.store import sidecar
     from pipeline.extract import extract as run_extract
 
@@ -217,8 +332,8 @@ def train(
     if not store.exists():
         _fail(f"{store}: no feature store; run `koemorph extract MANIFEST --store {store}` first", code=2)
     out_dir = out or Path(cfg.paths.run_dir)
-    if resume and not (out_dir / "last.pt").is_file():
-        _fail(f"{out_dir / 'last.pt'}: nothing to resume", code=2)
+    if resume:
+        _checkpoint(out_dir / "last.pt", missing="nothing to resume")
     from koemorph.training.loop import train as run_train
 
     try:
@@ -350,7 +465,7 @@ def render(
         summary = run_render(
             input_dir,
             out,
-            model or str(Path(paths.run_dir) / "best.pt"),
+            _checkpoint(model or Path(paths.run_dir) / "best.pt"),
             fmt=cfg.render.format,
             fps=cfg.render.fps or None,
             post=cfg.render,
@@ -360,7 +475,7 @@ def render(
             tracking_uri=tracking_uri,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        _fail(str(exc), code=2)
+        _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc), code=2)
     errors = summary.pop("errors")
     _print_summary(f"render {out}", summary)
     for message in errors[:20]:
@@ -477,10 +592,11 @@ def _print_failures(path: Path, limit: int = 20):
 def _print_summary(title: str, summary: dict):
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_header=False)
+    table = Table(title=Text(title), show_header=False)  # Text: paths like take[1].wav are not markup
     for key, value in summary.items():
-        table.add_row(str(key), f"{value:.3f}" if isinstance(value, float) else str(value))
+        table.add_row(Text(str(key)), Text(f"{value:.3f}" if isinstance(value, float) else str(value)))
     Console().print(table)
 
 

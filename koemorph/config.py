@@ -8,6 +8,7 @@ flattened tree, so the three never disagree.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from koemorph.config_rules import ConfigError, check_section, check_tree
 
 
 @dataclass
@@ -44,6 +47,9 @@ class DataConfig:
     max_duration_mismatch_s: float = 0.5  # |track end - audio duration| allowed
     swap_mouth_lr: bool = False  # Live Link Face's MouthLeft/MouthRight app bug
 
+    def __post_init__(self):
+        check_section("data", self)
+
 
 @dataclass
 class DemoConfig:
@@ -52,6 +58,9 @@ class DemoConfig:
     out_dir: str = "data/demo"
     minutes: float = 10.0
     seed: int = 0
+
+    def __post_init__(self):
+        check_section("demo", self)
 
 
 @dataclass
@@ -68,6 +77,9 @@ class FeaturesConfig:
     egemaps_context_s: float = 20.0
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
+
+    def __post_init__(self):
+        check_section("features", self)
 
 
 @dataclass
@@ -92,6 +104,9 @@ class ModelConfig:
     smoothing: bool = True
     smoothing_init: float = 3.0  # a = sigmoid(smoothing_init) at start in y_t = a*x_t + (1-a)*y_{t-1}
 
+    def __post_init__(self):
+        check_section("model", self)
+
 
 @dataclass
 class SamplingConfig:
@@ -107,6 +122,9 @@ class SamplingConfig:
     sparse_batch_size: int = 8
     num_workers: int = 0  # DataLoader workers (results do not depend on it)
 
+    def __post_init__(self):
+        check_section("sampling", self)
+
 
 @dataclass
 class AugmentConfig:
@@ -116,6 +134,9 @@ class AugmentConfig:
     gain_db: float = 6.0  # level change U(-g, g) dB
     tilt_db: float = 6.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
     egemaps_noise: float = 0.2  # per-feature offset N(0, sigma) in normalised units, fixed per block
+
+    def __post_init__(self):
+        check_section("augment", self)
 
 
 @dataclass
@@ -129,6 +150,9 @@ class LossConfig:
     consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
     channel_floor: float = 0.05  # > 0: each channel's error divided by max(its train std, floor); 0: off
 
+    def __post_init__(self):
+        check_section("loss", self)
+
 
 @dataclass
 class OptimConfig:
@@ -140,6 +164,9 @@ class OptimConfig:
     min_lr: float = 1e-6  # cosine annealing floor
     warmup_steps: int = 30  # linear warm-up from lr/warmup_steps to lr
     grad_clip: float = 1.0
+
+    def __post_init__(self):
+        check_section("optim", self)
 
 
 @dataclass
@@ -161,6 +188,9 @@ class TrainConfig:
     tracking_uri: str = ""  # "" = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     plot_files: int = 3  # validation files drawn in the predicted-vs-true PNG
 
+    def __post_init__(self):
+        check_section("train", self)
+
 
 @dataclass
 class EvaluateConfig:
@@ -174,6 +204,9 @@ class EvaluateConfig:
     ridge_context: int = 20  # ridge baseline: +- frames of mel context
     ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # lambda = alpha * train frames
     ridge_max_frames: int = 200_000  # ridge: evenly spaced train frames used at most
+
+    def __post_init__(self):
+        check_section("evaluate", self)
 
 
 @dataclass
@@ -193,22 +226,8 @@ class RenderConfig:
     clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
 
     def __post_init__(self):
-        from koemorph.blendshapes import index_of
-
-        if min(self.smooth_mouth_s, self.smooth_face_s, self.rest_fade_s, self.rest_min_silence_s) < 0:
-            raise ValueError("smoothing, fade and silence lengths must be >= 0 seconds")
-        if self.smooth_polyorder < 0:
-            raise ValueError("smooth_polyorder must be >= 0")
-        if self.fps not in (0, 30, 60):
-            raise ValueError(f"render fps must be 30 or 60 (0 = the model's), got {self.fps}")
-        self.clamp = {str(k): [parse_bound(b) for b in v] for k, v in dict(self.clamp or {}).items()}
-        for name, bounds in self.clamp.items():
-            index_of(name)  # KeyError for an unknown channel
-            if len(bounds) != 2:
-                raise ValueError(f"clamp {name}: expected [lo, hi], got {bounds!r}")
-            for b in bounds:
-                if isinstance(b, str):
-                    index_of(b)
+        check_section("render", self)
+        self.clamp = parse_clamp_table(self.clamp)
 
     def to_dict(self) -> dict:
         """The post-processing settings (not format/fps, recorded on their own), as written in the
@@ -219,6 +238,33 @@ class RenderConfig:
     @property
     def active(self) -> bool:
         return bool(self.smooth_mouth_s or self.smooth_face_s or self.rest_pose or self.clamp)
+
+
+class ClampChannelError(ConfigError, KeyError):
+    """An unknown channel name in ``render.clamp`` (a KeyError too, as ``blendshapes.index_of`` raises)."""
+
+    __str__ = Exception.__str__
+
+
+def parse_clamp_table(clamp) -> dict:
+    """``render.clamp`` checked: ``{channel: [lo, hi]}``, bounds numbers or channel names."""
+    from koemorph.blendshapes import canonical_name
+
+    if not isinstance(clamp or {}, dict):
+        raise ConfigError("render.clamp", f"expected a mapping {{name: [lo, hi]}}, got {clamp!r}")
+    table = {}
+    for name, bounds in dict(clamp or {}).items():
+        if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+            raise ConfigError(f"render.clamp.{name}", f"expected [lo, hi], got {bounds!r}")
+        if not all(isinstance(b, (int, float, str)) and not isinstance(b, bool) for b in bounds):
+            raise ConfigError(
+                f"render.clamp.{name}", f"bounds must be numbers or channel names, got {bounds!r}"
+            )
+        table[str(name)] = [parse_bound(b) for b in bounds]
+        for channel in [str(name)] + [b for b in table[str(name)] if isinstance(b, str)]:
+            if canonical_name(channel) is None:
+                raise ClampChannelError(f"render.clamp.{name}", f"unknown ARKit blendshape name {channel!r}")
+    return table
 
 
 def parse_bound(b):
@@ -248,6 +294,9 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
+    def __post_init__(self):
+        check_tree(self)
+
 
 def to_dict(obj) -> dict:
     """The config (or a section) as plain JSON-able dicts/lists."""
@@ -272,64 +321,71 @@ def config_hash(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(tp, value, where: str):
+    """``value`` (from YAML or ``--set``) as type ``tp``; :class:`ConfigError` naming ``where`` if it
+    does not fit."""
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(where, f"expected a mapping of keys, got {value!r}")
         return _build(tp, value, where)
-    if origin is tuple:
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(where, f"expected a list, got {value!r}")
         args = get_args(tp)
-        items = list(value)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in items)
-        if len(items) != len(args):
-            raise ValueError(f"{where}: expected {len(args)} values, got {value!r}")
-        return tuple(_coerce(a, v, where) for a, v in zip(args, items))
-    if origin is list:
-        (arg,) = get_args(tp)
-        return [_coerce(arg, v, where) for v in value]
-    if origin is not None:  # Optional / Union: take the first that fits
-        if value is None and type(None) in get_args(tp):
-            return None
-        for arg in get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(arg, value, where)
-            except (ValueError, TypeError):
-                continue
-        raise ValueError(f"{where}: {value!r} does not fit {tp}")
-    if tp is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is float:
-        return float(value)
-    if tp is str:
-        return str(value)
+        if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+            return origin(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(where, f"expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if tp in _KINDS:
+        return _scalar(tp, value, where)
     return value
 
 
+def _scalar(tp, value, where: str):
+    if tp is bool and isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return value.lower() in ("true", "1", "yes")
+    fits = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) or (isinstance(value, float) and value.is_integer()),
+        float: isinstance(value, (int, float)) or _is_number_text(value),
+        str: isinstance(value, (str, int, float)),
+    }[tp] and not (tp is not bool and isinstance(value, bool))
+    if not fits:
+        raise ConfigError(where, f"expected {_KINDS[tp]}, got {value!r}")
+    return tp(value)
+
+
+def _is_number_text(value) -> bool:
+    try:
+        return isinstance(value, str) and float(value) is not None
+    except ValueError:
+        return False
+
+
 def _build(cls, values: dict, where: str):
+    """``cls`` from ``values`` over its defaults; every key checked (known, typed, valid)."""
     hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            what = "section" if cls is Config else "key"
+            raise ConfigError(
+                f"{where}.{key}".lstrip("."), f"unknown {what} ({hint}valid: {', '.join(names)})"
+            )
     base = cls()
     kwargs = {}
     for f in dataclasses.fields(cls):
-        if f.name in values:
-            kwargs[f.name] = _coerce(hints[f.name], values[f.name], f"{where}.{f.name}".lstrip("."))
-        else:
-            kwargs[f.name] = getattr(base, f.name)
+        key = f"{where}.{f.name}".lstrip(".")
+        kwargs[f.name] = (
+            _coerce(hints[f.name], values[f.name], key) if f.name in values else getattr(base, f.name)
+        )
     return cls(**kwargs)
 
 
@@ -345,22 +401,43 @@ def _merge(base: dict, update: dict) -> dict:
 
 def parse_override(text: str) -> dict:
     """``"train.lr=3e-4"`` -> ``{"train": {"lr": 3e-4}}`` (value parsed as YAML)."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} is not of the form section.key=value")
-    key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("", f"--set {text!r}: expected section.key=value, e.g. --set features.fps=60")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(key.strip(), f"--set value {raw!r} is not valid YAML ({problem})") from None
     for part in reversed(key.strip().split(".")):
         value = {part: value}
     return value
 
 
+def read_params(path: str | Path) -> dict:
+    """The mapping in a params YAML file; :class:`ConfigError` naming the file (and line) if it
+    cannot be read or parsed."""
+    try:
+        values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(where, f"invalid YAML ({problem})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"cannot read the config file ({exc})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(str(path), f"expected a mapping of sections at the top level, got {values!r}")
+    return values
+
+
 def load_config(params: str | Path | None = "params.yaml", overrides=(), extra: dict | None = None) -> Config:
-    """Defaults <- ``params`` YAML (if it exists) <- ``extra`` dict <- ``overrides`` strings."""
+    """Defaults <- ``params`` YAML (if it exists) <- ``extra`` dict <- ``overrides`` strings.
+
+    Raises :class:`ConfigError` (a ValueError) naming the key or file and the problem."""
     values: dict = {}
     if params is not None and Path(params).is_file():
-        values = yaml.safe_load(Path(params).read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{params}: expected a mapping at the top level")
+        values = read_params(params)
     if extra:
         values = _merge(values, extra)
     for text in overrides:

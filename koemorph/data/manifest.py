@@ -207,11 +207,11 @@ def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEn
                 continue
             try:
                 entry = ManifestEntry(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
+                entry.audio_path = str((path.parent / entry.audio_path).resolve())
+                if entry.track_path is not None:
+                    entry.track_path = str((path.parent / entry.track_path).resolve())
+            except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
                 raise InputError(path, f"bad manifest line ({exc})", line=line_no) from None
-            entry.audio_path = str((path.parent / entry.audio_path).resolve())
-            if entry.track_path is not None:
-                entry.track_path = str((path.parent / entry.track_path).resolve())
             if split is None or entry.split == split:
                 entries.append(entry)
     return entries
@@ -235,10 +235,11 @@ def _progress(items, label: str):
 def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> None:
     """Rich table: files and hours per split, then the problems with their reasons."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"manifest {result.manifest_path}")
+    table = Table(title=escape(f"manifest {result.manifest_path}"))
     for col in ("split", "files", "hours", "speakers"):
         table.add_column(col, justify="right" if col != "split" else "left")
     for split in (*SPLITS, None):
@@ -247,10 +248,11 @@ def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> No
                       str(len({e.speaker for e in rows})))
     console.print(table)
     if result.problems:
-        console.print(f"[yellow]{len(result.problems)} problem(s)[/] (all in {problems_path(result.manifest_path)}):")
+        where_all = escape(str(problems_path(result.manifest_path)))
+        console.print(f"[yellow]{len(result.problems)} problem(s)[/] (all in {where_all}):")
         for p in result.problems[:max_problems]:
             where = p["path"] if p.get("line") is None else f"{p['path']}:{p['line']}"
-            console.print(f"  {where}: {p['problem']}", highlight=False, markup=False)
+            console.print(f"  {where}: {p['problem']}", highlight=False, markup=False, soft_wrap=True)
         if len(result.problems) > max_problems:
             console.print(f"  ... and {len(result.problems) - max_problems} more")
     else:

@@ -189,7 +189,7 @@ def print_table(metrics: dict, notes: list[str], console=None) -> None:
         table.add_row(label, *cells)
     console.print(table)
     for note in notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
 def log_to_mlflow(run_id: str, metrics: dict, out_dir: str | Path, tracking_uri: str | None = None) -> str:

@@ -122,10 +122,13 @@ class GradientWarnings:
         self.pending, self.kinds, self.checked, self.done, self.seen = None, set(), 0, False, set()
 
     def _emit(self, messages, note: str = "") -> None:
+        from rich.markup import escape
+
         for message in sorted(messages):
             if message not in self.seen:
                 self.seen.add(message)
-                self.console.print(f"[yellow]gradient warning:[/] {message}{note}", highlight=False)
+                text = escape(f"{message}{note}")  # parameter names and numbers, never markup
+                self.console.print(f"[yellow]gradient warning:[/] {text}", highlight=False)
 
     def __call__(self, model, dense: bool) -> None:
         if self.done:
