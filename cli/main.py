@@ -317,6 +317,9 @@ def render(
             help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).",
         ),
     ] = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="torch | onnx (onnxruntime on the checkpoint's ONNX export).")
+    ] = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
@@ -358,6 +361,7 @@ def render(
             workers=workers,
             scheduler=scheduler,
             tracking_uri=tracking_uri,
+            runtime=runtime,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc), code=2)
@@ -482,6 +486,23 @@ def _print_summary(title: str, summary: dict):
     for key, value in summary.items():
         table.add_row(str(key), f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `koemorph train`.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output ONNX file: the block model.")],
+):
+    """Export a checkpoint's block model (features in, frames out) to ONNX, with its metadata."""
+    from koemorph.inference.export import export_checkpoint
+
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint", code=2)
+    try:
+        out = export_checkpoint(checkpoint, onnx)
+    except (ValueError, KeyError, ImportError) as exc:
+        _fail(f"{checkpoint}: {exc}", code=2)
+    typer.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":
