@@ -3,12 +3,9 @@ through `koemorph render --runtime onnx`, with eGeMAPS on and off; the CLI and i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime) is not installed")
@@ -16,70 +13,21 @@ pytest.importorskip("onnxruntime", reason="the `export` extra (onnx, onnxruntime
 from cli.main import app
 from koemorph import blendshapes as bs
 from koemorph import grid
-from koemorph.config import load_config, to_dict
 from koemorph.demo.synth import speechlike
-from koemorph.features.mel import log_mel
 from koemorph.inference.export import export_checkpoint, load_onnx, predict_file_onnx
 from koemorph.inference.render import RenderJob, file_features
 from koemorph.io.tracks import read_track
-from koemorph.model import build_model
 from koemorph.model.infer import predict_file
-from koemorph.training.checkpoint import load_model, save_checkpoint
+from koemorph.training.checkpoint import load_model
 from pipeline.render import render
+from tests.checkpointkit import random_checkpoint
 
-SMALL = [
-    "model.d_model=32",
-    "model.num_heads=4",
-    "model.mel_bands=4",
-    "model.decoder_hidden=32",
-    "model.context_s=1.0",
-    "model.emotion_context_s=2.0",
-]
 CASES = {
     "dual_egemaps": ["features.egemaps=true"],
     "dual_mel_only": ["features.egemaps=false"],
     "simplified_unsmoothed": ["features.egemaps=false", "model.kind=simplified", "model.smoothing=false"],
 }
 TOL = 1e-4
-
-
-def _stats(samples: np.ndarray, cfg) -> dict:
-    mel = log_mel(samples, cfg.features)
-    stats = {"mel": {"mean": mel.mean(0).tolist(), "std": (mel.std(0) + 1.0).tolist()}}
-    if cfg.features.egemaps:
-        from koemorph.features.egemaps import egemaps
-
-        ege = egemaps(samples, cfg.features)[1]
-        stats["egemaps"] = {"mean": ege.mean(0).tolist(), "std": (ege.std(0) + 1e-3).tolist()}
-    return stats
-
-
-def _checkpoint(path: Path, overrides: list[str], samples: np.ndarray) -> Path:
-    """A checkpoint with random weights, widened so that its outputs move (an untrained decoder is flat)."""
-    cfg = load_config(None, SMALL + overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.features)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.mul_(3.0)
-            if name.startswith("decoder") and name.endswith("bias"):
-                p.zero_()
-    stats = _stats(samples, cfg)
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats=stats,
-        fps=30,
-        run_id=None,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +38,7 @@ def env(tmp_path_factory):
     for i, seconds in enumerate((40.0, 3.0)):  # 1200 frames: three blocks of 512; and one short block
         sf.write(audio / f"spk{i}.wav", speechlike(seconds, seed=i), grid.SAMPLE_RATE, subtype="PCM_16")
     train = speechlike(30.0, seed=7)
-    ckpts = {name: _checkpoint(root / f"{name}.pt", extra, train) for name, extra in CASES.items()}
+    ckpts = {name: random_checkpoint(root / f"{name}.pt", extra, train) for name, extra in CASES.items()}
     return root, audio, ckpts
 
 
