@@ -142,15 +142,15 @@ def _mouth(c: _Channels) -> dict[str, np.ndarray]:
     press, pucker, funnel = avg("mouthPress"), c.mouthPucker, c.mouthFunnel
     cx = CX + (c.mouthLeft - c.mouthRight) * 14 + (c.jawLeft - c.jawRight) * 6
     cy = 262 + 14 * c.jawOpen
-    corners = []  # (x, y) of the viewer-left (subject's right) and viewer-right corners
+    corners = []  # (x, y lift) of the viewer-left (subject's right) and viewer-right corners
     for side, s in ((-1, "Right"), (1, "Left")):
         stretch, smile = getattr(c, "mouthStretch" + s), getattr(c, "mouthSmile" + s)
         half = 34 * (1 + 0.3 * stretch + 0.2 * smile + 0.1 * getattr(c, "mouthDimple" + s))
         half = half * (1 - 0.4 * pucker - 0.25 * funnel)
-        corners.append((cx + side * half, cy - 9 * smile + 8 * getattr(c, "mouthFrown" + s)))
+        corners.append((cx + side * half, 8 * getattr(c, "mouthFrown" + s) - 9 * smile))
     u = np.linspace(-1, 1, LIP_POINTS)[None]
     x = corners[0][0] + (corners[1][0] - corners[0][0]) * (u + 1) / 2
-    base = corners[0][1] + (corners[1][1] - corners[0][1]) * (u + 1) / 2
+    base = cy + np.where(u < 0, corners[0][1], corners[1][1]) * u**2  # smiles curve up towards the corners
     profile = (1 - u**2) ** (0.75 - 0.45 * funnel)
     apart = 42 * np.clip(c.jawOpen - c.mouthClose, 0, 1) * (1 - 0.6 * press)
     up = 0.25 * apart + 7 * avg("mouthUpperUp") + 2.5 * funnel
