@@ -110,3 +110,22 @@ def test_render_cli_rejects_unknown_runtime(env):
         ],
     )
     assert result.exit_code == 2 and "unknown runtime 'tf'" in result.output
+
+
+def test_unexportable_option_is_named(tmp_path):
+    from koemorph.config import load_config
+    from koemorph.inference.export import export_model
+    from koemorph.model import build_model
+    from tests.checkpointkit import SMALL
+
+    cfg = load_config(None, [*SMALL, "model.band_overlap=2", "features.egemaps=false"])
+    model = build_model(cfg.model, cfg.features)
+    meta = {
+        "config": cfg,
+        "stats": {"mel": {"mean": [0.0] * 80, "std": [1.0] * 80}},
+        "fps": 30,
+        "sha256": None,
+    }
+    with pytest.raises(ValueError, match="model.band_overlap > 0 cannot be exported"):
+        export_model(model, meta, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -121,6 +121,11 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, span: int = 300)
     """
     import onnx
 
+    if getattr(getattr(model, "mel_stream", None), "overlap", 0):
+        raise ValueError(
+            "model.band_overlap > 0 cannot be exported: its overlapping band split (unfold) has no "
+            "ONNX form with dynamic lengths; train with model.band_overlap: 0"
+        )
     use_egemaps = bool(meta["config"].features.egemaps and "egemaps" in meta["stats"])
     use_egemaps = use_egemaps and getattr(model, "n_egemaps", 0) > 0
     span = max(span, model.spans.mel_window + 2)
