@@ -41,6 +41,8 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
     and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32."""
     from koemorph.inference.render import RenderJob, render_values, resolve_model
 
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"unknown runtime {runtime!r}: choose 'torch' or 'onnx'")
     ref = dataclasses.replace(resolve_model(spec, work_dir), runtime=runtime)
     job = RenderJob(
         str(Path(audio).resolve()),
