@@ -432,6 +432,9 @@ def render(
             help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).",
         ),
     ] = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="torch | onnx (onnxruntime on the checkpoint's ONNX export).")
+    ] = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
@@ -473,6 +476,7 @@ def render(
             workers=workers,
             scheduler=scheduler,
             tracking_uri=tracking_uri,
+            runtime=runtime,
         )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc), code=2)
@@ -598,6 +602,71 @@ def _print_summary(title: str, summary: dict):
     for key, value in summary.items():
         table.add_row(Text(str(key)), Text(f"{value:.3f}" if isinstance(value, float) else str(value)))
     Console().print(table)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `koemorph train`.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Output ONNX file: the block model.")],
+):
+    """Export a checkpoint's block model (features in, frames out) to ONNX, with its metadata."""
+    from koemorph.inference.export import export_checkpoint
+
+    if not checkpoint.is_file():
+        _fail(f"{checkpoint}: no such checkpoint", code=2)
+    try:
+        out = export_checkpoint(checkpoint, onnx)
+    except (ValueError, KeyError, ImportError) as exc:
+        _fail(f"{checkpoint}: {exc}", code=2)
+    typer.echo(f"wrote {out}")
+
+
+@app.command("preview")
+def preview_cmd(
+    audio: Annotated[Path, typer.Argument(help="Audio file, or a folder of them (then TRACKs are folders).")],
+    tracks: Annotated[
+        list[Path] | None, typer.Argument(help="Blendshape tracks (or folders) shown beside each other.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Checkpoint or MLflow URI: its render is shown first.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="Page (default preview.html), or folder (default previews)."),
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option("--channel", help="ARKit channel whose curve is shown (repeatable).")
+    ] = None,
+    fps: Annotated[int, typer.Option("--fps", help="Grid of the preview: 30 or 60.")] = 30,
+    mp4: Annotated[
+        bool, typer.Option("--mp4", help="Also write an MP4 with the audio beside each page.")
+    ] = False,
+    runtime: Annotated[str, typer.Option("--runtime", help="torch | onnx, for --model.")] = "torch",
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Self-contained HTML pages with faces drawn from the tracks, in sync with the audio (#t=SECONDS)."""
+    from koemorph.preview.build import preview_file, preview_folder
+
+    cfg = _config(params, set_)
+    tracks = tracks or []
+    options = {"model": model, "channels": channel, "fps": fps, "runtime": runtime}
+    try:
+        if audio.is_dir():
+            done = preview_folder(audio, tracks, out or Path("previews"), cfg=cfg, mp4=mp4, **options)
+        elif audio.is_file():
+            done = preview_file(audio, tracks, out or Path("preview.html"), cfg=cfg, mp4=mp4, **options)
+        else:
+            _fail(f"{audio}: no such file or folder", code=2)
+    except (OSError, ValueError, KeyError) as exc:
+        _fail(str(exc), code=2)
+    typer.echo(
+        f"wrote {done.get('index') or done['page']}" + (f" and {done['mp4']}" if done.get("mp4") else "")
+    )
+    for message in done.get("errors", []):
+        typer.echo(f"  failed: {message}", err=True)
+    if done.get("errors"):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the records to :func:`koemorph.inference.render.finish` (the only writer of the 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from koemorph.inference.postprocess import RenderConfig
@@ -32,14 +33,18 @@ def render(
     workers: int | None = None,
     scheduler: str | None = None,
     tracking_uri: str | None = None,
+    runtime: str = "torch",
 ) -> dict:
     """Render every audio file under ``input_dir`` into ``out_dir``; return the summary of
-    :func:`koemorph.inference.render.finish`. ``workers=0`` runs in this process without Dask."""
+    :func:`koemorph.inference.render.finish`. ``workers=0`` runs in this process without Dask;
+    ``runtime="onnx"`` runs the model's blocks with onnxruntime on its ONNX export."""
     from koemorph.inference.render import finish, plan, render_file, resolve_model
 
     if not Path(input_dir).is_dir():
         raise FileNotFoundError(f"{input_dir}: not a folder")
-    ref = resolve_model(model, out_dir, tracking_uri)
+    if runtime not in ("torch", "onnx"):
+        raise ValueError(f"unknown runtime {runtime!r}: choose 'torch' or 'onnx'")
+    ref = dataclasses.replace(resolve_model(model, out_dir, tracking_uri), runtime=runtime)
     local = workers == 0 and not scheduler
     jobs, records = plan(
         input_dir, out_dir, ref, fmt=fmt, fps=fps, post=post, store=store, threads=None if local else 1

@@ -10,7 +10,9 @@ Files written in ``OUT``:
 - ``evaluation.json``: folders, settings, notes (e.g. baselines skipped), failures, definitions;
 - ``per_file.csv``: one row per file (failed files too, with the problem);
 - ``per_channel.csv``: per channel, pooled-frame Pearson r / CCC / MAE for each method;
-- ``per_channel_r.png``, ``curves_best.png``, ``curves_worst.png`` (best / worst file by model mouth r).
+- ``per_channel_r.png``, ``curves_best.png``, ``curves_worst.png`` (best / worst file by model mouth r);
+- ``preview_best.html``, ``preview_worst.html``: those two files as faces (truth, model) with their
+  audio (:mod:`koemorph.preview`), when ``context`` names the ``truth_dir``.
 """
 
 from __future__ import annotations
@@ -164,6 +166,12 @@ def write_outputs(
     for name, i in (("best", best), ("worst", worst)):
         title = f"{name} file by model mouth r: {ev.keys[i]} (r = {mouth_r[i]:.3f})"
         plot_curves(ev, i, out / f"curves_{name}.png", title)
+        if context and context.get("truth_dir"):  # the same file as a face with its sound
+            from koemorph.preview.build import evaluation_preview
+
+            pred = ev.preds["model"][ev.truth_index["model"].index(i)]
+            page = out / f"preview_{name}.html"
+            evaluation_preview(ev.keys[i], ev.truths[i], pred, ev.fps, context["truth_dir"], page)
     return metrics
 
 

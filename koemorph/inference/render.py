@@ -58,6 +58,7 @@ class ModelRef:
     source: str  # what the user passed
     fps: int  # the model's native (features) fps
     features: dict  # the checkpoint's FeaturesConfig as a dict
+    runtime: str = "torch"  # "torch", or "onnx": blocks run by onnxruntime on the checkpoint's export
 
 
 def resolve_model(spec: str, out_dir: str | Path, tracking_uri: str | None = None) -> ModelRef:
@@ -404,7 +405,12 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
     model, meta = get_model(job.model["path"], job.model["sha256"], job.threads)
     native = meta["fps"]
     feats, source = file_features(samples, sha, meta, job)
-    values = predict_file(
+    predict = predict_file
+    if job.model.get("runtime", "torch") == "onnx":
+        from koemorph.inference.export import predict_file_onnx, session_for
+
+        model, predict = session_for(model, meta, job.threads), predict_file_onnx
+    values = predict(
         model,
         feats["mel"],
         feats["egemaps"],
