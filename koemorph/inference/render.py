@@ -151,7 +151,8 @@ def plan(
     jobs, records = [], []
     for path in inputs:
         job = _job(path, input_dir, settings, index)
-        problem = _collision(path, job, targets) or link_in_output_path(out_dir, job.output_rel)
+        link = link_in_output_path(out_dir, job.output_rel)
+        problem = _collision(path, job, targets) or (link and f"{path}: {link}")
         if problem:
             records.append(_record(job, "error", error=problem))
             continue
