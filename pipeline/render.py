@@ -38,24 +38,24 @@ def render(
     :func:`koemorph.inference.manifest.finish`. ``workers=0`` runs in this process without Dask.
     Interrupted (Ctrl-C), it records what finished and re-raises; killed, the journal has it."""
     from koemorph.inference.manifest import render_lock
+    from koemorph.inference.models import resolve_model
 
     if not Path(input_dir).is_dir():
         raise FileNotFoundError(f"{input_dir}: not a folder")
+    ref = resolve_model(model, out_dir, tracking_uri)
     with render_lock(out_dir):
-        return _render(input_dir, out_dir, model, fmt, fps, post, store, workers, scheduler, tracking_uri)
+        return _render(input_dir, out_dir, ref, fmt, fps, post, store, workers, scheduler)
 
 
-def _render(input_dir, out_dir, model, fmt, fps, post, store, workers, scheduler, tracking_uri) -> dict:
+def _render(input_dir, out_dir, ref, fmt, fps, post, store, workers, scheduler) -> dict:
     from koemorph.inference.manifest import Journal, finish
-    from koemorph.inference.models import resolve_model
     from koemorph.inference.render import plan, render_file
 
-    ref = resolve_model(model, out_dir, tracking_uri)
     local = workers == 0 and not scheduler
     jobs, records = plan(
         input_dir, out_dir, ref, fmt=fmt, fps=fps, post=post, store=store, threads=None if local else 1
     )
-    done = {
+    scope = {  # which older manifest records this run supersedes
         "input_dir": str(Path(input_dir).resolve()),
         "planned": {j.rel for j in jobs} | {r.input for r in records},
     }
@@ -69,12 +69,12 @@ def _render(input_dir, out_dir, model, fmt, fps, post, store, workers, scheduler
                 records.append(record)
                 journal.append(record)
         except KeyboardInterrupt:  # keep what finished: its outputs are complete and recorded
-            finish(out_dir, records, **done)
+            finish(out_dir, records, **scope)
             raise
         finally:
             journal.close()
             if client is not None:
                 close_client(client)
-    summary = finish(out_dir, records, **done)
+    summary = finish(out_dir, records, **scope)
     summary["model"] = ref.id
     return summary
