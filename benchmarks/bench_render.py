@@ -92,7 +92,8 @@ def default_checkpoint(path: Path, wavs: list[Path]) -> Path:
 
 def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
     """Render the corpus on a LocalCluster; wall seconds of start-up and of the map, CPU seconds per task."""
-    from koemorph.inference.render import plan, render_file, resolve_model
+    from koemorph.inference.models import resolve_model
+    from koemorph.inference.render import plan, render_file
     from pipeline.dask_utils import close_client, dask_client, run_map
     from pipeline.render import _preload
 
@@ -108,13 +109,13 @@ def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:
         wall = time.perf_counter() - start
     finally:
         close_client(client)
-    bad = [r for r in records if r["status"] != "ok"]
+    bad = [r for r in records if r.status != "ok"]
     assert not bad, bad[:3]
     return {
         "startup": startup,
         "wall": wall,
-        "cpu": sum(r["cpu_seconds"] for r in records),
-        "audio": sum(r["duration"] for r in records),
+        "cpu": sum(r.cpu_seconds for r in records),
+        "audio": sum(r.duration for r in records),
         "files": len(records),
     }
 
@@ -192,15 +193,16 @@ def fresh_process_render(wav: Path, ckpt: Path, out: Path) -> dict:
 import json, resource, sys, time
 sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from koemorph.inference.render import plan, render_file, resolve_model
+from koemorph.inference.models import resolve_model
+from koemorph.inference.render import plan, render_file
 ref = resolve_model({str(ckpt)!r}, {str(out)!r})
 jobs, _ = plan(Path({str(wav.parent)!r}), Path({str(out)!r}), ref)
 start = time.process_time()
 record = render_file(jobs[0])
-assert record["status"] == "ok", record
+assert record.status == "ok", record
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")]  # ru_maxrss survives fork+exec
 peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"cpu": time.process_time() - start, "frames": record["frames"], "peak_mb": peak}}))
+print(json.dumps({{"cpu": time.process_time() - start, "frames": record.frames, "peak_mb": peak}}))
 """
     from pipeline.dask_utils import WORKER_MALLOC_ENV
 

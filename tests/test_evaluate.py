@@ -293,6 +293,28 @@ def test_pairing_and_unreadable_files(tmp_path):
     assert rows["a/x"]["silence_source"] == "none" and "silence/frames" not in rows["a/x"]
 
 
+def test_a_track_shorter_than_its_audio_is_trimmed_out_loud(tmp_path):
+    truth, pred, out = tmp_path / "t", tmp_path / "p", tmp_path / "r"
+    rng = np.random.default_rng(0)
+    values = np.clip(0.5 + 0.2 * rng.standard_normal((150, 52)), 0, 1)
+    write_jsonl_track(truth / "s" / "x.jsonl", values[:60], 30)  # 2 s of track ...
+    sf.write(truth / "s" / "x.wav", 0.1 * np.sin(np.arange(5 * 16000) / 10), 16000)  # ... for 5 s of audio
+    write_jsonl_track(pred / "s" / "x.jsonl", values, 30)  # a 5 s render
+    write_jsonl_track(truth / "y.jsonl", values, 30)
+    write_jsonl_track(pred / "y.jsonl", values, 30)  # same length: nothing to say
+    res = invoke("evaluate", pred, truth, "--out", out)
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if "trimmed" in line and "s/x" in line]
+    assert len(lines) == 1, res.output
+    assert f"audio {truth / 's' / 'x.wav'} by 3.00 s (90 frames)" in lines[0]
+    assert f"prediction {pred / 's' / 'x.jsonl'} by 3.00 s (90 frames)" in lines[0]
+    assert "scored the first 2.00 s (60 frames)" in lines[0]
+    report = json.loads((out / "evaluation.json").read_text())
+    assert len(report["trimmed"]) == 1 and "x.wav by 3.00 s" in report["trimmed"][0]
+    rows = pd.read_csv(out / "per_file.csv").set_index("id")
+    assert rows.loc["s/x", "trimmed_s"] == 3.0 and rows.loc["y", "trimmed_s"] == 0.0
+
+
 def test_evaluate_config_overrides():
     cfg = load_config(None, ["evaluate.ridge_alphas=[0.1, 1]", "evaluate.silence_db=30"]).evaluate
     assert cfg.ridge_alphas == (0.1, 1.0) and cfg.silence_db == 30.0

@@ -104,20 +104,39 @@ def test_upper_face_dynamics_deviation():
     assert upper_face_dynamics_deviation(other, y) == 0.0
 
 
-@pytest.mark.parametrize("shift,fps", [(3, 30), (-2, 30), (6, 60), (0, 30)])
-def test_sync_lag_sign_and_units(shift, fps):
-    rng = np.random.default_rng(0)
-    y = np.convolve(rng.uniform(0, 1, 400), np.ones(5) / 5, mode="same")
-    p = np.roll(y, shift)  # p[t] = y[t - shift]: late by `shift` frames when positive
-    assert sync_lag_ms(p, y, fps) == pytest.approx(shift * 1000 / fps)
+def lagged(shift: int, n: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred, truth)`` cut from one smoothed random signal with ``pred[t] = truth[t - shift]``
+    exactly (no wrap-around): the prediction is ``shift`` frames late when positive."""
+    x = np.convolve(np.random.default_rng(seed).uniform(0, 1, n + 60), np.ones(5) / 5, mode="same")
+    return x[30 - shift : 30 - shift + n], x[30 : 30 + n]
+
+
+SHIFTS = [(s, fps) for fps in (30, 60) for s in (1, 2, 3, 5, -1, -2, -4)] + [(9, 60), (-11, 60)]
+
+
+@pytest.mark.parametrize("shift,fps", SHIFTS)
+def test_sync_lag_is_the_known_shift_with_its_sign(shift, fps):
+    p, y = lagged(shift, seed=shift % 7)
+    assert np.array_equal(p[max(shift, 0) : 400 + min(shift, 0)], y[max(-shift, 0) : 400 - max(shift, 0)])
+    assert sync_lag_ms(p, y, fps) == pytest.approx(shift * 1000 / fps)  # late: positive
+    assert sync_lag_ms(y, p, fps) == pytest.approx(-shift * 1000 / fps)  # early: negative
+    assert sync_lag_ms(y, y, fps) == 0.0
     assert np.isnan(sync_lag_ms(np.full(400, 0.3), y, fps))
 
 
-def test_sync_lag_stays_in_window():
-    rng = np.random.default_rng(0)
-    y = np.convolve(rng.uniform(0, 1, 400), np.ones(5) / 5, mode="same")
-    lag = sync_lag_ms(np.roll(y, 12), y, 30, window_s=0.2)  # 400 ms: outside ±200 ms
-    assert abs(lag) <= 200
+def test_sync_lag_searches_its_window_only():
+    p, y = lagged(12)  # 400 ms late at 30 fps, 200 ms at 60 fps
+    assert sync_lag_ms(p, y, 30, window_s=0.5) == pytest.approx(400.0)
+    assert sync_lag_ms(p, y, 60, window_s=0.2) == pytest.approx(200.0)  # the window's edge is searched
+    assert abs(sync_lag_ms(p, y, 30, window_s=0.2)) <= 200  # 12 frames is outside ±6
+
+
+def test_score_file_reports_the_jaw_lag():
+    y = sines()
+    p = y.copy()
+    p[2:, JAW] = y[:-2, JAW]  # jawOpen two frames late
+    assert score_file(p, y, 30)["sync_lag_ms"] == pytest.approx(2000 / 30)
+    assert score_file(p, y, 60)["sync_lag_ms"] == pytest.approx(2000 / 60)
 
 
 def test_silence_rest():

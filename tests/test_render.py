@@ -168,7 +168,7 @@ def test_skip_if_unchanged_and_rerender_on_changes(env, tmp_path):
 
 def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
     """Every file a process renders uses the model it loaded first (a Dask worker is such a process)."""
-    import koemorph.inference.render
+    import koemorph.inference.models
     import koemorph.training.checkpoint
 
     loads = []
@@ -176,7 +176,7 @@ def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
     monkeypatch.setattr(
         koemorph.training.checkpoint, "load_model", lambda path: (loads.append(path), load_model(path))[1]
     )
-    monkeypatch.setattr(koemorph.inference.render, "_MODELS", {})
+    monkeypatch.setattr(koemorph.inference.models, "_MODELS", {})
     summary = render(env["tree"], tmp_path / "out", str(env["ckpt"]), workers=0)
     assert summary["ok files"] == len(GOOD) and loads == [str(env["ckpt"])]
 

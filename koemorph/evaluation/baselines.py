@@ -155,6 +155,63 @@ def _file_frames(n: int, stride: int) -> np.ndarray:
     return np.arange(0, n, stride)
 
 
+def _normal_equations(store, train: list[dict], mean, std, c: int, stride: int):
+    """``(XᵀX, XᵀY, N)`` over every ``stride``-th frame of the train files (features with a bias)."""
+    from koemorph.data.store import open_arrays
+
+    dim = (2 * c + 1) * len(mean) + 1
+    xtx, xty, n = np.zeros((dim, dim)), np.zeros((dim, 52)), 0
+    for rec in train:
+        arrays = open_arrays(store, rec["id"])
+        z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
+        frames = _file_frames(len(z), stride)
+        for a in range(0, len(frames), CHUNK):
+            f = frames[a : a + CHUNK]
+            x = np.hstack([stack_context(z, f, c), np.ones((len(f), 1))])
+            xtx += x.T @ x
+            xty += x.T @ y[f]
+            n += len(f)
+    return xtx, xty, n
+
+
+def _solve(xtx, xty, n: int, alphas) -> dict:
+    """``{alpha: weights [dim, 52]}`` of ``(XᵀX + alpha·N·I) W = XᵀY`` (the bias not penalised)."""
+    import scipy.linalg
+
+    solutions = {}
+    for alpha in alphas:
+        reg = np.full(len(xtx), alpha * n)
+        reg[-1] = 0.0  # the bias is not penalised
+        factor = scipy.linalg.cho_factor(xtx + np.diag(reg), lower=False, check_finite=False)
+        solutions[float(alpha)] = scipy.linalg.cho_solve(factor, xty, check_finite=False)
+    return solutions
+
+
+def _choose_alpha(store, val: list[dict], solutions: dict, mean, std, c: int) -> tuple[float, dict, str]:
+    """``(alpha, {alpha: val MSE}, chosen_by)``: the lowest MSE on the val files, else the middle alpha."""
+    from koemorph.data.store import open_arrays
+
+    if not val:
+        return sorted(solutions)[len(solutions) // 2], {}, "default: no val files"
+    sse, count = dict.fromkeys(solutions, 0.0), 0
+    for rec in val:
+        arrays = open_arrays(store, rec["id"])
+        z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
+        for a in range(0, len(z), CHUNK):
+            f = np.arange(a, min(a + CHUNK, len(z)))
+            x = np.hstack([stack_context(z, f, c), np.ones((len(f), 1))])
+            for alpha, w in solutions.items():
+                sse[alpha] += float(((np.clip(x @ w, 0, 1) - y[f]) ** 2).sum())
+            count += y[f].size
+    alpha = min(solutions, key=lambda a: sse[a])
+    edge = alpha in (min(solutions), max(solutions))
+    return (
+        alpha,
+        {str(a): s / count for a, s in sse.items()},
+        "val (at the edge of the alpha grid)" if edge else "val",
+    )
+
+
 def fit_ridge(
     store: str | Path, cfg: EvaluateConfig | None = None, cache: str | Path | None = None, log=None
 ) -> RidgeBaseline:
@@ -162,10 +219,6 @@ def fit_ridge(
     choosing alpha on its val split (the middle alpha when there is no val file; see ``chosen_by``).
     Uses at most ``cfg.ridge_max_frames`` evenly strided train frames (all frames, with context, feed
     the features). ``log``: optional ``callable(str)`` for progress lines."""
-    import scipy.linalg
-
-    from koemorph.data.store import open_arrays
-
     cfg = cfg or EvaluateConfig()
     key = ridge_key(store, cfg)
     if cache is not None and Path(cache).is_file():
@@ -183,45 +236,11 @@ def fit_ridge(
     c = cfg.ridge_context
     total = sum(int(r["num_frames"]) for r in train)
     stride = max(1, -(-total // cfg.ridge_max_frames))
-    dim = (2 * c + 1) * len(mean) + 1
-    xtx, xty, n = np.zeros((dim, dim)), np.zeros((dim, 52)), 0
-    for rec in train:
-        arrays = open_arrays(store, rec["id"])
-        z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
-        frames = _file_frames(len(z), stride)
-        for a in range(0, len(frames), CHUNK):
-            f = frames[a : a + CHUNK]
-            x = np.hstack([stack_context(z, f, c), np.ones((len(f), 1))])
-            xtx += x.T @ x
-            xty += x.T @ y[f]
-            n += len(f)
+    xtx, xty, n = _normal_equations(store, train, mean, std, c, stride)
     if log:
-        log(f"ridge: {len(train)} train files, {n} frames (stride {stride}), {dim} features")
-    solutions = {}
-    for alpha in cfg.ridge_alphas:
-        reg = np.full(dim, alpha * n)
-        reg[-1] = 0.0  # the bias is not penalised
-        factor = scipy.linalg.cho_factor(xtx + np.diag(reg), lower=False, check_finite=False)
-        solutions[float(alpha)] = scipy.linalg.cho_solve(factor, xty, check_finite=False)
-    val_mse: dict = {}
-    if val:
-        sse, count = dict.fromkeys(solutions, 0.0), 0
-        for rec in val:
-            arrays = open_arrays(store, rec["id"])
-            z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
-            for a in range(0, len(z), CHUNK):
-                f = np.arange(a, min(a + CHUNK, len(z)))
-                x = np.hstack([stack_context(z, f, c), np.ones((len(f), 1))])
-                for alpha, w in solutions.items():
-                    sse[alpha] += float(((np.clip(x @ w, 0, 1) - y[f]) ** 2).sum())
-                count += y[f].size
-        val_mse = {str(a): s / count for a, s in sse.items()}
-        alpha = min(solutions, key=lambda a: sse[a])
-        edge = alpha in (min(solutions), max(solutions))
-        chosen_by = "val (at the edge of the alpha grid)" if edge else "val"
-    else:
-        alpha = sorted(solutions)[len(solutions) // 2]
-        chosen_by = "default: no val files"
+        log(f"ridge: {len(train)} train files, {n} frames (stride {stride}), {len(xtx)} features")
+    solutions = _solve(xtx, xty, n, cfg.ridge_alphas)
+    alpha, val_mse, chosen_by = _choose_alpha(store, val, solutions, mean, std, c)
     if log:
         log(f"ridge: alpha {alpha:g} ({chosen_by}); val MSE {val_mse}")
     model = RidgeBaseline(
@@ -242,8 +261,10 @@ def fit_ridge(
 
 
 class StoreMel:
-    """Log-mel for an evaluated WAV: from the store when its audio sha256 matches a stored file, else
-    computed with the store's feature settings. ``fps`` is the store's frame rate."""
+    """Log-mel for an evaluated WAV: from the store when its audio sha256, frame count and mel
+    settings hash match a stored file (:func:`koemorph.inference.features.raw_mel`, the check
+    ``koemorph render`` uses), else computed with the store's feature settings. ``fps`` is the
+    store's frame rate."""
 
     def __init__(self, store: str | Path):
         from koemorph.config import FeaturesConfig
@@ -256,15 +277,8 @@ class StoreMel:
 
     def mel(self, wav: str | Path) -> tuple[np.ndarray, str]:
         """``([T, n_mels] float32 dB, "store" | "computed")``; T = grid.num_frames of the audio."""
-        from koemorph.data.store import open_arrays
+        from koemorph.inference.features import raw_mel
         from koemorph.io.audio import load_audio, sha256_file
 
-        file_id = self.by_sha.get(sha256_file(wav))
-        if file_id is not None:
-            try:
-                return np.asarray(open_arrays(self.store, file_id)["mel"][:]), "store"
-            except (OSError, ValueError, KeyError):
-                pass
-        from koemorph.features.mel import log_mel
-
-        return log_mel(load_audio(wav), self.features), "computed"
+        sha = sha256_file(wav)
+        return raw_mel(self.store, self.by_sha.get(sha), load_audio(wav), sha, self.features)

@@ -7,7 +7,9 @@ Pairing is by relative path and stem: ``PRED/a/b/x.jsonl`` ↔ ``TRUTH/a/b/x.{js
 Alignment: each track is read with :func:`koemorph.io.tracks.read_track` and resampled by timestamp
 onto the grid (frame k at k/fps s). The frames scored are ``T = min(pred frames, truth frames,
 audio frames)`` where a track's frames are ``grid.num_frames(track_span)`` and the audio's are
-``grid.num_frames(duration)`` (when the audio exists); ``trimmed_frames = max(...) - T``.
+``grid.num_frames(duration)`` (when the audio exists); ``trimmed_frames = max(...) - T``
+(``trimmed_s`` in seconds). Every trimmed file is named, with what was cut from which file, on the
+console (``log``) and in the report.
 
 Silent frames (rest-pose metrics): from ``.phones.json`` pauses when present (phones win: energy
 cannot tell a pause from a stop closure); frames no phone covers, or all frames without phones,
@@ -78,6 +80,7 @@ class Evaluation:
     truth_index: dict = field(default_factory=lambda: {m: [] for m in METHODS})  # into ``truths``
     truths: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)  # one line per file scored on fewer frames
     failures: list[dict] = field(default_factory=list)
 
     def methods(self) -> list[str]:
@@ -209,6 +212,7 @@ def load_pair(pair: FilePair, fps: int, cfg: EvaluateConfig) -> dict:
         "audio_frames": lengths[2] if samples is not None else "",
         "frames": n,
         "trimmed_frames": max(lengths) - n,
+        "trimmed_s": round((max(lengths) - n) / fps, 6),
         "silence_source": source,
     }
     return {
@@ -218,6 +222,79 @@ def load_pair(pair: FilePair, fps: int, cfg: EvaluateConfig) -> dict:
         "phones": phones,
         "row": row,
     }
+
+
+def trim_note(pair: FilePair, row: dict, fps: int) -> str | None:
+    """One line naming the files that were longer than the frames scored and by how much (None if
+    nothing was trimmed). ``row``: :func:`load_pair`'s alignment facts."""
+    n = row["frames"]
+    sides = (("prediction", pair.pred, row["pred_frames"]), ("truth", pair.truth, row["truth_frames"]))
+    sides += (("audio", pair.audio, row["audio_frames"]),) if row["audio_frames"] != "" else ()
+    longer = [f"{name} {path} by {(m - n) / fps:.2f} s ({m - n} frames)" for name, path, m in sides if m > n]
+    if not longer:
+        return None
+    return f"{pair.key}: scored the first {n / fps:.2f} s ({n} frames); trimmed the {'; the '.join(longer)}"
+
+
+def _baselines(ev: Evaluation, store, cfg: EvaluateConfig, ridge_cache, log):
+    """``(mean pose [52] or None, ridge or None, StoreMel or None)`` from ``store``; why not, in notes."""
+    ridge = pose = mels = None
+    if store is None:
+        ev.notes.append("baselines skipped: no --store given")
+        return pose, ridge, mels
+    from koemorph.evaluation.baselines import StoreMel, fit_ridge, mean_pose
+
+    try:
+        pose, mels = mean_pose(store), StoreMel(store)
+        if mels.fps != ev.fps:
+            ev.notes.append(f"ridge skipped: the store is at {mels.fps} fps, evaluating at {ev.fps}")
+        else:
+            ridge = fit_ridge(store, cfg, cache=ridge_cache, log=log)
+            ev.notes.append(
+                f"ridge: alpha {ridge.alpha:g} chosen by {ridge.chosen_by}, context ±{ridge.context} frames"
+            )
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        ev.notes.append(f"baselines skipped: {exc}")
+    return pose, ridge, mels
+
+
+def _failed(ev: Evaluation, pair: FilePair, exc: Exception) -> None:
+    problem = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
+    ev.rows.append({"id": pair.key, "status": "error", "error": problem})
+    ev.failures.append(
+        {"id": pair.key, "pred": str(pair.pred or ""), "truth": str(pair.truth or ""), "problem": problem}
+    )
+
+
+def _score(ev: Evaluation, pair: FilePair, loaded: dict, baselines: tuple, cfg: EvaluateConfig) -> None:
+    """Score the model and the baselines on one loaded pair; append to ``ev``."""
+    pose, ridge, mels = baselines
+    t = len(ev.truths)
+    truth, row = loaded["truth"], loaded["row"]
+    kwargs = {"silent": loaded["silent"], "phones": loaded["phones"], "cfg": cfg}
+    candidates = {"model": loaded["pred"]}
+    if pose is not None:
+        candidates["mean_pose"] = np.tile(pose, (len(truth), 1))
+    if ridge is not None and pair.audio is not None:
+        try:
+            mel, row["mel_source"] = mels.mel(pair.audio)
+            if len(mel) >= len(truth):
+                candidates["ridge"] = ridge.predict(mel[: len(truth)])
+        except Exception as exc:
+            row["mel_source"] = f"error: {exc}"
+    for method, pred in candidates.items():
+        scores = score_file(pred, truth, ev.fps, **kwargs)
+        ev.per_file[method].append(scores)
+        ev.preds[method].append(pred)
+        ev.truth_index[method].append(t)
+        for k, v in scores.items():
+            if method == "model":
+                row[k] = v
+            elif k in REPORT_BASELINE_KEYS:
+                row[f"{method}:{k}"] = v
+    ev.truths.append(truth)
+    ev.keys.append(pair.key)
+    ev.rows.append(row)
 
 
 def evaluate(
@@ -231,70 +308,32 @@ def evaluate(
     log=None,
 ) -> Evaluation:
     """Score every pair (see module doc). With ``store``, also the mean pose and the ridge baseline
-    (fit on the store's train split, cached at ``ridge_cache``) on the same frames."""
-    cfg = cfg or EvaluateConfig()
-    fps = grid.check_fps(fps)
-    ev = Evaluation(fps=fps)
-    ridge = pose = mels = None
-    if store is None:
-        ev.notes.append("baselines skipped: no --store given")
-    else:
-        from koemorph.evaluation.baselines import StoreMel, fit_ridge, mean_pose
+    (fit on the store's train split, cached at ``ridge_cache``) on the same frames.
 
-        try:
-            pose, mels = mean_pose(store), StoreMel(store)
-            if mels.fps != fps:
-                ev.notes.append(f"ridge skipped: the store is at {mels.fps} fps, evaluating at {fps}")
-            else:
-                ridge = fit_ridge(store, cfg, cache=ridge_cache, log=log)
-                ev.notes.append(
-                    f"ridge: alpha {ridge.alpha:g} chosen by {ridge.chosen_by}, "
-                    f"context ±{ridge.context} frames"
-                )
-        except (FileNotFoundError, ValueError, KeyError) as exc:
-            ev.notes.append(f"baselines skipped: {exc}")
+    A file scored on fewer frames than one of its prediction, truth and audio has gets a line
+    (:func:`trim_note`) in ``ev.trimmed``, passed at once to ``log`` (``callable(str)``), and the
+    count goes into ``ev.notes``."""
+    cfg = cfg or EvaluateConfig()
+    ev = Evaluation(fps=grid.check_fps(fps))
+    baselines = _baselines(ev, store, cfg, ridge_cache, log)
     pairs = find_pairs(pred_dir, truth_dir)
     if not pairs:
         ev.notes.append(f"no track files under {pred_dir} or {truth_dir}")
     for pair in pairs:
         try:
-            loaded = load_pair(pair, fps, cfg)
+            loaded = load_pair(pair, ev.fps, cfg)
         except Exception as exc:  # failures are data: record and go on
-            problem = str(exc) if isinstance(exc, (OSError, ValueError)) else f"{type(exc).__name__}: {exc}"
-            ev.rows.append({"id": pair.key, "status": "error", "error": problem})
-            ev.failures.append(
-                {
-                    "id": pair.key,
-                    "pred": str(pair.pred or ""),
-                    "truth": str(pair.truth or ""),
-                    "problem": problem,
-                }
-            )
+            _failed(ev, pair, exc)
             continue
-        t = len(ev.truths)
-        truth, row = loaded["truth"], loaded["row"]
-        kwargs = {"silent": loaded["silent"], "phones": loaded["phones"], "cfg": cfg}
-        candidates = {"model": loaded["pred"]}
-        if pose is not None:
-            candidates["mean_pose"] = np.tile(pose, (len(truth), 1))
-        if ridge is not None and pair.audio is not None:
-            try:
-                mel, row["mel_source"] = mels.mel(pair.audio)
-                if len(mel) >= len(truth):
-                    candidates["ridge"] = ridge.predict(mel[: len(truth)])
-            except Exception as exc:
-                row["mel_source"] = f"error: {exc}"
-        for method, pred in candidates.items():
-            scores = score_file(pred, truth, fps, **kwargs)
-            ev.per_file[method].append(scores)
-            ev.preds[method].append(pred)
-            ev.truth_index[method].append(t)
-            for k, v in scores.items():
-                if method == "model":
-                    row[k] = v
-                elif k in REPORT_BASELINE_KEYS:
-                    row[f"{method}:{k}"] = v
-        ev.truths.append(truth)
-        ev.keys.append(pair.key)
-        ev.rows.append(row)
+        note = trim_note(pair, loaded["row"], ev.fps)
+        if note:
+            ev.trimmed.append(note)
+            if log:
+                log(f"trimmed: {note}")
+        _score(ev, pair, loaded, baselines, cfg)
+    if ev.trimmed:
+        ev.notes.append(
+            f"{len(ev.trimmed)} file(s) scored on fewer frames than their prediction, truth or audio has"
+            " (evaluation.json: trimmed; per_file.csv: trimmed_s)"
+        )
     return ev

@@ -238,6 +238,23 @@ def segment_frames(
     return np.arange(max(lo, 0), min(hi, n_frames))
 
 
+def _closure_segments(phones: list[dict], n: int, fps: int, slack: int) -> tuple[list, list]:
+    """Frame indices of the non-empty bilabial segments (widened by ``slack`` frames each side) and
+    of the open-vowel segments (unwidened), each a list of ``[k]`` int arrays."""
+    bil, opn = [], []
+    for seg in phones:
+        kind = segment_kind(seg)
+        if kind == "bilabial":
+            frames = segment_frames(float(seg["start"]), float(seg["end"]), n, fps, slack)
+            if frames.size:
+                bil.append(frames)
+        elif kind == "open_vowel":
+            frames = segment_frames(float(seg["start"]), float(seg["end"]), n, fps)
+            if frames.size:
+                opn.append(frames)
+    return bil, opn
+
+
 def closure_scores(
     pred, truth, phones: list[dict], fps: int, quantile: float = 0.9, slack_s: float = 0.05
 ) -> dict:
@@ -256,18 +273,7 @@ def closure_scores(
     """
     p, y = _pair(pred, truth)
     ap, ay = p[:, JAW] - p[:, CLOSE], y[:, JAW] - y[:, CLOSE]
-    n, slack = len(p), int(round(slack_s * fps))
-    bil, opn = [], []
-    for seg in phones:
-        kind = segment_kind(seg)
-        if kind == "bilabial":
-            frames = segment_frames(float(seg["start"]), float(seg["end"]), n, fps, slack)
-            if frames.size:
-                bil.append(frames)
-        elif kind == "open_vowel":
-            frames = segment_frames(float(seg["start"]), float(seg["end"]), n, fps)
-            if frames.size:
-                opn.append(frames)
+    bil, opn = _closure_segments(phones, len(p), fps, int(round(slack_s * fps)))
     nan = float("nan")
     out = {
         "closure/tau": nan,

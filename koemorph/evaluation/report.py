@@ -7,7 +7,8 @@ Files written in ``OUT``:
 - ``metrics.json``: ``{"model": {...}, "ridge": {...}, "mean_pose": {...}, "files", "failed_files",
   "frames", "trimmed_frames", "skipped_flat_channels", ...}``, numbers only (a DVC metrics file);
   per method plain keys are macro means over files, ``micro/*`` keys pooled over frames / counts;
-- ``evaluation.json``: folders, settings, notes (e.g. baselines skipped), failures, definitions;
+- ``evaluation.json``: folders, settings, notes (e.g. baselines skipped), trimmed files (which file
+  was longer than the frames scored, by how much), failures, definitions;
 - ``per_file.csv``: one row per file (failed files too, with the problem);
 - ``per_channel.csv``: per channel, pooled-frame Pearson r / CCC / MAE for each method;
 - ``per_channel_r.png``, ``curves_best.png``, ``curves_worst.png`` (best / worst file by model mouth r);
@@ -146,6 +147,7 @@ def write_outputs(
         "fps": ev.fps,
         "config": dataclasses.asdict(cfg),
         "notes": ev.notes,
+        "trimmed": ev.trimmed,
         "failures": ev.failures,
         "methods": ev.methods(),
         "aggregation": "plain keys: macro mean over files (NaN skipped); micro/*: pooled frames "
@@ -200,35 +202,34 @@ def print_table(metrics: dict, notes: list[str], console=None) -> None:
         console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _existing_run(uri: str, run_id: str):
+    """A :class:`koemorph.training.tracking.Tracker` on the existing run ``run_id`` that, unlike
+    resuming a training, leaves the run's status as it is. Fails clearly on an unknown run."""
+    from mlflow.tracking import MlflowClient
+
+    from koemorph.training.tracking import Tracker
+
+    tracker = Tracker.__new__(Tracker)
+    tracker.uri, tracker.client = uri, MlflowClient(tracking_uri=uri)
+    tracker.run_id = tracker.client.get_run(run_id).info.run_id
+    return tracker
+
+
 def log_to_mlflow(run_id: str, metrics: dict, out_dir: str | Path, tracking_uri: str | None = None) -> str:
     """Log every numeric aggregate as ``eval/<method>/<metric>`` (run-level counts as ``eval/<name>``)
     and the files of ``out_dir`` as artifacts under ``eval/`` of the existing run. Returns the URI used.
     The run's status is not changed."""
-    import time
-
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
     from koemorph.training.tracking import resolve_uri
 
     uri = resolve_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
-    client.get_run(run_id)  # fails clearly on an unknown run
-    now, items = int(time.time() * 1000), []
-
-    def add(name, value):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value)):
-            items.append(Metric(name, float(value), now, 0))
-
+    tracker = _existing_run(uri, run_id)
+    flat = {}
     for key, value in metrics.items():
-        if isinstance(value, dict):
-            for k, v in value.items():
-                add(f"eval/{key}/{k}", v)
-        else:
-            add(f"eval/{key}", value)
-    for i in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+        for name, v in value.items() if isinstance(value, dict) else [("", value)]:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                flat[f"eval/{key}/{name}" if name else f"eval/{key}"] = v
+    tracker.log_metrics(flat, step=0)  # finite values only, in batches
     for path in sorted(Path(out_dir).iterdir()):
         if path.is_file() and path.suffix in (".json", ".csv", ".png"):
-            client.log_artifact(run_id, str(path), "eval")
+            tracker.log_artifact(path, "eval")
     return uri

@@ -34,6 +34,16 @@ def _sqlite_file(uri: str) -> str:
     return uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else uri
 
 
+def _renders(renders: Path) -> str:
+    """The render folder and its files per status (from its render manifest)."""
+    from koemorph.inference.manifest import MANIFEST_NAME, read_records
+
+    if not (renders / MANIFEST_NAME).is_file():
+        return f"{renders}: {MISSING}"
+    status = Counter(r.status for r in read_records(renders))
+    return f"{renders}/ ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))})"
+
+
 def pipeline_summary(cfg: Config) -> list[tuple[str, str]]:
     """``(label, text)`` rows describing the data, the training run, the scores and where things are."""
     paths = cfg.paths
@@ -67,14 +77,7 @@ def pipeline_summary(cfg: Config) -> list[tuple[str, str]]:
     else:
         rows.append(("training", f"{paths.run_dir}: {MISSING}"))
 
-    renders = Path(paths.render_dir)
-    manifest = renders / "render_manifest.jsonl"
-    if manifest.is_file():
-        status = Counter(r.get("status") for r in read_jsonl(manifest))
-        rows.append(("renders", f"{renders}/ ({', '.join(f'{n} {s}' for s, n in sorted(status.items()))})"))
-    else:
-        rows.append(("renders", f"{renders}: {MISSING}"))
-
+    rows.append(("renders", _renders(Path(paths.render_dir))))
     report = Path(paths.report_dir)
     metrics = _json(report / "metrics.json")
     if metrics:

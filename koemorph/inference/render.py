@@ -1,9 +1,10 @@
 """``koemorph render``: whole folders of speech to blendshape files, one output per input.
 
-The Dask driver (``pipeline/render.py``) only orchestrates: :func:`resolve_model` turns
-``--model`` into a local checkpoint, :func:`plan` walks the input tree and decides what needs
-rendering, :func:`render_file` runs in a worker and returns a record (never raises), and
-:func:`finish` writes ``OUT/render_manifest.jsonl``. Only the driver writes the manifest.
+The Dask driver (``pipeline/render.py``) only orchestrates: :func:`koemorph.inference.models.resolve_model`
+turns ``--model`` into a local checkpoint, :func:`plan` walks the input tree and decides what needs
+rendering, :func:`render_file` runs in a worker and returns a
+:class:`koemorph.inference.manifest.RenderRecord` (never raises), and the driver journals the records
+and writes ``OUT/render_manifest.jsonl`` (:mod:`koemorph.inference.manifest`).
 
 Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
 
@@ -11,20 +12,20 @@ Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
 2. features with the training extractors and the checkpoint's ``features`` config: log-mel
    ``[T, n_mels]`` and eGeMAPS ``[T, 88]`` at the model's native fps, ``T = num_frames_for_samples(N)``,
    or the same arrays read from a feature store (``--store``) whose group has the same audio
-   sha256 and feature hashes; normalised with the checkpoint's stats by
-   :func:`koemorph.features.normalise.normalise_features` (the code training uses);
+   sha256 and feature hashes (:mod:`koemorph.inference.features`); normalised with the checkpoint's
+   stats by :func:`koemorph.features.normalise.normalise_features` (the code training uses);
 3. :func:`koemorph.model.infer.predict_file`: ``[T, 52]`` for every frame from t = 0 (frames before
    a full context see the same padding as in training);
 4. another output fps than the model's (30 <-> 60): linear interpolation at the output grid times
    ``k / fps`` (``num_frames_for_samples(N, fps)`` frames; the last frame is held past the end);
-5. optional post-processing (:mod:`koemorph.inference.postprocess`), then an atomic write.
+5. optional post-processing (:mod:`koemorph.inference.postprocess`), then an atomic write to the
+   output's own path inside OUT: a symbolic link anywhere on that path is an error for the file,
+   never written through.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import time
 import traceback
 from dataclasses import dataclass
@@ -33,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from koemorph import grid
+from koemorph.inference.features import file_features, store_index
+from koemorph.inference.manifest import MANIFEST_NAME, RenderRecord, read_manifest
+from koemorph.inference.models import ModelRef, get_model
 from koemorph.inference.postprocess import RenderConfig, postprocess
 
+__all__ = ["MANIFEST_NAME", "RenderJob", "file_features", "plan", "render_file", "render_values"]
+
 FORMATS = {"jsonl": ".jsonl", "livelink-csv": ".csv", "beat-json": ".json"}
-MANIFEST_NAME = "render_manifest.jsonl"
-MODEL_DIR = ".render_models"  # MLflow downloads, inside OUT_DIR (workers must see them)
-MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
-SKIP_KEYS = ("audio_sha256", "model_sha256", "fps", "format", "postprocess", "output")
 # Output frames per inference block (the result does not depend on it). At 512 a block's
 # [512, 52, 256] float32 tensors (27 MB) stay under the workers' 32 MB mmap threshold
 # (pipeline.dask_utils.WORKER_MALLOC_ENV), so they reuse heap memory instead of being faulted in
@@ -48,71 +50,13 @@ SKIP_KEYS = ("audio_sha256", "model_sha256", "fps", "format", "postprocess", "ou
 CHUNK = 512
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """A resolved ``--model``: local checkpoint path, its sha256, the id written to the manifest."""
-
-    path: str
-    sha256: str
-    id: str  # MLflow run id, or the checkpoint's sha256 prefix
-    source: str  # what the user passed
-    fps: int  # the model's native (features) fps
-    features: dict  # the checkpoint's FeaturesConfig as a dict
-    runtime: str = "torch"  # "torch", or "onnx": blocks run by onnxruntime on the checkpoint's export
-
-
-def resolve_model(spec: str, out_dir: str | Path, tracking_uri: str | None = None) -> ModelRef:
-    """A checkpoint path, or an MLflow URI (``runs:/<run_id>/<path>``, ``models:/<name>/<version>``)
-    downloaded with ``mlflow.artifacts.download_artifacts`` into ``OUT_DIR/.render_models/``.
-
-    Tracking URI: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
-    """
-    from koemorph.io.audio import sha256_file
-    from koemorph.training.checkpoint import load_checkpoint
-
-    run_id = None
-    if spec.startswith(MLFLOW_SCHEMES):
-        from mlflow.artifacts import download_artifacts
-
-        from koemorph.training.tracking import resolve_uri
-
-        if spec.startswith("runs:/"):
-            run_id = spec[len("runs:/") :].strip("/").split("/")[0]
-        dst = Path(out_dir) / MODEL_DIR / re.sub(r"[^A-Za-z0-9._-]+", "_", spec)
-        dst.mkdir(parents=True, exist_ok=True)
-        local = Path(
-            download_artifacts(artifact_uri=spec, dst_path=str(dst), tracking_uri=resolve_uri(tracking_uri))
-        )
-        if local.is_dir():
-            found = sorted(local.rglob("*.pt"))
-            found = [p for p in found if p.name == "best.pt"] or found
-            if len(found) != 1:
-                raise ValueError(f"{spec}: expected one checkpoint (.pt) in the artifact, found {len(found)}")
-            local = found[0]
-    else:
-        local = Path(spec)
-        if not local.is_file():
-            raise FileNotFoundError(f"{spec}: no such checkpoint file")
-    ckpt = load_checkpoint(local)
-    sha = sha256_file(local)
-    run_id = run_id or (ckpt.get("mlflow_run_id") if spec.startswith(MLFLOW_SCHEMES) else None)
-    return ModelRef(
-        str(local.resolve()),
-        sha,
-        run_id or sha[:16],
-        spec,
-        int(ckpt["fps"]),
-        dict(ckpt["config"]["features"]),
-    )
-
-
 @dataclass
 class RenderJob:
     """Everything one worker task needs (plain, picklable values). Paths are absolute."""
 
     input: str
     rel: str  # input path relative to INPUT_DIR (posix)
-    output: str
+    output: str  # OUT_DIR (resolved) / output_rel: links inside OUT are not resolved
     output_rel: str  # relative to OUT_DIR (posix)
     format: str
     fps: int  # output fps
@@ -124,6 +68,8 @@ class RenderJob:
     store_group: str | None = None
     threads: int | None = None  # torch threads in the worker (1 under Dask)
     chunk: int = CHUNK  # output frames per inference block
+    input_dir: str | None = None  # INPUT_DIR, resolved
+    out_dir: str | None = None  # OUT_DIR, resolved
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -145,40 +91,20 @@ def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(input_dir).as_posix())
 
 
-def read_manifest(out_dir: Path) -> dict[str, dict]:
-    """The previous run's records by input relative path (empty if absent or unreadable)."""
-    from koemorph.io.atomic import read_jsonl
+def link_in_output_path(out_dir: str | Path, output_rel: str) -> str | None:
+    """The problem if a symbolic link lies on the output's path inside ``out_dir`` (the file itself
+    or a folder between; ``out_dir`` itself may be a link), else None. Outputs are never written
+    through links: the link's target stays untouched."""
+    import os
 
-    try:
-        return {r["input"]: r for r in read_jsonl(Path(out_dir) / MANIFEST_NAME) if "input" in r}
-    except (OSError, ValueError, TypeError):
-        return {}
-
-
-def store_index(store: str | Path, features: dict) -> dict[str, str]:
-    """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
-    match the checkpoint's feature config (from the store's ``results.jsonl``)."""
-    from koemorph.config import load_config
-    from koemorph.data.extract import array_hashes
-    from koemorph.data.store import sidecar
-    from koemorph.io.atomic import read_jsonl
-
-    path = sidecar(store, "results.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
-    want = _wanted_hashes(load_config(None, extra={"features": features}).features, array_hashes)
-    return {
-        r["audio_sha256"]: r["id"]
-        for r in read_jsonl(path)
-        if r.get("status") != "error" and all((r.get("hashes") or {}).get(k) == v for k, v in want.items())
-    }
-
-
-def _wanted_hashes(features, array_hashes) -> dict:
-    from koemorph.config import DataConfig
-
-    hashes = array_hashes(features, DataConfig())
-    return {k: hashes[k] for k in ("mel", "egemaps") if hashes.get(k) is not None}
+    path = Path(out_dir)
+    for part in Path(output_rel).parts:
+        path = path / part
+        if path.is_symlink():
+            return (
+                f"{path}: is a symbolic link (to {os.readlink(path)}); outputs are not written through links"
+            )
+    return None
 
 
 def plan(
@@ -197,15 +123,23 @@ def plan(
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, model sha256, fps,
     format and post-processing unchanged since the previous manifest, and the output exists) or
-    ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and ``x.flac``).
+    ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and ``x.flac``; a
+    symbolic link on the output's path).
     """
-    from koemorph.io.audio import audio_info, sha256_file
-
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(FORMATS)}")
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    fps = grid.check_fps(fps or model.fps)
-    post = post or RenderConfig()
+    settings = {
+        "format": fmt,
+        "fps": grid.check_fps(fps or model.fps),
+        "model": dataclasses.asdict(model),
+        "post": (post or RenderConfig()).to_dict(),
+        "store": str(store) if store else None,
+        "threads": threads,
+        "chunk": chunk,
+        "input_dir": str(input_dir.resolve()),
+        "out_dir": str(out_dir.resolve()),
+    }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
     inputs = find_inputs(input_dir, exclude=out_dir)
@@ -216,60 +150,78 @@ def plan(
         )
     jobs, records = [], []
     for path in inputs:
-        rel = path.relative_to(input_dir).as_posix()
-        out_rel = Path(rel).with_suffix(FORMATS[fmt]).as_posix()
-        try:
-            sha = sha256_file(path)
-        except OSError:
-            sha = None
-        try:
-            duration = audio_info(path).duration
-        except Exception:
-            duration = 0.0
-        job = RenderJob(
-            str(path.resolve()),
-            rel,
-            str((out_dir / out_rel).resolve()),
-            out_rel,
-            fmt,
-            fps,
-            dataclasses.asdict(model),
-            post.to_dict(),
-            sha,
-            duration,
-            str(store) if store else None,
-            index.get(sha),
-            threads,
-            chunk,
-        )
-        if len(targets[out_rel]) > 1:
-            others = [o for o in targets[out_rel] if o != rel]
+        job = _job(path, input_dir, settings, index)
+        link = link_in_output_path(out_dir, job.output_rel)
+        problem = _collision(path, job, targets) or (link and f"{path}: {link}")
+        if problem:
+            records.append(_record(job, "error", error=problem))
+            continue
+        prev = previous.get(job.output_rel)
+        if _up_to_date(prev, job):
             records.append(
-                _record(
-                    job,
-                    "error",
-                    error=f"{path}: output {out_rel} would also be written by "
-                    f"{', '.join(others)}; rename one of them",
+                dataclasses.replace(
+                    prev, status="skipped", seconds=0.0, input=job.rel, input_dir=job.input_dir
                 )
             )
-            continue
-        prev = previous.get(rel)
-        fresh = _record(job, "skipped")
-        if (
-            prev
-            and prev.get("status") in ("ok", "skipped")
-            and sha is not None
-            and Path(job.output).is_file()
-            and all(prev.get(k) == fresh[k] for k in SKIP_KEYS)
-        ):
-            records.append({**prev, "status": "skipped", "seconds": 0.0})
         else:
             jobs.append(job)
     return jobs, records
 
 
-def _record(job: RenderJob, status: str, **extra) -> dict:
-    record = {
+def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
+    """The job of one input (the driver hashes it and reads its duration from the header)."""
+    from koemorph.io.audio import audio_info, sha256_file
+
+    rel = path.relative_to(input_dir).as_posix()
+    out_rel = Path(rel).with_suffix(FORMATS[settings["format"]]).as_posix()
+    try:
+        sha = sha256_file(path)
+    except OSError:
+        sha = None
+    try:
+        duration = audio_info(path).duration
+    except Exception:
+        duration = 0.0
+    return RenderJob(
+        str(path.resolve()),
+        rel,
+        str(Path(settings["out_dir"]) / out_rel),
+        out_rel,
+        settings["format"],
+        settings["fps"],
+        settings["model"],
+        settings["post"],
+        sha,
+        duration,
+        settings["store"],
+        index.get(sha),
+        settings["threads"],
+        settings["chunk"],
+        settings["input_dir"],
+        settings["out_dir"],
+    )
+
+
+def _collision(path: Path, job: RenderJob, targets: dict[str, list[str]]) -> str | None:
+    if len(targets[job.output_rel]) < 2:
+        return None
+    others = [o for o in targets[job.output_rel] if o != job.rel]
+    return f"{path}: output {job.output_rel} would also be written by {', '.join(others)}; rename one of them"
+
+
+def _up_to_date(prev: RenderRecord | None, job: RenderJob) -> bool:
+    """A previous ok/skipped record with this job's settings, and its output still in place."""
+    return (
+        prev is not None
+        and prev.status in ("ok", "skipped")
+        and job.audio_sha256 is not None
+        and Path(job.output).is_file()
+        and prev.settings() == _record(job, "skipped").settings()
+    )
+
+
+def _record(job: RenderJob, status: str, **extra) -> RenderRecord:
+    fields = {
         "input": job.rel,
         "output": job.output_rel,
         "status": status,
@@ -277,100 +229,15 @@ def _record(job: RenderJob, status: str, **extra) -> dict:
         "model_id": job.model["id"],
         "model_sha256": job.model["sha256"],
         "model_source": job.model["source"],
+        "runtime": job.model["runtime"],
         "fps": job.fps,
         "native_fps": job.model["fps"],
         "format": job.format,
         "postprocess": job.post,
-        "frames": None,
-        "duration": None,
-        "features": None,
-        "error": None,
-        "seconds": None,
+        "input_dir": job.input_dir,
     }
-    record.update(extra)
-    return record
-
-
-_MODELS: dict[tuple[str, str], tuple] = {}  # per worker process: (checkpoint path, sha256) -> (model, meta)
-
-
-def get_model(path: str, sha256: str, threads: int | None = None):
-    """The checkpoint's ``(model, meta)``, loaded once per process (cached by path and sha256)."""
-    import torch
-
-    from koemorph.training.checkpoint import load_model
-
-    if threads and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    key = (path, sha256)
-    if key not in _MODELS:
-        _MODELS.clear()  # one model per worker at a time
-        _MODELS[key] = load_model(path)
-    return _MODELS[key]
-
-
-def warm_up(path: str, sha256: str, threads: int | None = None) -> None:
-    """Worker start-up: load the model (:func:`get_model`) and render 1 s of faint noise without
-    writing anything, so that imports, openSMILE objects and the attention kernels are ready
-    before the first file (about 2 CPU s otherwise spent in it)."""
-    from koemorph.model.infer import predict_file
-
-    model, meta = get_model(path, sha256, threads)
-    samples = np.random.default_rng(0).normal(0.0, 1e-3, grid.SAMPLE_RATE).astype(np.float32)
-    job = RenderJob("", "", "", "", "jsonl", meta["fps"], {}, {}, None, 0.0)
-    try:
-        feats, _ = file_features(samples, "", meta, job)
-        predict_file(
-            model, feats["mel"], feats["egemaps"], meta["fps"], chunk=job.chunk, pad_mel=feats["mel_pad"]
-        )
-    except Exception:  # best effort (e.g. openSMILE missing): every file reports its own error record
-        pass
-
-
-def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job: RenderJob) -> tuple[dict, str]:
-    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad"}, source)``.
-
-    ``source`` is ``"store:<group>"`` when read from ``job.store`` (same audio sha256 and feature
-    hashes, same frame count), else ``"computed"``.
-    """
-    from koemorph.features.normalise import first_valid_frame, normalise_features
-
-    cfg = meta["config"].features
-    use_ege = bool(cfg.egemaps and "egemaps" in meta["stats"])
-    n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
-    if job.store and job.store_group:
-        cached = _from_store(job.store, job.store_group, audio_sha256, cfg, use_ege, n_frames)
-        if cached is not None:
-            mel, ege, first = cached
-            return normalise_features(mel, ege, first, meta["stats"], cfg), f"store:{job.store_group}"
-    from koemorph.features.mel import log_mel
-
-    mel, ege, first = log_mel(samples, cfg), None, n_frames
-    if use_ege:
-        from koemorph.features.egemaps import egemaps
-
-        ege, _, ends = egemaps(samples, cfg)
-        first = first_valid_frame(n_frames, len(ends), cfg)
-    return normalise_features(mel, ege, first, meta["stats"], cfg), "computed"
-
-
-def _from_store(store, group, audio_sha256, cfg, use_ege, n_frames):
-    """``(mel, egemaps or None, first_valid)`` raw from a store group, or None if it does not match."""
-    from koemorph.data.extract import array_hashes
-    from koemorph.data.store import open_arrays, read_group_attrs
-
-    attrs = read_group_attrs(store, group)
-    want = _wanted_hashes(cfg, array_hashes)
-    if not attrs or attrs.get("audio_sha256") != audio_sha256 or attrs.get("num_frames") != n_frames:
-        return None
-    if any((attrs.get("hashes") or {}).get(k) != v for k, v in want.items() if k == "mel" or use_ege):
-        return None
-    arrays = open_arrays(store, group)
-    if use_ege and "egemaps" not in arrays:
-        return None
-    ege = arrays["egemaps"][:] if use_ege else None
-    first = int(arrays["egemaps"].attrs.get("first_valid_frame", 0)) if use_ege else n_frames
-    return np.asarray(arrays["mel"][:], np.float32), ege, first
+    fields.update(extra)
+    return RenderRecord(**fields)
 
 
 def resample_fps(values: np.ndarray, from_fps: int, to_fps: int, n_frames: int) -> np.ndarray:
@@ -406,7 +273,7 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
     native = meta["fps"]
     feats, source = file_features(samples, sha, meta, job)
     predict = predict_file
-    if job.model.get("runtime", "torch") == "onnx":
+    if job.model["runtime"] == "onnx":
         from koemorph.inference.export import predict_file_onnx, session_for
 
         model, predict = session_for(model, meta, job.threads), predict_file_onnx
@@ -435,8 +302,8 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
     }
 
 
-def render_file(job: RenderJob) -> dict:
-    """Render one input to its output file. Returns a manifest record; never raises.
+def render_file(job: RenderJob) -> RenderRecord:
+    """Render one input to its output file. Returns its record; never raises.
 
     ``status`` is ``ok`` or ``error``; errors carry ``error`` (one line naming the file and the
     problem) and, for unexpected exceptions, ``traceback``. A failed file leaves no output behind
@@ -446,6 +313,9 @@ def render_file(job: RenderJob) -> dict:
 
     start, cpu = time.perf_counter(), time.process_time()
     try:
+        link = link_in_output_path(job.out_dir, job.output_rel) if job.out_dir else None
+        if link:
+            raise InputError(job.input, link)
         values, facts = render_values(job)
         write_output(job.output, values, job.fps, job.format)
         return _record(
@@ -465,25 +335,3 @@ def render_file(job: RenderJob) -> dict:
             traceback=traceback.format_exc(),
             seconds=round(time.perf_counter() - start, 3),
         )
-
-
-def finish(out_dir: str | Path, records: list[dict]) -> dict:
-    """Write ``OUT/render_manifest.jsonl`` (one line per input, sorted by input path). Driver only.
-
-    Returns a summary: files and audio hours per status, and the error messages.
-    """
-    from koemorph.io.atomic import write_jsonl
-
-    records = sorted(records, key=lambda r: r["input"])
-    os.makedirs(out_dir, exist_ok=True)
-    write_jsonl(
-        Path(out_dir) / MANIFEST_NAME, [{k: v for k, v in r.items() if k != "traceback"} for r in records]
-    )
-    summary: dict = {}
-    for status in ("ok", "skipped", "error"):
-        rows = [r for r in records if r["status"] == status]
-        summary[f"{status} files"] = len(rows)
-        summary[f"{status} hours"] = round(sum(r.get("duration") or 0.0 for r in rows) / 3600, 4)
-    summary["manifest"] = str(Path(out_dir) / MANIFEST_NAME)
-    summary["errors"] = [r["error"] for r in records if r["status"] == "error"]
-    return summary

@@ -17,11 +17,11 @@ from torch import nn
 
 from koemorph.model.windows import window
 
-__all__ = ["predict_file", "predict_file_naive", "window"]
+__all__ = ["eval_mode", "predict_file", "predict_file_naive", "window"]
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     """``model.eval()`` and ``torch.no_grad()`` inside; the previous train/eval mode restored after."""
     was_training = model.training
     model.eval()
@@ -93,7 +93,7 @@ def predict_file(
     n = mel.shape[0]
     result = np.zeros((n, 52), dtype=np.float32)
     state = None
-    with _eval_mode(model):
+    with eval_mode(model):
         for a in range(0, n, chunk):
             span = min(chunk, n - a)
             positions = torch.arange(span)[None]
@@ -120,7 +120,7 @@ def predict_file_naive(
     result = np.zeros((n, 52), dtype=np.float32)
     state = None
     positions = torch.zeros(1, 1, dtype=torch.long)
-    with _eval_mode(model):
+    with eval_mode(model):
         for t in range(n):
             y = _run(model, spans, mel, egemaps, t, 1, positions, smooth, state, pad_mel, pad_egemaps, device)
             result[t] = y[0, 0].float().cpu().numpy()

@@ -39,7 +39,8 @@ def read_grid_track(path: str | Path, n_frames: int, fps: int) -> np.ndarray:
 def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime: str = "torch") -> np.ndarray:
     """What ``koemorph render`` writes for ``audio`` with model ``spec`` (checkpoint or MLflow URI)
     and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32."""
-    from koemorph.inference.render import RenderJob, render_values, resolve_model
+    from koemorph.inference.models import resolve_model
+    from koemorph.inference.render import RenderJob, render_values
 
     if runtime not in ("torch", "onnx"):
         raise ValueError(f"unknown runtime {runtime!r}: choose 'torch' or 'onnx'")

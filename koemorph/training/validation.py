@@ -45,13 +45,11 @@ def validate(model, cache, ids: list[str], loss_cfg, device, scale=None) -> tupl
     """
     import torch
 
-    from koemorph.model.infer import predict_file
+    from koemorph.model.infer import eval_mode, predict_file
     from koemorph.training.losses import compute_losses
 
-    was_training = model.training
-    model.eval()
     rows, preds, losses = [], {}, []
-    with torch.no_grad():
+    with eval_mode(model):  # eval mode and no_grad; the previous mode restored after
         for fid in ids:
             data = cache.load(fid)
             pred = predict_file(
@@ -77,7 +75,6 @@ def validate(model, cache, ids: list[str], loss_cfg, device, scale=None) -> tupl
             losses.append(float(total))
             rows.append({"id": fid, **file_metrics(pred, true), "loss": losses[-1]})
             preds[fid] = pred
-    model.train(was_training)
     frames = np.array([r["frames"] for r in rows], float)
     w = frames / max(frames.sum(), 1.0)
 

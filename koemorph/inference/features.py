@@ -1,0 +1,107 @@
+"""Features of a file to render or score: read from a feature store when it holds the same audio
+with the same feature settings, else computed with the training extractors.
+
+All arrays are on the time grid (frame ``k`` at ``k / fps`` s, 16 kHz audio): log-mel
+``[T, n_mels]`` (dB re full scale) and eGeMAPS ``[T, 88]``, ``T = num_frames_for_samples(N, fps)``.
+A store group is used only when its audio sha256, frame count and per-array config hashes (those of
+:func:`koemorph.data.extract.array_hashes` for the wanted feature settings) all match.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from koemorph import grid
+
+
+def store_index(store: str | Path, features: dict) -> dict[str, str]:
+    """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
+    match the checkpoint's feature config (from the store's ``results.jsonl``)."""
+    from koemorph.config import load_config
+    from koemorph.data.extract import array_hashes
+    from koemorph.data.store import sidecar
+    from koemorph.io.atomic import read_jsonl
+
+    path = sidecar(store, "results.jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
+    want = _wanted_hashes(load_config(None, extra={"features": features}).features, array_hashes)
+    return {
+        r["audio_sha256"]: r["id"]
+        for r in read_jsonl(path)
+        if r.get("status") != "error" and all((r.get("hashes") or {}).get(k) == v for k, v in want.items())
+    }
+
+
+def _wanted_hashes(features, array_hashes) -> dict:
+    from koemorph.config import DataConfig
+
+    hashes = array_hashes(features, DataConfig())
+    return {k: hashes[k] for k in ("mel", "egemaps") if hashes.get(k) is not None}
+
+
+def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
+    """``(mel, egemaps or None, first_valid)`` raw from a store group, or None if it does not match
+    (another audio sha256, another frame count, or arrays made with other feature settings ``cfg``)."""
+    from koemorph.data.extract import array_hashes
+    from koemorph.data.store import open_arrays, read_group_attrs
+
+    attrs = read_group_attrs(store, group)
+    want = _wanted_hashes(cfg, array_hashes)
+    if not attrs or attrs.get("audio_sha256") != audio_sha256 or attrs.get("num_frames") != n_frames:
+        return None
+    if any((attrs.get("hashes") or {}).get(k) != v for k, v in want.items() if k == "mel" or use_ege):
+        return None
+    arrays = open_arrays(store, group)
+    if use_ege and "egemaps" not in arrays:
+        return None
+    ege = arrays["egemaps"][:] if use_ege else None
+    first = int(arrays["egemaps"].attrs.get("first_valid_frame", 0)) if use_ege else n_frames
+    return np.asarray(arrays["mel"][:], np.float32), ege, first
+
+
+def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
+    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad"}, source)``.
+
+    ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
+    when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
+    ``"computed"``.
+    """
+    from koemorph.features.normalise import first_valid_frame, normalise_features
+
+    cfg = meta["config"].features
+    use_ege = bool(cfg.egemaps and "egemaps" in meta["stats"])
+    n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
+    if job.store and job.store_group:
+        cached = stored_features(job.store, job.store_group, audio_sha256, cfg, use_ege, n_frames)
+        if cached is not None:
+            mel, ege, first = cached
+            return normalise_features(mel, ege, first, meta["stats"], cfg), f"store:{job.store_group}"
+    from koemorph.features.mel import log_mel
+
+    mel, ege, first = log_mel(samples, cfg), None, n_frames
+    if use_ege:
+        from koemorph.features.egemaps import egemaps
+
+        ege, _, ends = egemaps(samples, cfg)
+        first = first_valid_frame(n_frames, len(ends), cfg)
+    return normalise_features(mel, ege, first, meta["stats"], cfg), "computed"
+
+
+def raw_mel(store, group, samples: np.ndarray, audio_sha256: str, cfg) -> tuple[np.ndarray, str]:
+    """Log-mel ``[T, n_mels]`` float32 (dB, not normalised) of ``samples`` (16 kHz) at ``cfg.fps``:
+    ``(mel, "store")`` from ``group`` of ``store`` when :func:`stored_features` accepts it (``group``
+    None: not looked up), else ``(mel, "computed")`` with :func:`koemorph.features.mel.log_mel`."""
+    from koemorph.features.mel import log_mel
+
+    n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
+    if group is not None:
+        try:
+            cached = stored_features(store, group, audio_sha256, cfg, False, n_frames)
+        except (OSError, ValueError, KeyError):
+            cached = None
+        if cached is not None:
+            return cached[0], "store"
+    return log_mel(samples, cfg), "computed"

@@ -1,0 +1,230 @@
+"""The render manifest ``OUT/render_manifest.jsonl``: one :class:`RenderRecord` per output file.
+
+The file is a log that is compacted at the end of every run:
+
+- while a run goes, the driver appends each finished file's record (:class:`Journal`, one line,
+  flushed and fsynced), so a run killed at any point (``kill -9``, Ctrl-C) has recorded every
+  output it completed and the next run skips them;
+- :func:`finish` rewrites it atomically with one line per output (sorted by output path): the
+  previous runs' records, with those of this run's outputs replaced and those of inputs that left
+  this run's input folder dropped. Records of another input folder rendered into the same output
+  folder are kept.
+
+Reading (:func:`read_records`) folds the lines in order: a later record of an output replaces the
+earlier ones (error records of two inputs that would write one output are kept side by side), and a
+line cut short by a kill is ignored.
+
+Only the driver writes the manifest, holding :func:`render_lock` on the output folder, which also
+removes the ``.*.partial`` files that killed atomic writes leave behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "render_manifest.jsonl"
+LOCK_NAME = ".render.lock"
+STATUSES = ("ok", "skipped", "error")
+# The settings that make an output what it is: a previous record with the same values and an
+# existing output file is skipped.
+SKIP_KEYS = ("audio_sha256", "model_sha256", "runtime", "fps", "format", "postprocess", "output")
+# Deterministic kill point for tests: "N:PATH" makes the driver, right after the N-th record of a run
+# is journalled, create PATH and wait there until it is killed or interrupted.
+PAUSE_ENV = "KOEMORPH_TEST_PAUSE_AFTER_RECORDS"
+_PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial$")  # koemorph.io.atomic.atomic_path's temporaries
+
+
+@dataclass
+class RenderRecord:
+    """What happened to one input. ``status``: ``ok`` (rendered now), ``skipped`` (output already
+    up to date) or ``error`` (``error`` names the file and the problem; no output was written).
+
+    Paths are posix and relative: ``input`` to ``input_dir`` (absolute), ``output`` to OUT.
+    ``frames`` at ``fps`` (the output's), ``duration`` in s of audio, ``seconds`` / ``cpu_seconds``
+    the wall and CPU time spent on the file; ``features`` is ``computed`` or ``store:<group>``.
+    """
+
+    input: str
+    output: str
+    status: str
+    audio_sha256: str | None = None
+    model_id: str | None = None
+    model_sha256: str | None = None
+    model_source: str | None = None
+    runtime: str = "torch"  # torch | onnx
+    fps: int | None = None
+    native_fps: int | None = None
+    format: str | None = None
+    postprocess: dict = field(default_factory=dict)
+    frames: int | None = None
+    duration: float | None = None
+    features: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    cpu_seconds: float | None = None
+    input_dir: str | None = None
+    traceback: str | None = None  # unexpected exceptions only; not written to the manifest
+
+    def to_json(self) -> dict:
+        """The manifest line (everything but ``traceback``)."""
+        out = dataclasses.asdict(self)
+        out.pop("traceback")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> RenderRecord:
+        """A record from a manifest line; unknown keys are ignored, missing ones take their defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def settings(self) -> tuple:
+        """The :data:`SKIP_KEYS` values."""
+        return tuple(getattr(self, k) for k in SKIP_KEYS)
+
+
+def _fold(groups: dict[str, dict[str, RenderRecord]], record: RenderRecord) -> None:
+    """Add ``record`` to ``{output: {input: record}}``: it replaces the output's earlier records,
+    except that error records of different inputs for one output stay side by side."""
+    group = groups.setdefault(record.output, {})
+    if record.status != "error" or any(r.status != "error" for r in group.values()):
+        group.clear()
+    group[record.input] = record
+
+
+def read_records(out_dir: str | Path) -> list[RenderRecord]:
+    """The manifest's current records (see the module doc); empty if it is absent or unreadable."""
+    groups: dict[str, dict[str, RenderRecord]] = {}
+    try:
+        with open(Path(out_dir) / MANIFEST_NAME, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    for line in lines:
+        try:
+            data = json.loads(line)
+            record = RenderRecord.from_json(data) if isinstance(data, dict) else None
+        except (ValueError, TypeError):  # a line cut short by a kill, or not a record
+            continue
+        if record is not None and isinstance(record.input, str) and isinstance(record.output, str):
+            _fold(groups, record)
+    return [r for group in groups.values() for r in group.values()]
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, RenderRecord]:
+    """The previous runs' records by output path (relative to OUT, posix); errors are left out."""
+    return {r.output: r for r in read_records(out_dir) if r.status != "error"}
+
+
+@contextlib.contextmanager
+def render_lock(out_dir: str | Path):
+    """Hold an exclusive lock on ``OUT/.render.lock`` (released by the OS if the process dies), then
+    delete the ``.*.partial`` temporaries that killed runs left in OUT. Raises ``ValueError`` if
+    another render holds the lock."""
+    import fcntl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out_dir}: another `koemorph render` is writing into this folder") from None
+        try:
+            remove_partials(out_dir)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def remove_partials(out_dir: str | Path) -> list[Path]:
+    """Delete the atomic-write temporaries (``.<name>.<8 hex>.partial``) under ``out_dir``; returns them.
+    Symbolic links are not followed."""
+    removed = []
+    for dirpath, _dirs, files in os.walk(out_dir):
+        for name in files:
+            path = Path(dirpath) / name
+            if _PARTIAL.match(name) and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+class Journal:
+    """Appends the records of a running render to the manifest, one flushed and fsynced line each."""
+
+    def __init__(self, out_dir: str | Path):
+        self.path = Path(out_dir) / MANIFEST_NAME
+        self.count = 0
+        self.file = open(self.path, "a+b")  # noqa: SIM115 (open for the whole run; see close)
+        self.file.seek(0, os.SEEK_END)
+        if self.file.tell() > 0:  # a line cut short by a kill must not swallow the next record
+            self.file.seek(-1, os.SEEK_END)
+            if self.file.read(1) != b"\n":
+                self.file.write(b"\n")
+
+    def append(self, record: RenderRecord) -> None:
+        self.file.write((json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.count += 1
+        _pause_hook(self.count)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _pause_hook(count: int) -> None:
+    """The :data:`PAUSE_ENV` kill point (tests only)."""
+    spec = os.environ.get(PAUSE_ENV, "")
+    if not spec or int(spec.split(":", 1)[0]) != count:
+        return
+    Path(spec.split(":", 1)[1]).touch()
+    while True:  # until SIGKILL, or SIGINT (KeyboardInterrupt)
+        time.sleep(1.0)
+
+
+def merge(
+    previous: list[RenderRecord], records: list[RenderRecord], input_dir: str, planned: set[str]
+) -> list[RenderRecord]:
+    """The manifest after a run: ``previous`` without the records of ``input_dir`` whose input was
+    not ``planned`` this run (gone from the folder), then this run's ``records`` folded in; sorted."""
+    groups: dict[str, dict[str, RenderRecord]] = {}
+    for r in previous:
+        if r.input_dir in (None, input_dir) and r.input not in planned:
+            continue
+        _fold(groups, r)
+    for r in records:
+        _fold(groups, r)
+    return sorted((r for g in groups.values() for r in g.values()), key=lambda r: (r.output, r.input))
+
+
+def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, planned=None) -> dict:
+    """Write ``OUT/render_manifest.jsonl`` (one line per output, see the module doc). Driver only.
+
+    ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
+    say which older records are stale. Returns a summary of this run: files and audio hours per
+    status, and the error messages.
+    """
+    from koemorph.io.atomic import write_jsonl
+
+    records = sorted(records, key=lambda r: r.input)
+    planned = {r.input for r in records} if planned is None else set(planned)
+    input_dir = input_dir if input_dir is not None else (records[0].input_dir if records else None)
+    os.makedirs(out_dir, exist_ok=True)
+    rows = merge(read_records(out_dir), records, input_dir, planned)
+    write_jsonl(Path(out_dir) / MANIFEST_NAME, [r.to_json() for r in rows])
+    summary: dict = {}
+    for status in STATUSES:
+        rows = [r for r in records if r.status == status]
+        summary[f"{status} files"] = len(rows)
+        summary[f"{status} hours"] = round(sum(r.duration or 0.0 for r in rows) / 3600, 4)
+    summary["manifest"] = str(Path(out_dir) / MANIFEST_NAME)
+    summary["errors"] = [r.error for r in records if r.status == "error"]
+    return summary
