@@ -196,7 +196,7 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
             engine=engine, voice=voice,
         ))
     if cfg.split_by == "engine":
-        result.entries = engine_split(result.entries, cfg, problems)
+        result.entries = engine_split(result.entries, cfg, problems, out.parent)
     from koemorph.io.atomic import write_jsonl
 
     write_jsonl(out, (dataclasses.asdict(e) for e in result.entries))
@@ -222,19 +222,21 @@ def demo_origin(audio_path: Path) -> tuple[str | None, str | None]:
     return (str(engine) if engine else None), (str(voice) if voice else None)
 
 
-def engine_split(entries: list[ManifestEntry], cfg: DataConfig, problems: list[dict]) -> list[ManifestEntry]:
+def engine_split(
+    entries: list[ManifestEntry], cfg: DataConfig, problems: list[dict], base: Path
+) -> list[ManifestEntry]:
     """``data.split_by: engine``: the held-out engine's files -> test, other voices -> train or val.
 
     The held-out engine is ``data.holdout_engine``, or when empty one of the engines present
     chosen by ``data.split_seed``. Other files go by a seeded hash of their voice (speaker when
     no voice) with the train and val shares of ``data.split_ratios``. Files with no known engine
-    are listed as problems and left out. Raises ValueError naming the key for a holdout engine
+    are listed as problems (path: ``base`` / the entry's relative audio path) and left out. Raises ValueError naming the key for a holdout engine
     that no file has.
     """
     known = [e for e in entries if e.engine]
     for e in entries:
         if not e.engine:
-            problems.append({"path": e.audio_path, "problem": "data.split_by=engine: no engine known "
+            problems.append({"path": os.path.normpath(base / e.audio_path), "problem": "data.split_by=engine: no engine known "
                              "for this file (no demo .phones.json beside it)"})
     engines = sorted({e.engine for e in known})
     holdout = cfg.holdout_engine
