@@ -228,25 +228,30 @@ def engine_split(
     """``data.split_by: engine``: the held-out engine's files -> test, other voices -> train or val.
 
     The held-out engine is ``data.holdout_engine``, or when empty one of the engines present
-    chosen by ``data.split_seed``. Other files go by a seeded hash of their voice (speaker when
-    no voice) with the train and val shares of ``data.split_ratios``. Files with no known engine
-    are listed as problems (path: ``base`` / the entry's relative audio path) and left out. Raises ValueError naming the key for a holdout engine
-    that no file has.
+    chosen by ``data.split_seed``. The other engines' voices (speaker when no voice), ordered by
+    a seeded hash, go to val for the val share of ``data.split_ratios`` (train + val), at least
+    one voice when there are two or more; the rest to train. Files with no known engine are
+    listed as problems (path: ``base`` / the entry's relative audio path) and left out.
+    Raises ValueError naming the key for a holdout engine that no file has.
     """
     known = [e for e in entries if e.engine]
     for e in entries:
         if not e.engine:
-            problems.append({"path": os.path.normpath(base / e.audio_path), "problem": "data.split_by=engine: no engine known "
-                             "for this file (no demo .phones.json beside it)"})
+            problems.append({"path": os.path.normpath(base / e.audio_path), "problem": (
+                "data.split_by=engine: no engine known for this file (no demo .phones.json beside it)")})
     engines = sorted({e.engine for e in known})
     holdout = cfg.holdout_engine
     if not holdout and engines:
         holdout = engines[int(hashlib.sha256(f"{cfg.split_seed}".encode()).hexdigest(), 16) % len(engines)]
     if known and holdout not in engines:
         raise ValueError(f"data.holdout_engine: no file was made by {holdout!r} (engines here: {engines})")
-    ratios = (cfg.split_ratios[0], cfg.split_ratios[1], 0.0)
+    voices = sorted({e.voice or e.speaker for e in known if e.engine != holdout},
+                    key=lambda v: hashlib.sha256(f"{cfg.split_seed}:{v}".encode()).digest())
+    share = cfg.split_ratios[1] / max(cfg.split_ratios[0] + cfg.split_ratios[1], 1e-12)
+    n_val = max(1, round(share * len(voices))) if len(voices) >= 2 else 0
+    val = set(voices[:n_val])
     for e in known:
-        e.split = "test" if e.engine == holdout else hash_split(e.voice or e.speaker, cfg.split_seed, ratios)
+        e.split = "test" if e.engine == holdout else "val" if (e.voice or e.speaker) in val else "train"
     return known
 
 
