@@ -119,6 +119,32 @@ def test_engine_and_voice_recorded_and_ids_unique_across_engines(binary_corpus):
     assert meta["unknown_phones"] == []
 
 
+def test_targets_close_the_lips_on_bilabials_and_open_the_jaw_on_open_vowels(binary_corpus):
+    out, engines = binary_corpus
+    from koemorph.blendshapes import INDEX
+    from koemorph.io.atomic import read_jsonl
+
+    for engine in engines:
+        closed, open_ = [], []
+        for doc_path in sorted(
+            (out / "a").glob(f"*/{ {'flite': 'fl', 'festival': 'fe'}[engine] }-*.phones.json")
+        ):
+            doc = json.loads(doc_path.read_text())
+            stem = doc_path.with_name(doc_path.name.removesuffix(".phones.json"))
+            track = np.array([r["blendshapes"] for r in read_jsonl(stem.with_suffix(".jsonl"))])
+            for seg in doc["phones"]:
+                k = min(int(round((seg["start"] + seg["end"]) / 2 * 30)), len(track) - 1)
+                if seg["phone"] in ("p", "b", "m"):
+                    closed.append(track[k])
+                elif seg["viseme"] in ("ah", "ae", "aw"):
+                    open_.append(track[k])
+        closed, open_ = np.array(closed), np.array(open_)
+        assert len(closed) >= 5 and len(open_) >= 5, engine
+        aperture = closed[:, INDEX["jawOpen"]] - closed[:, INDEX["mouthClose"]]
+        assert np.mean(aperture < 0.05) >= 0.85, engine
+        assert open_[:, INDEX["jawOpen"]].mean() > closed[:, INDEX["jawOpen"]].mean() + 0.1, engine
+
+
 @pytest.mark.parametrize("engine", ["flite", "festival"])
 def test_binary_voices_split_by_base_voice(engine):
     split = split_engine_voices(engine, 0)
