@@ -103,8 +103,9 @@ VARIANTS = 2  # prosody/face variants per flite or festival voice
 
 
 def make_engine_voices(engine: str, seed: int) -> list[Voice]:
-    """The voices of ``engine``: espeak's :func:`make_voices`, else each installed-package voice in
-    VARIANTS seeded variants (rate, pitch, pitch range, face style), slugs ``<prefix><stem><k>``."""
+    """The voices of ``engine``: espeak's :func:`make_voices`, else each voice of BINARY_VOICES in
+    VARIANTS seeded variants (rate, pitch, pitch range, face style), slugs ``<prefix><stem><k>``.
+    flite uses rate, pitch and pitch range; festival only the rate (its voices keep their own pitch)."""
     if engine == "espeak":
         return make_voices(seed)
     rng = np.random.default_rng([seed, 103, sum(map(ord, engine))])
