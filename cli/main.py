@@ -182,18 +182,30 @@ def demo_data(
     ] = None,
     minutes: Annotated[float | None, typer.Option(help="Total minutes of speech.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed: same seed, same bytes.")] = None,
+    engines: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated: espeak (pip wheel), flite, festival (Debian packages)."),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel synthesis processes.")] = 2,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
     """Generate a paired demo corpus: speech WAVs, ARKit JSONL tracks and phone timings."""
-    extra = {"demo": {k: v for k, v in {"minutes": minutes, "seed": seed}.items() if v is not None}}
-    cfg = _config(params, set_, extra)
+    chosen = {"minutes": minutes, "seed": seed, "engines": engines and engines.split(",")}
+    cfg = _config(params, set_, {"demo": {k: v for k, v in chosen.items() if v is not None}})
     from koemorph.demo.corpus import generate_corpus
+    from koemorph.demo.engines import EngineMissing
 
-    summary = generate_corpus(
-        out_dir or Path(cfg.demo.out_dir), minutes=cfg.demo.minutes, seed=cfg.demo.seed, workers=workers
-    )
+    try:
+        summary = generate_corpus(
+            out_dir or Path(cfg.demo.out_dir),
+            minutes=cfg.demo.minutes,
+            seed=cfg.demo.seed,
+            workers=workers,
+            engines=cfg.demo.engines,
+        )
+    except (EngineMissing, ValueError) as exc:
+        _fail(str(exc), code=2)
     _print_summary("demo corpus", summary)
 
 

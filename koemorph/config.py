@@ -43,6 +43,8 @@ class DataConfig:
 
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test when no split folders
     split_seed: int = 0
+    split_by: str = "speaker"  # "speaker" (split folders, else speaker hash) | "engine" (demo corpora)
+    holdout_engine: str = ""  # split_by=engine: this engine's files are the test split ("" = seeded)
     speaker_pattern: str = r"^([^_]+)_"  # regex on the file stem; group 1 is the speaker
     max_duration_mismatch_s: float = 0.5  # |track end - audio duration| allowed
     swap_mouth_lr: bool = False  # Live Link Face's MouthLeft/MouthRight app bug
@@ -58,6 +60,7 @@ class DemoConfig:
     out_dir: str = "data/demo"
     minutes: float = 10.0
     seed: int = 0
+    engines: tuple[str, ...] = ("espeak",)  # espeak (pip wheel) | flite | festival (Debian packages)
 
     def __post_init__(self):
         check_section("demo", self)

@@ -7,8 +7,12 @@ tracks by relative path and stem, validates both, assigns splits and writes:
   folder, so the manifest and the data can move together);
 - ``NAME.problems.jsonl``: one record per unpaired or bad file, with the reason.
 
-Splits come from folder names (``train/``, ``val/``, ``test/``) where a path has one, else from
-a seeded hash of the speaker (the stem's prefix), so one speaker never spans two splits.
+Splits (``data.split_by``): ``speaker`` takes folder names (``train/``, ``val/``, ``test/``)
+where a path has one, else a seeded hash of the speaker (the stem's prefix), so one speaker never
+spans two splits. ``engine`` (demo corpora) holds one synthesis engine out whole: its files are
+the test split, the other engines' voices go to train or val by a seeded hash; folders are ignored.
+A file's ``engine`` and ``voice`` come from the demo corpus's ``<stem>.phones.json`` next to the
+audio, when there is one (None otherwise).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class ManifestEntry:
     track_sha256: str | None
     split: str
     speaker: str
+    engine: str | None = None  # synthesis engine of a generated (demo) file, None for recordings
+    voice: str | None = None  # its demo voice
 
 
 @dataclass
@@ -150,6 +156,8 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
     """
     from koemorph.io.tracks import check_duration, read_track
 
+    if cfg.split_by not in ("speaker", "engine"):
+        raise ValueError(f"data.split_by must be 'speaker' or 'engine', got {cfg.split_by!r}")
     data_dir, out = Path(data_dir), Path(out)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: not a folder")
@@ -178,18 +186,73 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
         seen_ids.add(entry_id)
         speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
         split = split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios)
+        engine, voice = demo_origin(audio_path)
         result.entries.append(ManifestEntry(
             id=entry_id, audio_path=_relative(audio_path, out.parent),
             track_path=None if track_path is None else _relative(track_path, out.parent),
             duration=round(info.duration, 6), sample_rate=info.sample_rate, channels=info.channels,
             track_fps=None if track_fps is None else round(float(track_fps), 3),
             audio_sha256=sha256_file(audio_path), track_sha256=track_sha, split=split, speaker=speaker,
+            engine=engine, voice=voice,
         ))
+    if cfg.split_by == "engine":
+        result.entries = engine_split(result.entries, cfg, problems, out.parent)
     from koemorph.io.atomic import write_jsonl
 
     write_jsonl(out, (dataclasses.asdict(e) for e in result.entries))
     write_jsonl(problems_path(out), problems)
     return result
+
+
+def demo_origin(audio_path: Path) -> tuple[str | None, str | None]:
+    """``(engine, voice)`` from the demo corpus's ``<stem>.phones.json`` beside ``audio_path``.
+
+    Older espeak-only corpora name no engine but an ``espeak_voice``: their engine is ``espeak``.
+    ``(None, None)`` without a readable phones file (recordings).
+    """
+    path = audio_path.with_name(audio_path.stem + ".phones.json")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    engine = doc.get("engine") or ("espeak" if "espeak_voice" in doc else None)
+    voice = doc.get("voice")
+    return (str(engine) if engine else None), (str(voice) if voice else None)
+
+
+def engine_split(
+    entries: list[ManifestEntry], cfg: DataConfig, problems: list[dict], base: Path
+) -> list[ManifestEntry]:
+    """``data.split_by: engine``: the held-out engine's files -> test, other voices -> train or val.
+
+    The held-out engine is ``data.holdout_engine``, or when empty one of the engines present
+    chosen by ``data.split_seed``. The other engines' voices (speaker when no voice), ordered by
+    a seeded hash, go to val for the val share of ``data.split_ratios`` (train + val), at least
+    one voice when there are two or more; the rest to train. Files with no known engine are
+    listed as problems (path: ``base`` / the entry's relative audio path) and left out.
+    Raises ValueError naming the key for a holdout engine that no file has.
+    """
+    known = [e for e in entries if e.engine]
+    for e in entries:
+        if not e.engine:
+            problems.append({"path": os.path.normpath(base / e.audio_path), "problem": (
+                "data.split_by=engine: no engine known for this file (no demo .phones.json beside it)")})
+    engines = sorted({e.engine for e in known})
+    holdout = cfg.holdout_engine
+    if not holdout and engines:
+        holdout = engines[int(hashlib.sha256(f"{cfg.split_seed}".encode()).hexdigest(), 16) % len(engines)]
+    if known and holdout not in engines:
+        raise ValueError(f"data.holdout_engine: no file was made by {holdout!r} (engines here: {engines})")
+    voices = sorted({e.voice or e.speaker for e in known if e.engine != holdout},
+                    key=lambda v: hashlib.sha256(f"{cfg.split_seed}:{v}".encode()).digest())
+    share = cfg.split_ratios[1] / max(cfg.split_ratios[0] + cfg.split_ratios[1], 1e-12)
+    n_val = max(1, round(share * len(voices))) if len(voices) >= 2 else 0
+    val = set(voices[:n_val])
+    for e in known:
+        e.split = "test" if e.engine == holdout else "val" if (e.voice or e.speaker) in val else "train"
+    return known
 
 
 def problems_path(manifest: str | Path) -> Path:

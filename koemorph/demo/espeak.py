@@ -56,12 +56,15 @@ _CALLBACK = ctypes.CFUNCTYPE(
 
 @dataclass(frozen=True)
 class Phone:
-    """One phone: ``name`` without stress marks, ``start``/``end`` in samples at SYNTH_RATE."""
+    """One phone: ``name`` (an espeak-ng mnemonic) without stress marks, ``start``/``end`` in samples
+    (at SYNTH_RATE for espeak; at the file's own rate for other engines), and ``source``, the
+    engine's own phone name where it differs from ``name`` (empty for espeak)."""
 
     name: str
     start: int
     end: int
     stressed: bool = False
+    source: str = ""
 
 
 def strip_stress(name: str) -> tuple[str, bool]:

@@ -1,0 +1,230 @@
+"""Leave-one-engine-out: how the model does on speech engines and voices it never heard.
+
+``python benchmarks/generalise.py --minutes 30 --engines espeak,flite,festival --train-minutes 20``
+generates (or reuses) a demo corpus with those engines (``koemorph demo-data --engines``), then,
+for every engine in turn as the held-out fold:
+
+1. manifest with ``data.split_by=engine``, ``data.holdout_engine=<engine>``
+   (:func:`koemorph.data.manifest.build_manifest`): the engine's files are the test split, the
+   other engines' voices train and val;
+2. extract (:func:`pipeline.extract.extract`) and train for ``--train-minutes`` wall-clock minutes
+   (:func:`koemorph.training.loop.train`, the code of ``koemorph train``; checkpoint ``best.pt``);
+3. render the held-out files (:func:`pipeline.render.render`, the code of ``koemorph render``)
+   and score them (:func:`koemorph.evaluation.evaluate.evaluate`, the code of ``koemorph
+   evaluate``, with the ridge and mean-pose baselines fit on the fold's train split).
+
+Printed per fold and method (model, ridge, mean pose): Pearson r of the mouth, expression and
+closure groups (mean over files of the mean over non-flat channels), lip r (Pearson of the lip
+aperture ``jawOpen - mouthClose`` per file, mean over files), bilabial closure recall and the
+false-closure rate on open vowels (segments from each file's ``.phones.json``, pooled counts),
+and the jawOpen sync lag (ms, mean over files); then Pearson r per mouth/key channel over the
+pooled frames. ``--set KEY=VALUE`` overrides the config of every fold (e.g. ``model.kind=simplified``).
+Everything goes under ``--out``: per fold the manifest, store, run, renders and ``generalise.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from koemorph import blendshapes as bs
+
+METHODS = ("model", "ridge", "mean_pose")
+ROWS = list(bs.MOUTH_NAMES) + [n for n in bs.KEY_NAMES if n not in bs.MOUTH_NAMES]
+JAW, CLOSE = bs.INDEX["jawOpen"], bs.INDEX["mouthClose"]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def make_corpus(args) -> Path:
+    from koemorph.demo.corpus import generate_corpus
+
+    corpus = Path(args.corpus or Path(args.out) / "corpus")
+    t0 = time.perf_counter()
+    summary = generate_corpus(
+        corpus, minutes=args.minutes, seed=args.seed, workers=args.workers, engines=args.engines
+    )
+    took = time.perf_counter() - t0
+    log(f"corpus {corpus}: {summary['files']} files, {summary['audio minutes']} min, engines")
+    log(f"  {summary['engines']} ({took:.0f} s, reused {summary['reused']})")
+    return corpus
+
+
+def held_out_truth(manifest: Path, fold: Path) -> Path:
+    """Copy the test split's audio, track and phones into ``fold/truth`` (what render and evaluate read)."""
+    from koemorph.data.manifest import load_manifest
+
+    truth = fold / "truth"
+    if truth.exists():
+        shutil.rmtree(truth)
+    truth.mkdir(parents=True)
+    for e in load_manifest(manifest, split="test"):
+        audio = Path(e.audio_path)
+        for src in (audio, Path(e.track_path), audio.with_name(audio.stem + ".phones.json")):
+            shutil.copyfile(src, truth / src.name)
+    return truth
+
+
+def run_fold(corpus: Path, engine: str, args) -> dict:
+    """Manifest, extract, train, render, evaluate with ``engine`` held out; returns the fold's scores."""
+    from koemorph.config import load_config
+    from koemorph.data.manifest import build_manifest
+    from koemorph.evaluation.evaluate import evaluate
+    from koemorph.training.loop import train
+    from pipeline.extract import extract
+    from pipeline.render import render
+
+    fold = Path(args.out) / f"holdout-{engine}"
+    fold.mkdir(parents=True, exist_ok=True)
+    sets = ["data.split_by=engine", f"data.holdout_engine={engine}", *args.set]
+    cfg = load_config(None, overrides=sets)
+    manifest, store = fold / "manifest.jsonl", fold / "features.zarr"
+    result = build_manifest(corpus, manifest, cfg.data)
+    counts = {s: sum(e.split == s for e in result.entries) for s in ("train", "val", "test")}
+    log(f"[{engine}] manifest: {counts} files, {len(result.problems)} problem(s)")
+    ex = extract(manifest, store, cfg, workers=args.workers)
+    log(f"[{engine}] extract: {ex.get('error files', 0)} error file(s)")
+    t0 = time.perf_counter()
+    res = train(
+        cfg,
+        store,
+        out_dir=fold / "run",
+        tracking_uri=f"sqlite:///{(fold / 'mlflow.db').resolve()}",
+        max_minutes=args.train_minutes,
+        progress=False,
+    )
+    log(f"[{engine}] train: {res['steps']} steps in {time.perf_counter() - t0:.0f} s, best {res['best']}")
+    truth = held_out_truth(manifest, fold)
+    checkpoint = str(res["best_checkpoint"] or res["last"])
+    rendered = render(
+        truth, fold / "render", checkpoint, fmt="jsonl", post=cfg.render, store=store, workers=0
+    )
+    if rendered["errors"]:
+        log(f"[{engine}] render errors: {rendered['errors'][:5]}")
+    ev = evaluate(
+        fold / "render",
+        truth,
+        fps=cfg.features.fps,
+        store=store,
+        cfg=cfg.evaluate,
+        ridge_cache=fold / "ridge.npz",
+        log=log,
+    )
+    scores = fold_scores(ev, cfg.evaluate)
+    scores |= {"engine": engine, "files": counts, "steps": res["steps"], "notes": ev.notes}
+    (fold / "generalise.json").write_text(json.dumps(scores, indent=1, default=float))
+    return scores
+
+
+def lip_r(preds: list, truths: list) -> float:
+    """Mean over files of Pearson r of the lip aperture ``jawOpen - mouthClose`` (NaN if flat)."""
+    rs = []
+    for p, y in zip(preds, truths):
+        a, b = p[:, JAW] - p[:, CLOSE], y[:, JAW] - y[:, CLOSE]
+        if a.std() > 1e-6 and b.std() > 1e-6:
+            rs.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.mean(rs)) if rs else float("nan")
+
+
+def fold_scores(ev, ecfg) -> dict:
+    """Per method: group r, lip r, closure recall / false closures (pooled), sync lag; per channel r."""
+    from koemorph.evaluation.metrics import channel_pearson
+
+    summary = ev.summary(ecfg)
+    out: dict = {"methods": {}, "channels": {}}
+    for m in ev.methods():
+        agg, truths = summary[m], [ev.truths[i] for i in ev.truth_index[m]]
+        out["methods"][m] = {
+            "files": len(truths),
+            "mouth r": agg.get("mouth/pearson"),
+            "expression r": agg.get("expression/pearson"),
+            "closure r": agg.get("closure/pearson"),
+            "lip r": lip_r(ev.preds[m], truths),
+            "closure recall": agg.get("micro/closure/recall"),
+            "false closures": agg.get("micro/closure/false_closure_rate"),
+            "sync lag ms": agg.get("sync_lag_ms"),
+        }
+        r = channel_pearson(np.concatenate(ev.preds[m]), np.concatenate(truths), ecfg.flat_std)
+        out["channels"][m] = {n: float(r[bs.INDEX[n]]) for n in ROWS}
+    return out
+
+
+def _cell(v) -> str:
+    return f"{v:10.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>10s}"
+
+
+def print_fold(s: dict) -> None:
+    methods = [m for m in METHODS if m in s["methods"]]
+    files = s["methods"][methods[0]]["files"] if methods else 0
+    print(f"\n== held out: {s['engine']} ({files} test files; split {s['files']}; {s['steps']} steps)")
+    for note in s["notes"]:
+        print(f"   {note}")
+    print(f"{'group':22s}" + "".join(f"{m:>10s}" for m in methods))
+    for key in (
+        "mouth r",
+        "expression r",
+        "closure r",
+        "lip r",
+        "closure recall",
+        "false closures",
+        "sync lag ms",
+    ):
+        print(f"{key:22s}" + "".join(_cell(s["methods"][m][key]) for m in methods))
+    print(f"{'channel (pooled r)':22s}" + "".join(f"{m:>10s}" for m in methods))
+    for n in ROWS:
+        print(f"{n:22s}" + "".join(_cell(s["channels"][m][n]) for m in methods))
+
+
+def print_overall(folds: list[dict]) -> None:
+    print("\n== all folds: mean over held-out engines")
+    keys = ("mouth r", "closure r", "lip r", "closure recall", "false closures", "sync lag ms")
+    print(f"{'fold':14s}{'method':>10s}" + "".join(f"{k:>16s}" for k in keys))
+    for s in folds:
+        for m in (m for m in METHODS if m in s["methods"]):
+            print(f"{s['engine']:14s}{m:>10s}" + "".join(f"{_cell(s['methods'][m][k]):>16s}" for k in keys))
+    for m in METHODS:
+        rows = [s["methods"][m] for s in folds if m in s["methods"]]
+        if rows:
+            values = np.array([[np.nan if r[k] is None else r[k] for r in rows] for k in keys], float)
+            means = [float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else np.nan for v in values]
+            print(f"{'mean':14s}{m:>10s}" + "".join(f"{_cell(v):>16s}" for v in means))
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--corpus", help="an existing demo corpus (default: generate OUT/corpus)")
+    ap.add_argument("--minutes", type=float, default=30.0, help="corpus minutes, shared by the engines")
+    ap.add_argument("--engines", default="espeak,flite,festival")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-minutes", type=float, default=20.0, help="wall-clock training per fold")
+    ap.add_argument("--folds", default="", help="only these held-out engines (comma-separated)")
+    ap.add_argument("--set", action="append", default=[], help="config override for every fold")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="runs/generalise")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    corpus = make_corpus(args)
+    engines = json.loads((corpus / "corpus.json").read_text())["engines"]
+    chosen = [e for e in engines if not args.folds or e in args.folds.split(",")]
+    folds = []
+    for engine in chosen:
+        folds.append(run_fold(corpus, engine, args))
+        print_fold(folds[-1])
+    print_overall(folds)
+    (Path(args.out) / "generalise.json").write_text(json.dumps(folds, indent=1, default=float))
+    return folds
+
+
+if __name__ == "__main__":
+    main()
