@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from koemorph.data.store import open_arrays, sidecar
+from koemorph.data.store import damaged, open_arrays, sidecar
+from koemorph.errors import InputError
 from koemorph.features.normalise import normalise_egemaps, normalise_mel
 from koemorph.io.atomic import read_jsonl
 from koemorph.model.windows import mel_pad_value, window
@@ -74,10 +75,18 @@ class FeatureCache:
             self.ege_mean = np.asarray(self.stats["egemaps"]["mean"], np.float32)
             self.ege_std = np.asarray(self.stats["egemaps"]["std"], np.float32)
         self.files = {r["id"]: FileInfo(r["id"], r["split"], int(r["num_frames"])) for r in self.records}
+        self._check_groups()
         self.in_memory = in_memory
         self._loaded: dict[str, dict] = {}
         self._handles: dict[str, dict] = {}
         self._pid = os.getpid()
+
+    def _check_groups(self) -> None:
+        """InputError naming the first group whose listed arrays are not all readable (cheap: no decoding)."""
+        for r in self.records:
+            problem = damaged(self.store, r["id"], r)
+            if problem:
+                raise InputError(self.store / r["id"], f"damaged group: {problem}; re-run `koemorph extract`")
 
     # -- what is there ---------------------------------------------------------------------------
 

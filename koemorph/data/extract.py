@@ -23,7 +23,16 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.config import DataConfig, FeaturesConfig
-from koemorph.data.store import ARRAYS, SCHEMA_VERSION, GroupWriter, read_group_attrs, sidecar
+from koemorph.io.hold import hold
+from koemorph.data.store import (
+    ARRAYS,
+    SCHEMA_VERSION,
+    GroupWriter,
+    check_group,
+    group_path,
+    read_group_attrs,
+    sidecar,
+)
 
 
 def _short_hash(values: dict) -> str:
@@ -61,13 +70,15 @@ class Job:
 def plan(entries, store: str | Path, features: FeaturesConfig, data: DataConfig):
     """Split manifest entries into jobs to run and records of files already done.
 
-    Returns ``(jobs, cached_records)``.
+    Returns ``(jobs, cached_records)``. Arrays of an existing group are reused only when their
+    files are all there (:func:`koemorph.data.store.check_group`); a damaged array is recomputed.
     """
     hashes = array_hashes(features, data)
     jobs, cached = [], []
     for entry in entries:
         attrs = read_group_attrs(store, entry.id)
         keep = _valid_arrays(attrs, entry, hashes) if attrs else ()
+        keep = tuple(n for n in keep if not check_group(group_path(store, entry.id), [n]))
         wanted = {name for name, h in hashes.items() if h is not None}
         if entry.track_path is None:
             wanted.discard("targets")
@@ -102,6 +113,15 @@ def _record(entry, status: str, attrs: dict | None = None, **extra) -> dict:
                       hashes=attrs.get("hashes"), sums=attrs.get("sums"))
     record.update(extra)
     return record
+
+
+def bad_entry_record(error: Exception, raw) -> dict:
+    """The failure record of a manifest line that could not become an entry (e.g. an unsafe id)."""
+    raw = raw if isinstance(raw, dict) else {}
+    duration = raw.get("duration")
+    return {"id": str(raw.get("id")), "split": str(raw.get("split")), "status": "error",
+            "duration": float(duration) if isinstance(duration, (int, float)) else 0.0,
+            "audio_sha256": None, "track_sha256": None, "error": str(error)}
 
 
 def _sums(x: np.ndarray) -> dict:
@@ -167,6 +187,7 @@ def extract_file(job: Job) -> dict:
                      "split": entry["split"], "arrays": sorted(arrays),
                      "hashes": {k: v for k, v in job.hashes.items() if k in arrays}, "sums": sums}
             writer.publish(attrs)
+        hold("extract.published", entry["id"])  # test hook; returns at once in normal use
         return _record(entry, "ok", attrs, seconds=round(time.perf_counter() - start, 3),
                        cpu_seconds=round(time.process_time() - cpu_start, 3),
                        computed=sorted(set(arrays) - set(job.keep)))

@@ -68,6 +68,8 @@ def make_id(rel_stem: str) -> str:
         safe = "x" + safe
     if safe != "__".join(parts):
         safe += "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:6]
+    if len(safe) > 200:  # a group name, staging suffixes included, must fit a file name
+        safe = safe[:191] + "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:8]
     return safe
 
 
@@ -192,13 +194,29 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
     return result
 
 
+def empty_manifest_message(data_dir: str | Path, result: ManifestResult) -> str:
+    """Why a manifest came out empty, naming the folder (for the CLI's error)."""
+    if not result.problems:
+        return (f"{data_dir}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) with blendshape tracks found; "
+                "the manifest is empty")
+    return (f"{data_dir}: no usable audio + track pairs ({len(result.problems)} problem(s), see "
+            f"{problems_path(result.manifest_path)}); the manifest is empty")
+
+
 def problems_path(manifest: str | Path) -> Path:
     manifest = Path(manifest)
     return manifest.with_name(manifest.stem + ".problems.jsonl")
 
 
-def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEntry]:
-    """Read a manifest; paths come back absolute (resolved against the manifest's folder)."""
+def load_manifest(path: str | Path, split: str | None = None, bad: list | None = None) -> list[ManifestEntry]:
+    """Read a manifest; paths come back absolute (resolved against the manifest's folder).
+
+    An entry whose id is not a safe group name (:func:`koemorph.data.store.check_id`: no separators,
+    no ``..``, no absolute path) raises InputError naming the line, or, when ``bad`` is a list, is
+    left out and appended to it as ``(InputError, the line's object)``.
+    """
+    from koemorph.data.store import check_id
+
     path = Path(path)
     entries = []
     with open(path, encoding="utf-8") as f:
@@ -206,20 +224,22 @@ def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEn
             if not line.strip():
                 continue
             try:
-                entry = ManifestEntry(**json.loads(line))
+                raw = json.loads(line)
+                entry = ManifestEntry(**raw)
+                check_id(entry.id)
             except (json.JSONDecodeError, TypeError) as exc:
                 raise InputError(path, f"bad manifest line ({exc})", line=line_no) from None
+            except ValueError as exc:
+                if bad is None:
+                    raise InputError(path, str(exc), line=line_no) from None
+                bad.append((InputError(path, str(exc), line=line_no), raw))
+                continue
             entry.audio_path = str((path.parent / entry.audio_path).resolve())
             if entry.track_path is not None:
                 entry.track_path = str((path.parent / entry.track_path).resolve())
             if split is None or entry.split == split:
                 entries.append(entry)
     return entries
-
-
-def manifest_hash(path: str | Path) -> str:
-    """Short sha256 of a manifest file's bytes (logged with training runs)."""
-    return sha256_file(path)[:16]
 
 
 def _progress(items, label: str):
