@@ -28,8 +28,6 @@ from koemorph.io.audio import AUDIO_EXTENSIONS, audio_info, sha256_file
 SPLITS = ("train", "val", "test")
 _SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
                   "test": "test", "eval": "test"}
-TRACK_SUFFIXES = (".jsonl", ".csv", ".json")  # preference order when a stem has several
-_NOT_TRACKS = re.compile(r"(\.phones\.json|^corpus\.json|^take\.json|frame_log.*|\.problems\.jsonl)$", re.I)
 
 
 @dataclass
@@ -105,30 +103,30 @@ def speaker_of(stem: str, pattern: str) -> str:
 def find_pairs(data_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
     """Pair audio and track files under ``data_dir`` by relative path without suffix.
 
-    Returns ``(pairs, problems)``; ``pairs`` holds ``(audio, track or None)``, sorted.
+    Returns ``(pairs, problems)``; ``pairs`` holds ``(audio, track or None)``, sorted. Files are
+    walked by :func:`koemorph.io.walk.files_under`; tracks are the registered formats
+    (:mod:`koemorph.io.tracks.formats`), the best one used when a stem has several.
     """
+    from koemorph.io.tracks import format_of, preferred
+    from koemorph.io.walk import files_under
+
     audio: dict[str, Path] = {}
     tracks: dict[str, list[Path]] = {}
     problems: list[dict] = []
-    for root, dirs, files in os.walk(data_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            suffix = path.suffix.lower()
-            key = path.relative_to(data_dir).with_suffix("").as_posix()
-            if name.startswith(".") or _NOT_TRACKS.search(name):
+    for path in files_under(data_dir):
+        key = path.relative_to(data_dir).with_suffix("").as_posix()
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            if key in audio:
+                problems.append(
+                    {"path": str(path), "problem": f"second audio file for {key!r} (using {audio[key].name})"}
+                )
                 continue
-            if suffix in AUDIO_EXTENSIONS:
-                if key in audio:
-                    problems.append({"path": str(path), "problem": f"second audio file for {key!r} "
-                                     f"(using {audio[key].name})"})
-                    continue
-                audio[key] = path
-            elif suffix in TRACK_SUFFIXES:
-                tracks.setdefault(key, []).append(path)
+            audio[key] = path
+        elif format_of(path) is not None:
+            tracks.setdefault(key, []).append(path)
     pairs = []
     for key, audio_path in sorted(audio.items()):
-        candidates = sorted(tracks.pop(key, []), key=lambda p: TRACK_SUFFIXES.index(p.suffix.lower()))
+        candidates = preferred(tracks.pop(key, []))
         for extra in candidates[1:]:
             problems.append({"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"})
         pairs.append((audio_path, candidates[0] if candidates else None))

@@ -34,8 +34,10 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.inference.postprocess import RenderConfig, postprocess
+from koemorph.io.tracks.formats import FORMATS as _TRACK_FORMATS
+from koemorph.io.tracks.formats import format_named
 
-FORMATS = {"jsonl": ".jsonl", "livelink-csv": ".csv", "beat-json": ".json"}
+FORMATS = {f.name: f.suffix for f in _TRACK_FORMATS}  # output format name -> suffix
 MANIFEST_NAME = "render_manifest.jsonl"
 MODEL_DIR = ".render_models"  # MLflow downloads, inside OUT_DIR (workers must see them)
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
@@ -128,20 +130,13 @@ class RenderJob:
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
     """Audio files under ``input_dir`` (``AUDIO_EXTENSIONS``), recursively, sorted by relative path.
 
-    Hidden files and folders (``.*``, e.g. macOS ``._x.wav``) and anything under ``exclude`` are skipped.
+    Hidden files and folders (``.*``, e.g. macOS ``._x.wav``) and anything under ``exclude`` are skipped
+    (:func:`koemorph.io.walk.files_under`).
     """
     from koemorph.io.audio import is_audio_file
+    from koemorph.io.walk import files_under
 
-    exclude = exclude.resolve() if exclude is not None else None
-    found = []
-    for path in input_dir.rglob("*"):
-        rel = path.relative_to(input_dir)
-        if any(part.startswith(".") for part in rel.parts) or not is_audio_file(path) or not path.is_file():
-            continue
-        if exclude is not None and exclude in path.resolve().parents:
-            continue
-        found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(input_dir).as_posix())
+    return [p for p in files_under(input_dir, exclude=exclude) if is_audio_file(p) and p.is_file()]
 
 
 def read_manifest(out_dir: Path) -> dict[str, dict]:
@@ -385,12 +380,7 @@ def resample_fps(values: np.ndarray, from_fps: int, to_fps: int, n_frames: int) 
 
 def write_output(path: str, values: np.ndarray, fps: int, fmt: str) -> None:
     """Write ``[T, 52]`` Apple-order values atomically in ``fmt`` (see :data:`FORMATS`)."""
-    from koemorph.io.tracks import write_beat_json, write_jsonl_track, write_livelink_csv
-
-    writer = {"jsonl": write_jsonl_track, "livelink-csv": write_livelink_csv, "beat-json": write_beat_json}[
-        fmt
-    ]
-    writer(path, values, fps)
+    format_named(fmt).write(path, values, fps)
 
 
 def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
