@@ -1,8 +1,8 @@
 """Dask driver for ``koemorph render``: one task per input file, results gathered as they finish.
 
 Thin by design: the work is :func:`koemorph.inference.render.render_file`; this module resolves the model,
-plans, starts (or joins) a cluster, preloads and warms the model once per worker, shows progress and hands
-the records to :func:`koemorph.inference.render.finish` (the only writer of the manifest).
+plans, and hands the jobs to :func:`pipeline.jobs.run_jobs`, which preloads and warms the model once per
+worker and ends with :func:`koemorph.inference.render.finish` (the only writer of the manifest).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from koemorph.inference.postprocess import RenderConfig
-from pipeline.dask_utils import close_client, dask_client, run_map
+from pipeline.jobs import run_jobs
 
 
 def _preload(path: str, sha256: str) -> None:
@@ -35,7 +35,7 @@ def render(
 ) -> dict:
     """Render every audio file under ``input_dir`` into ``out_dir``; return the summary of
     :func:`koemorph.inference.render.finish`. ``workers=0`` runs in this process without Dask."""
-    from koemorph.inference.render import finish, plan, render_file, resolve_model
+    from koemorph.inference.render import failed, finish, plan, render_file, resolve_model
 
     if not Path(input_dir).is_dir():
         raise FileNotFoundError(f"{input_dir}: not a folder")
@@ -44,19 +44,20 @@ def render(
     jobs, records = plan(
         input_dir, out_dir, ref, fmt=fmt, fps=fps, post=post, store=store, threads=None if local else 1
     )
-    if jobs:
-        client = None if local else dask_client(workers, scheduler)
-        try:
-            if client is not None:
-                client.run(_preload, ref.path, ref.sha256)  # once per worker, in parallel
-            for record in run_map(render_file, jobs, client, lambda j: j.duration, "render"):
-                records.append(record)
-        except KeyboardInterrupt:  # keep what finished: its outputs are complete and recorded
-            finish(out_dir, records)
-            raise
-        finally:
-            if client is not None:
-                close_client(client)
-    summary = finish(out_dir, records)
+    summary = run_jobs(
+        jobs,
+        render_file,
+        lambda records: finish(out_dir, records),
+        done=records,
+        failed=failed,
+        source=lambda job: job.input,
+        seconds=lambda job: job.duration,
+        label="render",
+        statuses=("ok", "skipped", "error"),
+        workers=workers,
+        scheduler=scheduler,
+        local=local,
+        on_start=lambda client: client.run(_preload, ref.path, ref.sha256),  # once per worker, in parallel
+    )
     summary["model"] = ref.id
     return summary

@@ -112,8 +112,15 @@ def import_take(
     except BaseException:
         wav.unlink(missing_ok=True)
         raise
-    return {"take": take_dir.name, "status": "ok", "wav": str(wav), "jsonl": str(jsonl),
-            "frames": int(len(values)), "fps": fps, "error": None}
+    return {
+        "take": take_dir.name,
+        "status": "ok",
+        "wav": str(wav),
+        "jsonl": str(jsonl),
+        "frames": int(len(values)),
+        "fps": fps,
+        "error": None,
+    }
 
 
 def import_takes(
@@ -138,6 +145,15 @@ def import_takes(
             seen.add(folder.name)
             records.append(import_take(folder, out_dir, swap_mouth_lr=swap_mouth_lr, tolerance_s=tolerance_s))
         except InputError as exc:
-            records.append({"take": folder.name, "status": "error", "wav": None, "jsonl": None,
-                            "frames": 0, "fps": None, "error": str(exc)})
+            records.append(
+                {
+                    "take": folder.name,
+                    "status": "error",
+                    "wav": None,
+                    "jsonl": None,
+                    "frames": 0,
+                    "fps": None,
+                    "error": str(exc),
+                }
+            )
     return records

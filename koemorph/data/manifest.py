@@ -26,8 +26,15 @@ from koemorph.errors import InputError
 from koemorph.io.audio import AUDIO_EXTENSIONS, audio_info, sha256_file
 
 SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
-                  "test": "test", "eval": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "eval": "test",
+}
 
 
 @dataclass
@@ -128,9 +135,11 @@ def find_pairs(data_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[dic
     for key, audio_path in sorted(audio.items()):
         candidates = preferred(tracks.pop(key, []))
         for extra in candidates[1:]:
-            problems.append({"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"})
+            problems.append(
+                {"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"}
+            )
         pairs.append((audio_path, candidates[0] if candidates else None))
-    for key, paths in sorted(tracks.items()):
+    for _key, paths in sorted(tracks.items()):
         for path in paths:
             problems.append({"path": str(path), "problem": "no audio file with the same stem"})
     return pairs, problems
@@ -140,8 +149,9 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
-def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
-                   include_audio_only: bool = False) -> ManifestResult:
+def build_manifest(
+    data_dir: str | Path, out: str | Path, cfg: DataConfig, include_audio_only: bool = False
+) -> ManifestResult:
     """Scan ``data_dir``, validate every pair, write ``out`` and ``out``'s problems file.
 
     A bad file (unreadable audio, malformed track, track duration off by more than
@@ -178,13 +188,21 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
         seen_ids.add(entry_id)
         speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
         split = split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios)
-        result.entries.append(ManifestEntry(
-            id=entry_id, audio_path=_relative(audio_path, out.parent),
-            track_path=None if track_path is None else _relative(track_path, out.parent),
-            duration=round(info.duration, 6), sample_rate=info.sample_rate, channels=info.channels,
-            track_fps=None if track_fps is None else round(float(track_fps), 3),
-            audio_sha256=sha256_file(audio_path), track_sha256=track_sha, split=split, speaker=speaker,
-        ))
+        result.entries.append(
+            ManifestEntry(
+                id=entry_id,
+                audio_path=_relative(audio_path, out.parent),
+                track_path=None if track_path is None else _relative(track_path, out.parent),
+                duration=round(info.duration, 6),
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                track_fps=None if track_fps is None else round(float(track_fps), 3),
+                audio_sha256=sha256_file(audio_path),
+                track_sha256=track_sha,
+                split=split,
+                speaker=speaker,
+            )
+        )
     from koemorph.io.atomic import write_jsonl
 
     write_jsonl(out, (dataclasses.asdict(e) for e in result.entries))
@@ -195,10 +213,14 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
 def empty_manifest_message(data_dir: str | Path, result: ManifestResult) -> str:
     """Why a manifest came out empty, naming the folder (for the CLI's error)."""
     if not result.problems:
-        return (f"{data_dir}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) with blendshape tracks found; "
-                "the manifest is empty")
-    return (f"{data_dir}: no usable audio + track pairs ({len(result.problems)} problem(s), see "
-            f"{problems_path(result.manifest_path)}); the manifest is empty")
+        return (
+            f"{data_dir}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) with blendshape tracks found; "
+            "the manifest is empty"
+        )
+    return (
+        f"{data_dir}: no usable audio + track pairs ({len(result.problems)} problem(s), see "
+        f"{problems_path(result.manifest_path)}); the manifest is empty"
+    )
 
 
 def problems_path(manifest: str | Path) -> Path:
@@ -261,11 +283,17 @@ def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> No
         table.add_column(col, justify="right" if col != "split" else "left")
     for split in (*SPLITS, None):
         rows = [e for e in result.entries if split is None or e.split == split]
-        table.add_row(split or "all", str(len(rows)), f"{sum(e.duration for e in rows) / 3600:.3f}",
-                      str(len({e.speaker for e in rows})))
+        table.add_row(
+            split or "all",
+            str(len(rows)),
+            f"{sum(e.duration for e in rows) / 3600:.3f}",
+            str(len({e.speaker for e in rows})),
+        )
     console.print(table)
     if result.problems:
-        console.print(f"[yellow]{len(result.problems)} problem(s)[/] (all in {problems_path(result.manifest_path)}):")
+        console.print(
+            f"[yellow]{len(result.problems)} problem(s)[/] (all in {problems_path(result.manifest_path)}):"
+        )
         for p in result.problems[:max_problems]:
             where = p["path"] if p.get("line") is None else f"{p['path']}:{p['line']}"
             console.print(f"  {where}: {p['problem']}", highlight=False, markup=False)

@@ -7,7 +7,8 @@ Layout (``S`` = the store folder, e.g. ``cache/features.zarr``)::
                              schema_version, fps, num_frames, duration, per-file feature sums, complete
     S/<id>/mel               [T, n_mels] float32 log-mel (dB re full scale), chunks of 1024 frames
     S/<id>/egemaps           [T, 88] float32, causal sample-and-hold on the grid (optional); window j
-                             (ending at (j+1) * window_step_s) is the row of the first frame at or after its end
+                             (ending at (j+1) * window_step_s) is the row of the first frame at or after
+                             its end
     S/<id>/targets           [T, 52] float32 Apple-order blendshapes (absent for audio-only files)
     S/_staging/              groups being written; removed at the start of every run
 
@@ -23,11 +24,13 @@ Beside the store the driver writes ``<stem>.results.jsonl``, ``<stem>.failures.j
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +53,10 @@ def check_id(file_id) -> str:
     separators, no ``..``, no absolute paths and no Zarr-reserved or staging names.
     """
     if not isinstance(file_id, str) or not _ID.fullmatch(file_id):
-        raise ValueError(f"id {file_id!r} is not a safe name (1-200 characters from A-Z a-z 0-9 . _ -, "
-                         "starting with a letter or digit)")
+        raise ValueError(
+            f"id {file_id!r} is not a safe name (1-200 characters from A-Z a-z 0-9 . _ -, "
+            "starting with a letter or digit)"
+        )
     return file_id
 
 
@@ -64,8 +69,10 @@ def _zarr():
 
 # Codec chain of every array: little-endian float32 bytes, then blosc (zstd level 3, byte shuffle).
 _BLOSC = {"typesize": 4, "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "blocksize": 0}
-_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}},
-           {"name": "blosc", "configuration": _BLOSC}]
+_CODECS = [
+    {"name": "bytes", "configuration": {"endian": "little"}},
+    {"name": "blosc", "configuration": _BLOSC},
+]
 
 
 def _json(doc: dict) -> bytes:
@@ -87,14 +94,22 @@ def array_nodes(data: np.ndarray, attrs: dict | None = None) -> dict[str, bytes]
     if data.ndim != 2:
         raise ValueError(f"expected a [T, D] array, got shape {data.shape}")
     rows = min(TIME_CHUNK, max(1, data.shape[0]))
-    meta = {"shape": list(data.shape), "data_type": "float32",
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, data.shape[1]]}},
-            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-            "fill_value": 0.0, "codecs": _CODECS, "attributes": attrs or {}, "zarr_format": 3,
-            "node_type": "array", "storage_transformers": []}
+    meta = {
+        "shape": list(data.shape),
+        "data_type": "float32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, data.shape[1]]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0,
+        "codecs": _CODECS,
+        "attributes": attrs or {},
+        "zarr_format": 3,
+        "node_type": "array",
+        "storage_transformers": [],
+    }
     nodes = {"zarr.json": _json(meta)}
-    blosc = Blosc(cname=_BLOSC["cname"], clevel=_BLOSC["clevel"], shuffle=Blosc.SHUFFLE,
-                  blocksize=_BLOSC["blocksize"])  # typesize: float32's 4 bytes
+    blosc = Blosc(
+        cname=_BLOSC["cname"], clevel=_BLOSC["clevel"], shuffle=Blosc.SHUFFLE, blocksize=_BLOSC["blocksize"]
+    )  # typesize: float32's 4 bytes
     for i, start in enumerate(range(0, data.shape[0], rows)):
         chunk = data[start : start + rows]
         if len(chunk) < rows:
@@ -124,8 +139,10 @@ def store_lock(store: str | Path):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreBusyError(f"{store}: store in use by PID {holder} (another `koemorph extract`); "
-                                 "wait for it to finish or stop it") from None
+            raise StoreBusyError(
+                f"{store}: store in use by PID {holder} (another `koemorph extract`); "
+                "wait for it to finish or stop it"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -192,9 +209,9 @@ def check_group(group: str | Path, names=None) -> list[str]:
     return problems
 
 
-def damaged(store: str | Path, file_id: str, attrs: dict) -> str | None:
-    """Why the complete group ``file_id`` (with ``attrs``) cannot be read, or None if it can."""
-    problems = check_group(group_path(store, file_id), attrs.get("arrays", ()))
+def damaged(store: str | Path, file_id: str, arrays) -> str | None:
+    """Why the listed ``arrays`` of group ``file_id`` cannot be read, or None if they can."""
+    problems = check_group(group_path(store, file_id), list(arrays or ()))
     return "; ".join(problems) or None
 
 
@@ -241,8 +258,12 @@ class GroupWriter:
         problems = check_group(self.staging, attrs.get("arrays"))
         if problems:
             raise ValueError(f"{self.final}: not publishing an incomplete group: {'; '.join(problems)}")
-        group = {"attributes": {**attrs, "complete": True}, "zarr_format": 3, "consolidated_metadata": None,
-                 "node_type": "group"}
+        group = {
+            "attributes": {**attrs, "complete": True},
+            "zarr_format": 3,
+            "consolidated_metadata": None,
+            "node_type": "group",
+        }
         (self.staging / "zarr.json").write_bytes(_json(group))
         trash = None
         if self.final.exists():
@@ -260,3 +281,71 @@ def open_arrays(store: str | Path, file_id: str) -> dict:
     if group.attrs.get("complete") is not True:
         raise ValueError(f"{group_path(store, file_id)}: group is not complete")
     return {name: arr for name, arr in group.arrays()}
+
+
+# -- the sidecars: results, failures, stats --------------------------------------------------------
+
+
+@dataclass
+class FileRecord:
+    """What ``koemorph extract`` did with one manifest entry: one line of ``results.jsonl`` (``ok``,
+    ``cached``) or ``failures.jsonl`` (``error``). Fields after ``track_sha256`` are None when they
+    do not apply and are then left out of the line."""
+
+    id: str
+    split: str
+    status: str  # ok (computed in this run) | cached (unchanged) | error
+    duration: float  # seconds of audio (manifest)
+    audio_sha256: str | None = None
+    track_sha256: str | None = None
+    num_frames: int | None = None  # rows of every array, on the grid at ``fps``
+    fps: int | None = None
+    arrays: list[str] | None = None  # stored arrays, sorted
+    hashes: dict | None = None  # config hash per stored array
+    sums: dict | None = None  # per-array {n, sum, sumsq} for the stats (not written to results)
+    seconds: float | None = None  # wall seconds of the worker task
+    cpu_seconds: float | None = None
+    computed: list[str] | None = None  # arrays computed in this run (the rest were kept)
+    error: str | None = None  # one line naming the file and the problem
+    traceback: str | None = None  # for unexpected exceptions
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FileRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self, leave_out: tuple[str, ...] = ()) -> dict:
+        """The JSON line: the first six fields always, the others when set, minus ``leave_out``."""
+        d = dataclasses.asdict(self)
+        base = ("id", "split", "status", "duration", "audio_sha256", "track_sha256")
+        return {k: v for k, v in d.items() if k not in leave_out and (k in base or v is not None)}
+
+
+def read_results(store: str | Path) -> list[FileRecord]:
+    """The store's results (one record per usable file). FileNotFoundError if extract never finished."""
+    from koemorph.io.atomic import read_jsonl
+
+    path = sidecar(store, "results.jsonl")
+    if not path.is_file():
+        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
+    return [FileRecord.from_dict(r) for r in read_jsonl(path)]
+
+
+def read_stats(store: str | Path) -> dict:
+    """The store's stats: train-split ``mel``/``egemaps`` mean and std, ``ids``, ``features`` config."""
+    path = sidecar(store, "stats.json")
+    if not path.is_file():
+        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
+    return json.loads(path.read_text())
+
+
+def write_sidecars(store: str | Path, records: list[FileRecord], stats: dict) -> None:
+    """Write results (ok and cached, sorted by id, without sums and tracebacks), failures and stats,
+    each atomically. Driver only."""
+    from koemorph.io.atomic import atomic_write_text, write_jsonl
+
+    records = sorted(records, key=lambda r: r.id)
+    ok = [r.to_dict(leave_out=("sums", "traceback")) for r in records if r.status != "error"]
+    write_jsonl(sidecar(store, "results.jsonl"), ok)
+    write_jsonl(sidecar(store, "failures.jsonl"), [r.to_dict() for r in records if r.status == "error"])
+    atomic_write_text(sidecar(store, "stats.json"), json.dumps(stats, indent=1) + "\n")

@@ -2,7 +2,8 @@
 
 The Dask driver (``pipeline/render.py``) only orchestrates: :func:`resolve_model` turns
 ``--model`` into a local checkpoint, :func:`plan` walks the input tree and decides what needs
-rendering, :func:`render_file` runs in a worker and returns a record (never raises), and
+rendering, :func:`render_file` runs in a worker and returns a record (``pipeline.jobs.run_jobs`` turns
+an exception into an error record with :func:`failed`), and
 :func:`finish` writes ``OUT/render_manifest.jsonl``. Only the driver writes the manifest.
 
 Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
@@ -26,7 +27,6 @@ import dataclasses
 import os
 import re
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,20 +151,17 @@ def read_manifest(out_dir: Path) -> dict[str, dict]:
 
 def store_index(store: str | Path, features: dict) -> dict[str, str]:
     """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
-    match the checkpoint's feature config (from the store's ``results.jsonl``)."""
+    match the checkpoint's feature config (the store's results: :func:`koemorph.data.store.read_results`)."""
     from koemorph.config import load_config
     from koemorph.data.extract import array_hashes
-    from koemorph.data.store import sidecar
-    from koemorph.io.atomic import read_jsonl
+    from koemorph.data.store import read_results
 
-    path = sidecar(store, "results.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
+    records = read_results(store)
     want = _wanted_hashes(load_config(None, extra={"features": features}).features, array_hashes)
     return {
-        r["audio_sha256"]: r["id"]
-        for r in read_jsonl(path)
-        if r.get("status") != "error" and all((r.get("hashes") or {}).get(k) == v for k, v in want.items())
+        r.audio_sha256: r.id
+        for r in records
+        if r.status != "error" and all((r.hashes or {}).get(k) == v for k, v in want.items())
     }
 
 
@@ -327,7 +324,7 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job: Rende
     ``source`` is ``"store:<group>"`` when read from ``job.store`` (same audio sha256 and feature
     hashes, same frame count), else ``"computed"``.
     """
-    from koemorph.features.normalise import first_valid_frame, normalise_features
+    from koemorph.features.normalise import normalise_features
 
     cfg = meta["config"].features
     use_ege = bool(cfg.egemaps and "egemaps" in meta["stats"])
@@ -337,14 +334,12 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job: Rende
         if cached is not None:
             mel, ege, first = cached
             return normalise_features(mel, ege, first, meta["stats"], cfg), f"store:{job.store_group}"
-    from koemorph.features.mel import log_mel
+    from koemorph.features.registry import FEATURES
 
-    mel, ege, first = log_mel(samples, cfg), None, n_frames
+    (mel, _), ege, first = FEATURES["mel"].compute(samples, cfg), None, n_frames
     if use_ege:
-        from koemorph.features.egemaps import egemaps
-
-        ege, _, ends = egemaps(samples, cfg)
-        first = first_valid_frame(n_frames, len(ends), cfg)
+        ege, attrs = FEATURES["egemaps"].compute(samples, cfg)
+        first = attrs["first_valid_frame"]
     return normalise_features(mel, ege, first, meta["stats"], cfg), "computed"
 
 
@@ -420,41 +415,35 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
 
 
 def render_file(job: RenderJob) -> dict:
-    """Render one input to its output file. Returns a manifest record; never raises.
+    """Render one input to its output file; return its ``ok`` manifest record.
 
-    ``status`` is ``ok`` or ``error``; errors carry ``error`` (one line naming the file and the
-    problem) and, for unexpected exceptions, ``traceback``. A failed file leaves no output behind
-    (writes are atomic; an older output of the same name is left as it was).
+    Bad input raises :class:`koemorph.errors.InputError` (``pipeline.jobs.run_jobs`` turns any exception
+    into a record with :func:`failed`). A failed file leaves no output behind (writes are atomic; an
+    older output of the same name is left as it was).
     """
-    from koemorph.errors import InputError
-
     start, cpu = time.perf_counter(), time.process_time()
-    try:
-        values, facts = render_values(job)
-        write_output(job.output, values, job.fps, job.format)
-        return _record(
-            job,
-            "ok",
-            **facts,
-            seconds=round(time.perf_counter() - start, 3),
-            cpu_seconds=round(time.process_time() - cpu, 3),
-        )
-    except InputError as exc:
-        return _record(job, "error", error=str(exc), seconds=round(time.perf_counter() - start, 3))
-    except Exception as exc:  # anything else: still a record, the other files go on
-        return _record(
-            job,
-            "error",
-            error=f"{job.input}: {type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-            seconds=round(time.perf_counter() - start, 3),
-        )
+    values, facts = render_values(job)
+    write_output(job.output, values, job.fps, job.format)
+    return _record(
+        job,
+        "ok",
+        **facts,
+        seconds=round(time.perf_counter() - start, 3),
+        cpu_seconds=round(time.process_time() - cpu, 3),
+    )
+
+
+def failed(job: RenderJob, error: str, traceback: str | None, seconds: float) -> dict:
+    """The error record of a job whose worker raised (``error`` names the file and the problem)."""
+    extra = {"traceback": traceback} if traceback else {}
+    return _record(job, "error", error=error, seconds=round(seconds, 3), **extra)
 
 
 def finish(out_dir: str | Path, records: list[dict]) -> dict:
     """Write ``OUT/render_manifest.jsonl`` (one line per input, sorted by input path). Driver only.
 
-    Returns a summary: files and audio hours per status, and the error messages.
+    Returns the manifest's path and the error messages (``pipeline.jobs.run_jobs`` adds the files and
+    audio hours per status).
     """
     from koemorph.io.atomic import write_jsonl
 
@@ -463,11 +452,5 @@ def finish(out_dir: str | Path, records: list[dict]) -> dict:
     write_jsonl(
         Path(out_dir) / MANIFEST_NAME, [{k: v for k, v in r.items() if k != "traceback"} for r in records]
     )
-    summary: dict = {}
-    for status in ("ok", "skipped", "error"):
-        rows = [r for r in records if r["status"] == status]
-        summary[f"{status} files"] = len(rows)
-        summary[f"{status} hours"] = round(sum(r.get("duration") or 0.0 for r in rows) / 3600, 4)
-    summary["manifest"] = str(Path(out_dir) / MANIFEST_NAME)
-    summary["errors"] = [r["error"] for r in records if r["status"] == "error"]
-    return summary
+    errors = [r["error"] for r in records if r["status"] == "error"]
+    return {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}
