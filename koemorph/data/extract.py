@@ -63,12 +63,18 @@ class Job:
 def plan(entries, store: str | Path, features: FeaturesConfig, data: DataConfig):
     """Split manifest entries into jobs to run and records of files already done.
 
-    Returns ``(jobs, cached_records)``. Arrays of an existing group are reused only when their
-    files are all there (:func:`koemorph.data.store.check_group`); a damaged array is recomputed.
+    Returns ``(jobs, done)``: ``done`` holds ``cached`` records and ``error`` records of entries
+    repeating an earlier entry's id. Arrays of an existing group are reused only when their files
+    are all there (:func:`koemorph.data.store.check_group`); a damaged array is recomputed.
     """
     hashes = array_hashes(features, data)
-    jobs, cached = [], []
+    jobs, cached, seen = [], [], set()
     for entry in entries:
+        if entry.id in seen:
+            problem = f"{entry.audio_path}: id {entry.id!r} is already used by another manifest entry"
+            cached.append(_record(entry, "error", error=problem))
+            continue
+        seen.add(entry.id)
         attrs = read_group_attrs(store, entry.id)
         keep = _valid_arrays(attrs, entry, hashes) if attrs else ()
         keep = tuple(n for n in keep if not check_group(group_path(store, entry.id), [n]))
