@@ -34,9 +34,11 @@ def _take_movs(folder: Path) -> list[Path]:
 
 
 def find_takes(takes_dir: str | Path) -> list[Path]:
-    """Folders under ``takes_dir`` (itself included; recursive) holding a take CSV or a .mov, sorted."""
-    root = Path(takes_dir)
-    folders = {p.parent for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".csv", ".mov")}
+    """Folders under ``takes_dir`` (itself included; recursive, hidden folders skipped) holding a take
+    CSV or a .mov, sorted."""
+    from koemorph.io.walk import files_under
+
+    folders = {p.parent for p in files_under(takes_dir) if p.suffix.lower() in (".csv", ".mov")}
     return sorted(f for f in folders if _take_csvs(f) or _take_movs(f))
 
 
