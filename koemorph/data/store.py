@@ -38,7 +38,6 @@ import numpy as np
 SCHEMA_VERSION = 2  # 2: no egemaps_windows array (it repeated rows of egemaps)
 TIME_CHUNK = 1024  # frames per chunk (~34 s at 30 fps): cheap random window reads
 STAGING = "_staging"
-ARRAYS = ("mel", "egemaps", "targets")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
