@@ -56,9 +56,9 @@ def timed_extract(manifest: Path, store: Path, workers: int) -> tuple[float, flo
         seconds = time.perf_counter() - start
     finally:
         close_client(client)
-    bad = [r for r in records if r["status"] == "error"]
+    bad = [r for r in records if r.status == "error"]
     assert not bad, bad[:3]
-    return seconds, sum(r["cpu_seconds"] for r in records)
+    return seconds, sum(r.cpu_seconds for r in records)
 
 
 def per_window_cost(signal: np.ndarray, n_windows: int) -> tuple[float, float]:
@@ -100,7 +100,7 @@ jobs, _ = plan(entries, {str(work / "long.zarr")!r}, cfg.features, cfg.data)
 start = time.process_time()
 record = extract_file(jobs[0])
 seconds = time.process_time() - start
-assert record["status"] == "ok", record
+assert record.status == "ok", record
 # VmHWM: this process's own peak (ru_maxrss would carry the parent's peak over the exec)
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
 print(json.dumps({{"seconds": seconds, "peak_mb": int(hwm.split()[1]) / 1024}}))

@@ -229,13 +229,15 @@ def manifest(
 ):
     """Pair audio with blendshape tracks by stem and write a JSONL manifest with splits."""
     cfg = _config(params, set_)
-    from koemorph.data.manifest import build_manifest, print_manifest_summary
+    from koemorph.data.manifest import build_manifest, empty_manifest_message, print_manifest_summary
 
     data_dir, out = data_dir or Path(cfg.paths.data_dir), out or Path(cfg.paths.manifest)
     if not data_dir.is_dir():
         _fail(f"{data_dir}: not a folder", code=2)
     result = build_manifest(data_dir, out, cfg.data, include_audio_only=audio_only)
     print_manifest_summary(result)
+    if not result.entries:
+        _fail(empty_manifest_message(data_dir, result))
     if strict and result.problems:
         raise typer.Exit(1)
 

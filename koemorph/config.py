@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,8 +319,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def config_hash(obj) -> str:
     """Short stable hash of a config section (canonical JSON)."""
-    text = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from koemorph.io.digest import short_hash
+
+    return short_hash(to_dict(obj))
 
 
 _KINDS = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}

@@ -21,10 +21,6 @@ class InputError(ValueError):
     def __reduce__(self):  # keep the fields when pickled across Dask workers
         return (type(self), (self.path, self.problem, self.line))
 
-    def to_record(self) -> dict:
-        """A JSON-able failure record."""
-        return {"error": self.kind, "path": self.path, "line": self.line, "problem": self.problem}
-
 
 class AudioError(InputError):
     """An audio file is missing, corrupt, empty, silent-by-NaN or otherwise unreadable."""

@@ -1,9 +1,9 @@
 """Dask driver for ``koemorph render``: one task per input file, results gathered as they finish.
 
 Thin by design: the work is :func:`koemorph.inference.render.render_file`; this module locks the output
-folder, resolves the model, plans, starts (or joins) a cluster, preloads and warms the model once per
-worker, shows progress, journals each record as it arrives and hands them all to
-:func:`koemorph.inference.manifest.finish` (the manifest is written by this driver only).
+folder, resolves the model, plans, and hands the jobs to :func:`pipeline.jobs.run_jobs`, which preloads
+and warms the model once per worker; each record is journalled as it arrives, and
+:func:`koemorph.inference.manifest.finish` writes the manifest (this driver is its only writer).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from koemorph.inference.postprocess import RenderConfig
-from pipeline.dask_utils import close_client, dask_client, run_map
+from pipeline.jobs import run_jobs
 
 
 def _preload(path: str, sha256: str) -> None:
@@ -54,7 +54,7 @@ def render(
 
 def _render(input_dir, out_dir, ref, fmt, fps, post, store, workers, scheduler) -> dict:
     from koemorph.inference.manifest import Journal, finish
-    from koemorph.inference.render import plan, render_file
+    from koemorph.inference.render import failed, plan, render_file
 
     local = workers == 0 and not scheduler
     jobs, records = plan(
@@ -64,22 +64,26 @@ def _render(input_dir, out_dir, ref, fmt, fps, post, store, workers, scheduler) 
         "input_dir": str(Path(input_dir).resolve()),
         "planned": {j.rel for j in jobs} | {r.input for r in records},
     }
-    if jobs:
-        client = None if local else dask_client(workers, scheduler)
-        journal = Journal(out_dir)
-        try:
-            if client is not None:
-                client.run(_preload, ref.path, ref.sha256)  # once per worker, in parallel
-            for record in run_map(render_file, jobs, client, lambda j: j.duration, "render"):
-                records.append(record)
-                journal.append(record)
-        except KeyboardInterrupt:  # keep what finished: its outputs are complete and recorded
-            finish(out_dir, records, **scope)
-            raise
-        finally:
+    journal = Journal(out_dir) if jobs else None
+    try:
+        summary = run_jobs(
+            jobs,
+            render_file,
+            lambda done: finish(out_dir, done, **scope),
+            done=records,
+            failed=failed,
+            source=lambda job: job.input,
+            seconds=lambda job: job.duration,
+            label="render",
+            statuses=("ok", "skipped", "error"),
+            workers=workers,
+            scheduler=scheduler,
+            local=local,
+            on_start=lambda client: client.run(_preload, ref.path, ref.sha256),  # once per worker
+            on_record=journal.append if journal else None,
+        )
+    finally:
+        if journal is not None:
             journal.close()
-            if client is not None:
-                close_client(client)
-    summary = finish(out_dir, records, **scope)
     summary["model"] = ref.id
     return summary

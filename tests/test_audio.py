@@ -53,3 +53,16 @@ def test_sha256_and_atomic_write(tmp_path):
     assert audio.load_audio(path).shape == (1600,)
     assert len(audio.sha256_file(path)) == 64
     assert [p.name for p in path.parent.iterdir()] == ["x.wav"]  # no temp file left
+
+
+def test_a_truncated_wav_is_an_error_not_a_shorter_file(make_wav):
+    path = make_wav("cut.wav", seconds=3.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + (len(data) - 44) // 2])  # header still declares 3 s
+    for read in (audio.load_audio, audio.audio_info):
+        with pytest.raises(
+            AudioError, match=r"cut\.wav: file is truncated: .*declares 3\.00 s.*holds 1\.50 s"
+        ):
+            read(path)
+    whole = make_wav("whole.wav", seconds=3.0)
+    assert audio.audio_info(whole).duration == pytest.approx(3.0)

@@ -181,12 +181,16 @@ def test_bad_inputs_become_failure_records(tmp_path, scheduler):
 
 
 def test_killed_run_leaves_only_complete_groups(tmp_path):
+    """Kill -9 the driver and its workers while each of the 2 workers is held (KOEMORPH_HOLD) right
+    after publishing its first group: exactly 2 groups are in place, both complete, and a re-run
+    keeps them and computes the other 10."""
     data = tmp_path / "data"
     for i in range(12):
         write_pair(data, f"train/s{i}_{i:02d}", 6.0, seed=i)
     manifest = tmp_path / "m.jsonl"
     build_manifest(data, manifest, load_config(None).data)
-    store = tmp_path / "f.zarr"
+    store, holds = tmp_path / "f.zarr", tmp_path / "holds"
+    holds.mkdir()
     cmd = [
         sys.executable,
         "-m",
@@ -198,21 +202,31 @@ def test_killed_run_leaves_only_complete_groups(tmp_path):
         "--workers",
         "2",
     ]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "KOEMORPH_HOLD": f"extract.published@{holds}",
+    }
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(store.glob("train__*/zarr.json")):
+    deadline = time.monotonic() + 300  # a limit for a hung run, not the kill point
+    while len(list(holds.glob("*.reached"))) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None, "workers never reached the hold"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, mid-way
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and both held workers
     proc.wait()
-    done = [p.parent.name for p in store.glob("train__*/zarr.json")]
-    assert 0 < len(done) < 12
+    held = sorted(p.read_text() for p in holds.glob("*.reached"))
+    done = sorted(p.parent.name for p in store.glob("*/zarr.json"))
+    assert done == held and len(done) == 2
+    chunks = {}
     for file_id in done:  # anything in place is complete and readable
         attrs = read_group_attrs(store, file_id)
         assert attrs is not None
         assert open_arrays(store, file_id)["mel"][:].shape == (attrs["num_frames"], 80)
+        chunks[file_id] = {p: p.stat().st_mtime_ns for p in (store / file_id).rglob("c/*/0")}
     summary = extract(manifest, store, load_config(None), workers=2)
-    assert summary["cached files"] == len(done) and summary["ok files"] == 12 - len(done)
+    assert summary["cached files"] == 2 and summary["ok files"] == 10
+    for file_id, stamps in chunks.items():  # the finished groups were not recomputed
+        assert {p: p.stat().st_mtime_ns for p in (store / file_id).rglob("c/*/0")} == stamps
     assert not (store / STAGING).exists() or not any((store / STAGING).iterdir())

@@ -96,3 +96,22 @@ def test_ids_are_path_safe_and_distinct():
     assert make_id("ünï/cödé").isascii()
     assert make_id("train/speaker_001") == "train__speaker_001"
     assert not make_id("__weird/x").startswith("__")
+
+
+def test_an_empty_or_unusable_folder_is_an_error_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / ".hidden.wav").write_bytes(b"")
+    result = CliRunner().invoke(app, ["manifest", str(empty), "-o", str(tmp_path / "m.jsonl")], env=ENV)
+    assert result.exit_code == 1
+    assert f"{empty}: no audio files (.wav .flac .ogg) with blendshape tracks found" in " ".join(
+        result.output.split()
+    )
+
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "train/broken_001.wav").write_bytes(b"not audio")
+    write_jsonl_track(bad / "train/broken_001.jsonl", np.zeros((30, 52)), 30)
+    result = CliRunner().invoke(app, ["manifest", str(bad), "-o", str(tmp_path / "m.jsonl")], env=ENV)
+    assert result.exit_code == 1
+    assert f"{bad}: no usable audio + track pairs (1 problem(s)" in " ".join(result.output.split())

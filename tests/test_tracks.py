@@ -109,7 +109,7 @@ def test_round_trip(tmp_path, writer, suffix, fps):
 
 
 def test_jsonl_written_in_blocks_is_one_document(tmp_path, monkeypatch):
-    import koemorph.io.tracks.track as track_formats
+    import koemorph.io.tracks.jsonl as track_formats
 
     values = np.random.default_rng(0).random((23, 52))
     write_jsonl_track(tmp_path / "whole.jsonl", values, 30)
@@ -379,3 +379,42 @@ def test_duration_check_and_load_for_audio(tmp_path):
 
 def test_unknown_suffix(tmp_path):
     expect_error(tmp_path / "a.txt", "unknown track format")
+
+
+def test_one_registry_reads_and_writes_every_format(tmp_path):
+    from koemorph.io.tracks import FORMATS, TRACK_SUFFIXES, format_named, format_of, preferred
+
+    values = np.random.default_rng(1).random((45, 52))  # 1.5 s: the CSV timecode rate is inferable
+    assert TRACK_SUFFIXES == (".jsonl", ".csv", ".json")  # preference order
+    for fmt in FORMATS:
+        path = tmp_path / f"x{fmt.suffix}"
+        format_named(fmt.name).write(path, values, 30)
+        assert format_of(path) is fmt
+        np.testing.assert_allclose(read_track(path).values, values, atol=1e-6)
+    for name in (
+        "a.phones.json",
+        "corpus.json",
+        "m.problems.jsonl",
+        "s.results.jsonl",
+        "render_manifest.jsonl",
+    ):
+        assert format_of(tmp_path / name) is None
+    assert format_of(tmp_path / "a.wav") is None
+    assert [p.suffix for p in preferred([tmp_path / "a.json", tmp_path / "a.jsonl", tmp_path / "a.CSV"])] == [
+        ".jsonl",
+        ".CSV",
+        ".json",
+    ]
+    with pytest.raises(ValueError, match="unknown format 'fbx'"):
+        format_named("fbx")
+
+
+def test_one_walker_skips_hidden_and_excluded_in_a_stable_order(tmp_path):
+    from koemorph.io.walk import files_under
+
+    for rel in ("b/x.wav", "a/y.wav", "a b/z.wav", ".git/h", "a/.hidden.wav", "out/r.jsonl", "c.wav"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    rel = [p.relative_to(tmp_path).as_posix() for p in files_under(tmp_path, exclude=tmp_path / "out")]
+    assert rel == ["a b/z.wav", "a/y.wav", "b/x.wav", "c.wav"]
+    assert "out/r.jsonl" in [p.relative_to(tmp_path).as_posix() for p in files_under(tmp_path)]

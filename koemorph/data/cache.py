@@ -3,8 +3,9 @@
 Training reads only what ``koemorph extract`` wrote (never audio):
 
 * the Zarr store ``S`` (one group per file: ``mel`` [T, 80] dB, ``egemaps`` [T, 88], ``targets`` [T, 52]),
-* its results manifest ``sidecar(S, "results.jsonl")`` (ids, splits, frame counts, config hashes),
-* its stats ``sidecar(S, "stats.json")`` (train-split mean/std of mel and eGeMAPS, the feature config).
+* its results manifest (:func:`koemorph.data.store.read_results`: ids, splits, frame counts, config hashes),
+* its stats (:func:`koemorph.data.store.read_stats`: train-split mean/std of mel and eGeMAPS, the feature
+  config).
 
 All arrays are on the store's frame grid: row ``k`` is at ``k / fps`` seconds. Normalised mel is
 ``(x - mean) / std`` per bin; eGeMAPS likewise, with the rows before the group's
@@ -19,7 +20,6 @@ worker loads what it touches; Zarr 3 resets its IO loop after fork). With
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from koemorph.data.store import open_arrays, sidecar
+from koemorph.data.store import FileRecord, damaged, open_arrays, read_results, read_stats
+from koemorph.errors import InputError
 from koemorph.features.normalise import normalise_egemaps, normalise_mel
-from koemorph.io.atomic import read_jsonl
+from koemorph.io.digest import short_hash
 from koemorph.model.windows import mel_pad_value, window
 
 
@@ -49,42 +50,49 @@ class FeatureCache:
 
     def __init__(self, store: str | Path, use_egemaps: bool = True, in_memory: bool = True):
         self.store = Path(store)
-        results, stats_path = sidecar(self.store, "results.jsonl"), sidecar(self.store, "stats.json")
-        if not results.is_file() or not stats_path.is_file():
-            raise FileNotFoundError(f"{self.store}: no {results.name} / {stats_path.name} beside it; "
-                                    "run `koemorph extract` first")
-        self.records = read_jsonl(results)
-        self.stats = json.loads(stats_path.read_text())
+        self.records: list[FileRecord] = read_results(self.store)
+        self.stats = read_stats(self.store)
         self.features = dict(self.stats.get("features", {}))
-        fpss = {r.get("fps") for r in self.records}
+        fpss = {r.fps for r in self.records}
         if len(fpss) != 1 or None in fpss:
-            raise ValueError(f"{results}: files disagree on the frame rate ({sorted(map(str, fpss))})")
+            raise ValueError(f"{self.store}: files disagree on the frame rate ({sorted(map(str, fpss))})")
         self.fps = int(fpss.pop())
         if "mel" not in self.stats:
-            raise ValueError(f"{stats_path}: no mel statistics (no train-split files were extracted)")
+            raise ValueError(f"{self.store}: no mel statistics (no train-split files were extracted)")
         self.mel_mean = np.asarray(self.stats["mel"]["mean"], np.float32)
         self.mel_std = np.asarray(self.stats["mel"]["std"], np.float32)
         self.n_mels = len(self.mel_mean)
         db_floor = float(self.features.get("db_floor", -100.0))
         self.mel_pad = mel_pad_value(self.mel_mean, self.mel_std, db_floor)  # [n_mels] normalised silence
-        has_ege = "egemaps" in self.stats and all("egemaps" in (r.get("arrays") or ()) for r in self.records)
+        has_ege = "egemaps" in self.stats and all("egemaps" in (r.arrays or ()) for r in self.records)
         self.use_egemaps = bool(use_egemaps and has_ege)
         self.n_egemaps = len(self.stats["egemaps"]["mean"]) if self.use_egemaps else 0
         if self.use_egemaps:
             self.ege_mean = np.asarray(self.stats["egemaps"]["mean"], np.float32)
             self.ege_std = np.asarray(self.stats["egemaps"]["std"], np.float32)
-        self.files = {r["id"]: FileInfo(r["id"], r["split"], int(r["num_frames"])) for r in self.records}
+        self.files = {r.id: FileInfo(r.id, r.split, int(r.num_frames)) for r in self.records}
+        self._check_groups()
         self.in_memory = in_memory
         self._loaded: dict[str, dict] = {}
         self._handles: dict[str, dict] = {}
         self._pid = os.getpid()
 
+    def _check_groups(self) -> None:
+        """InputError naming the first group whose listed arrays are not all readable (cheap: no decoding)."""
+        for r in self.records:
+            problem = damaged(self.store, r.id, r.arrays)
+            if problem:
+                raise InputError(self.store / r.id, f"damaged group: {problem}; re-run `koemorph extract`")
+
     # -- what is there ---------------------------------------------------------------------------
 
     def ids(self, split: str, with_targets: bool = True) -> list[str]:
         """Sorted ids of ``split`` (only those with targets unless ``with_targets=False``)."""
-        return sorted(r["id"] for r in self.records if r["split"] == split
-                      and (not with_targets or "targets" in (r.get("arrays") or ())))
+        return sorted(
+            r.id
+            for r in self.records
+            if r.split == split and (not with_targets or "targets" in (r.arrays or ()))
+        )
 
     def num_frames(self, file_id: str) -> int:
         return self.files[file_id].num_frames
@@ -93,14 +101,14 @@ class FeatureCache:
         """The feature-cache config hash per array (``mel``/``egemaps``/``targets``), from the results."""
         out: dict[str, set] = {}
         for r in self.records:
-            for name, value in (r.get("hashes") or {}).items():
+            for name, value in (r.hashes or {}).items():
                 out.setdefault(name, set()).add(value)
         return {name: ",".join(sorted(values)) for name, values in sorted(out.items())}
 
     def fingerprint(self) -> str:
         """Short hash of the dataset as extracted: ids, splits and source checksums of every file."""
-        rows = sorted((r["id"], r["split"], r.get("audio_sha256"), r.get("track_sha256")) for r in self.records)
-        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+        rows = sorted((r.id, r.split, r.audio_sha256, r.track_sha256) for r in self.records)
+        return short_hash(json.dumps(rows))
 
     # -- arrays ----------------------------------------------------------------------------------
 
@@ -112,7 +120,7 @@ class FeatureCache:
         return self._handles[file_id]
 
     def _normalise(self, name: str, x: np.ndarray, start: int, first_valid: int) -> np.ndarray:
-        """Normalise rows ``start..start+len(x)`` of array ``name`` (see :mod:`koemorph.features.normalise`)."""
+        """Normalise rows ``start..start+len(x)`` of ``name`` (see :mod:`koemorph.features.normalise`)."""
         if name == "mel":
             return normalise_mel(x, self.mel_mean, self.mel_std)
         if name == "egemaps":
@@ -120,7 +128,8 @@ class FeatureCache:
         return np.asarray(x, np.float32)
 
     def load(self, file_id: str) -> dict[str, np.ndarray]:
-        """Whole normalised file: ``mel`` [T, n_mels], ``egemaps`` [T, 88] or None, ``targets`` [T, 52] or None.
+        """Whole normalised file: ``mel`` [T, n_mels], ``egemaps`` [T, 88] or None, ``targets`` [T, 52]
+        or None.
 
         Loaded once per process and kept (about 0.6 MB per minute of audio at 30 fps).
         """
@@ -150,5 +159,7 @@ class FeatureCache:
         n = arr.shape[0]
         lo, hi = min(max(0, start), n), max(0, min(n, stop))
         first = int(arr.attrs.get("first_valid_frame", 0)) if name == "egemaps" else 0
-        part = self._normalise(name, arr[lo:hi] if hi > lo else np.zeros((0, arr.shape[1]), np.float32), lo, first)
+        part = self._normalise(
+            name, arr[lo:hi] if hi > lo else np.zeros((0, arr.shape[1]), np.float32), lo, first
+        )
         return window(part, start - lo, stop - lo, pad)

@@ -34,9 +34,11 @@ def _take_movs(folder: Path) -> list[Path]:
 
 
 def find_takes(takes_dir: str | Path) -> list[Path]:
-    """Folders under ``takes_dir`` (itself included; recursive) holding a take CSV or a .mov, sorted."""
-    root = Path(takes_dir)
-    folders = {p.parent for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".csv", ".mov")}
+    """Folders under ``takes_dir`` (itself included; recursive, hidden folders skipped) holding a take
+    CSV or a .mov, sorted."""
+    from koemorph.io.walk import files_under
+
+    folders = {p.parent for p in files_under(takes_dir) if p.suffix.lower() in (".csv", ".mov")}
     return sorted(f for f in folders if _take_csvs(f) or _take_movs(f))
 
 
@@ -112,8 +114,15 @@ def import_take(
     except BaseException:
         wav.unlink(missing_ok=True)
         raise
-    return {"take": take_dir.name, "status": "ok", "wav": str(wav), "jsonl": str(jsonl),
-            "frames": int(len(values)), "fps": fps, "error": None}
+    return {
+        "take": take_dir.name,
+        "status": "ok",
+        "wav": str(wav),
+        "jsonl": str(jsonl),
+        "frames": int(len(values)),
+        "fps": fps,
+        "error": None,
+    }
 
 
 def import_takes(
@@ -138,6 +147,15 @@ def import_takes(
             seen.add(folder.name)
             records.append(import_take(folder, out_dir, swap_mouth_lr=swap_mouth_lr, tolerance_s=tolerance_s))
         except InputError as exc:
-            records.append({"take": folder.name, "status": "error", "wav": None, "jsonl": None,
-                            "frames": 0, "fps": None, "error": str(exc)})
+            records.append(
+                {
+                    "take": folder.name,
+                    "status": "error",
+                    "wav": None,
+                    "jsonl": None,
+                    "frames": 0,
+                    "fps": None,
+                    "error": str(exc),
+                }
+            )
     return records

@@ -30,10 +30,15 @@ from koemorph.errors import InputError
 from koemorph.io.audio import AUDIO_EXTENSIONS, audio_info, sha256_file
 
 SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val",
-                  "test": "test", "eval": "test"}
-TRACK_SUFFIXES = (".jsonl", ".csv", ".json")  # preference order when a stem has several
-_NOT_TRACKS = re.compile(r"(\.phones\.json|^corpus\.json|^take\.json|frame_log.*|\.problems\.jsonl)$", re.I)
+_SPLIT_ALIASES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "eval": "test",
+}
 
 
 @dataclass
@@ -74,6 +79,8 @@ def make_id(rel_stem: str) -> str:
         safe = "x" + safe
     if safe != "__".join(parts):
         safe += "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:6]
+    if len(safe) > 200:  # a group name, staging suffixes included, must fit a file name
+        safe = safe[:191] + "-" + hashlib.sha1(rel_stem.encode("utf-8")).hexdigest()[:8]
     return safe
 
 
@@ -109,34 +116,36 @@ def speaker_of(stem: str, pattern: str) -> str:
 def find_pairs(data_dir: Path) -> tuple[list[tuple[Path, Path | None]], list[dict]]:
     """Pair audio and track files under ``data_dir`` by relative path without suffix.
 
-    Returns ``(pairs, problems)``; ``pairs`` holds ``(audio, track or None)``, sorted.
+    Returns ``(pairs, problems)``; ``pairs`` holds ``(audio, track or None)``, sorted. Files are
+    walked by :func:`koemorph.io.walk.files_under`; tracks are the registered formats
+    (:mod:`koemorph.io.tracks.formats`), the best one used when a stem has several.
     """
+    from koemorph.io.tracks import format_of, preferred
+    from koemorph.io.walk import files_under
+
     audio: dict[str, Path] = {}
     tracks: dict[str, list[Path]] = {}
     problems: list[dict] = []
-    for root, dirs, files in os.walk(data_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            suffix = path.suffix.lower()
-            key = path.relative_to(data_dir).with_suffix("").as_posix()
-            if name.startswith(".") or _NOT_TRACKS.search(name):
+    for path in files_under(data_dir):
+        key = path.relative_to(data_dir).with_suffix("").as_posix()
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            if key in audio:
+                problems.append(
+                    {"path": str(path), "problem": f"second audio file for {key!r} (using {audio[key].name})"}
+                )
                 continue
-            if suffix in AUDIO_EXTENSIONS:
-                if key in audio:
-                    problems.append({"path": str(path), "problem": f"second audio file for {key!r} "
-                                     f"(using {audio[key].name})"})
-                    continue
-                audio[key] = path
-            elif suffix in TRACK_SUFFIXES:
-                tracks.setdefault(key, []).append(path)
+            audio[key] = path
+        elif format_of(path) is not None:
+            tracks.setdefault(key, []).append(path)
     pairs = []
     for key, audio_path in sorted(audio.items()):
-        candidates = sorted(tracks.pop(key, []), key=lambda p: TRACK_SUFFIXES.index(p.suffix.lower()))
+        candidates = preferred(tracks.pop(key, []))
         for extra in candidates[1:]:
-            problems.append({"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"})
+            problems.append(
+                {"path": str(extra), "problem": f"ignored: {candidates[0].name} is used for this audio"}
+            )
         pairs.append((audio_path, candidates[0] if candidates else None))
-    for key, paths in sorted(tracks.items()):
+    for _key, paths in sorted(tracks.items()):
         for path in paths:
             problems.append({"path": str(path), "problem": "no audio file with the same stem"})
     return pairs, problems
@@ -146,8 +155,9 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
-def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
-                   include_audio_only: bool = False) -> ManifestResult:
+def build_manifest(
+    data_dir: str | Path, out: str | Path, cfg: DataConfig, include_audio_only: bool = False
+) -> ManifestResult:
     """Scan ``data_dir``, validate every pair, write ``out`` and ``out``'s problems file.
 
     A bad file (unreadable audio, malformed track, track duration off by more than
@@ -187,14 +197,23 @@ def build_manifest(data_dir: str | Path, out: str | Path, cfg: DataConfig,
         speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
         split = split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios)
         engine, voice = demo_origin(audio_path)
-        result.entries.append(ManifestEntry(
-            id=entry_id, audio_path=_relative(audio_path, out.parent),
-            track_path=None if track_path is None else _relative(track_path, out.parent),
-            duration=round(info.duration, 6), sample_rate=info.sample_rate, channels=info.channels,
-            track_fps=None if track_fps is None else round(float(track_fps), 3),
-            audio_sha256=sha256_file(audio_path), track_sha256=track_sha, split=split, speaker=speaker,
-            engine=engine, voice=voice,
-        ))
+        result.entries.append(
+            ManifestEntry(
+                id=entry_id,
+                audio_path=_relative(audio_path, out.parent),
+                track_path=None if track_path is None else _relative(track_path, out.parent),
+                duration=round(info.duration, 6),
+                sample_rate=info.sample_rate,
+                channels=info.channels,
+                track_fps=None if track_fps is None else round(float(track_fps), 3),
+                audio_sha256=sha256_file(audio_path),
+                track_sha256=track_sha,
+                split=split,
+                speaker=speaker,
+                engine=engine,
+                voice=voice,
+            )
+        )
     if cfg.split_by == "engine":
         result.entries = engine_split(result.entries, cfg, problems, out.parent)
     from koemorph.io.atomic import write_jsonl
@@ -237,16 +256,24 @@ def engine_split(
     known = [e for e in entries if e.engine]
     for e in entries:
         if not e.engine:
-            problems.append({"path": os.path.normpath(base / e.audio_path), "problem": (
-                "data.split_by=engine: no engine known for this file (no demo .phones.json beside it)")})
+            problems.append(
+                {
+                    "path": os.path.normpath(base / e.audio_path),
+                    "problem": (
+                        "data.split_by=engine: no engine known for this file (no demo .phones.json beside it)"
+                    ),
+                }
+            )
     engines = sorted({e.engine for e in known})
     holdout = cfg.holdout_engine
     if not holdout and engines:
         holdout = engines[int(hashlib.sha256(f"{cfg.split_seed}".encode()).hexdigest(), 16) % len(engines)]
     if known and holdout not in engines:
         raise ValueError(f"data.holdout_engine: no file was made by {holdout!r} (engines here: {engines})")
-    voices = sorted({e.voice or e.speaker for e in known if e.engine != holdout},
-                    key=lambda v: hashlib.sha256(f"{cfg.split_seed}:{v}".encode()).digest())
+    voices = sorted(
+        {e.voice or e.speaker for e in known if e.engine != holdout},
+        key=lambda v: hashlib.sha256(f"{cfg.split_seed}:{v}".encode()).digest(),
+    )
     share = cfg.split_ratios[1] / max(cfg.split_ratios[0] + cfg.split_ratios[1], 1e-12)
     n_val = max(1, round(share * len(voices))) if len(voices) >= 2 else 0
     val = set(voices[:n_val])
@@ -255,13 +282,33 @@ def engine_split(
     return known
 
 
+def empty_manifest_message(data_dir: str | Path, result: ManifestResult) -> str:
+    """Why a manifest came out empty, naming the folder (for the CLI's error)."""
+    if not result.problems:
+        return (
+            f"{data_dir}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) with blendshape tracks found; "
+            "the manifest is empty"
+        )
+    return (
+        f"{data_dir}: no usable audio + track pairs ({len(result.problems)} problem(s), see "
+        f"{problems_path(result.manifest_path)}); the manifest is empty"
+    )
+
+
 def problems_path(manifest: str | Path) -> Path:
     manifest = Path(manifest)
     return manifest.with_name(manifest.stem + ".problems.jsonl")
 
 
-def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEntry]:
-    """Read a manifest; paths come back absolute (resolved against the manifest's folder)."""
+def load_manifest(path: str | Path, split: str | None = None, bad: list | None = None) -> list[ManifestEntry]:
+    """Read a manifest; paths come back absolute (resolved against the manifest's folder).
+
+    An entry whose id is not a safe group name (:func:`koemorph.data.store.check_id`: no separators,
+    no ``..``, no absolute path) raises InputError naming the line, or, when ``bad`` is a list, is
+    left out and appended to it as ``(InputError, the line's object)``.
+    """
+    from koemorph.data.store import check_id
+
     path = Path(path)
     entries = []
     with open(path, encoding="utf-8") as f:
@@ -269,20 +316,22 @@ def load_manifest(path: str | Path, split: str | None = None) -> list[ManifestEn
             if not line.strip():
                 continue
             try:
-                entry = ManifestEntry(**json.loads(line))
+                raw = json.loads(line)
+                entry = ManifestEntry(**raw)
                 entry.audio_path = str((path.parent / entry.audio_path).resolve())
                 if entry.track_path is not None:
                     entry.track_path = str((path.parent / entry.track_path).resolve())
-            except (ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+                check_id(entry.id)
+            except (json.JSONDecodeError, TypeError) as exc:
                 raise InputError(path, f"bad manifest line ({exc})", line=line_no) from None
+            except ValueError as exc:
+                if bad is None:
+                    raise InputError(path, str(exc), line=line_no) from None
+                bad.append((InputError(path, str(exc), line=line_no), raw))
+                continue
             if split is None or entry.split == split:
                 entries.append(entry)
     return entries
-
-
-def manifest_hash(path: str | Path) -> str:
-    """Short sha256 of a manifest file's bytes (logged with training runs)."""
-    return sha256_file(path)[:16]
 
 
 def _progress(items, label: str):
@@ -307,8 +356,12 @@ def print_manifest_summary(result: ManifestResult, max_problems: int = 20) -> No
         table.add_column(col, justify="right" if col != "split" else "left")
     for split in (*SPLITS, None):
         rows = [e for e in result.entries if split is None or e.split == split]
-        table.add_row(split or "all", str(len(rows)), f"{sum(e.duration for e in rows) / 3600:.3f}",
-                      str(len({e.speaker for e in rows})))
+        table.add_row(
+            split or "all",
+            str(len(rows)),
+            f"{sum(e.duration for e in rows) / 3600:.3f}",
+            str(len({e.speaker for e in rows})),
+        )
     console.print(table)
     if result.problems:
         where_all = escape(str(problems_path(result.manifest_path)))

@@ -15,7 +15,6 @@ a hash of the store's stats, its train/val files and the ridge settings, and reu
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +26,15 @@ from koemorph.evaluation.metrics import EvaluateConfig
 CHUNK = 2048  # frames per stacked block
 
 
-def _store_records(store: str | Path) -> tuple[list[dict], dict]:
-    from koemorph.data.store import sidecar
-    from koemorph.io.atomic import read_jsonl
+def _store_records(store: str | Path) -> tuple[list, dict]:
+    """The store's results (:class:`koemorph.data.store.FileRecord`) and stats."""
+    from koemorph.data.store import read_results, read_stats
 
-    results, stats = sidecar(store, "results.jsonl"), sidecar(store, "stats.json")
-    if not results.is_file() or not stats.is_file():
-        raise FileNotFoundError(
-            f"{store}: no {results.name} / {stats.name} beside it; run `koemorph extract` first"
-        )
-    return read_jsonl(results), json.loads(stats.read_text())
+    return read_results(store), read_stats(store)
 
 
-def _usable(records: list[dict], split: str) -> list[dict]:
-    return [
-        r for r in records if r.get("split") == split and {"mel", "targets"} <= set(r.get("arrays") or ())
-    ]
+def _usable(records: list, split: str) -> list:
+    return [r for r in records if r.split == split and {"mel", "targets"} <= set(r.arrays or ())]
 
 
 def mean_pose(store: str | Path) -> np.ndarray:
@@ -52,7 +44,7 @@ def mean_pose(store: str | Path) -> np.ndarray:
     records, _ = _store_records(store)
     total, n = np.zeros(52), 0
     for rec in _usable(records, "train"):
-        targets = open_arrays(store, rec["id"])["targets"][:]
+        targets = open_arrays(store, rec.id)["targets"][:]
         total += targets.astype(np.float64).sum(0)
         n += len(targets)
     if n == 0:
@@ -131,24 +123,22 @@ class RidgeBaseline:
 def ridge_key(store: str | Path, cfg: EvaluateConfig) -> str:
     """Hash of the store's stats.json, its train/val files (ids, audio and track hashes) and the ridge
     settings."""
-    from koemorph.data.store import sidecar
+    from koemorph.io.digest import short_hash
 
-    records, _ = _store_records(store)
+    records, stats = _store_records(store)
     files = sorted(
-        (r["id"], r["split"], r.get("audio_sha256"), r.get("track_sha256"))
-        for r in records
-        if r.get("split") in ("train", "val")
+        (r.id, r.split, r.audio_sha256, r.track_sha256) for r in records if r.split in ("train", "val")
     )
     text = json.dumps(
         {
-            "stats": sidecar(store, "stats.json").read_text(),
+            "stats": json.dumps(stats, indent=1) + "\n",  # the file's text, as extract writes it
             "files": files,
             "context": cfg.ridge_context,
             "alphas": list(cfg.ridge_alphas),
             "max_frames": cfg.ridge_max_frames,
         }
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return short_hash(text)
 
 
 def _file_frames(n: int, stride: int) -> np.ndarray:
@@ -162,7 +152,7 @@ def _normal_equations(store, train: list[dict], mean, std, c: int, stride: int):
     dim = (2 * c + 1) * len(mean) + 1
     xtx, xty, n = np.zeros((dim, dim)), np.zeros((dim, 52)), 0
     for rec in train:
-        arrays = open_arrays(store, rec["id"])
+        arrays = open_arrays(store, rec.id)
         z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
         frames = _file_frames(len(z), stride)
         for a in range(0, len(frames), CHUNK):
@@ -195,7 +185,7 @@ def _choose_alpha(store, val: list[dict], solutions: dict, mean, std, c: int) ->
         return sorted(solutions)[len(solutions) // 2], {}, "default: no val files"
     sse, count = dict.fromkeys(solutions, 0.0), 0
     for rec in val:
-        arrays = open_arrays(store, rec["id"])
+        arrays = open_arrays(store, rec.id)
         z, y = (arrays["mel"][:] - mean) / std, arrays["targets"][:].astype(np.float64)
         for a in range(0, len(z), CHUNK):
             f = np.arange(a, min(a + CHUNK, len(z)))
@@ -234,7 +224,7 @@ def fit_ridge(
         raise ValueError(f"{store}: no train files with mel and targets")
     mean, std = np.asarray(stats["mel"]["mean"], np.float64), np.asarray(stats["mel"]["std"], np.float64)
     c = cfg.ridge_context
-    total = sum(int(r["num_frames"]) for r in train)
+    total = sum(int(r.num_frames) for r in train)
     stride = max(1, -(-total // cfg.ridge_max_frames))
     xtx, xty, n = _normal_equations(store, train, mean, std, c, stride)
     if log:
@@ -271,7 +261,7 @@ class StoreMel:
 
         records, stats = _store_records(store)
         self.store = Path(store)
-        self.by_sha = {r["audio_sha256"]: r["id"] for r in records if "mel" in (r.get("arrays") or ())}
+        self.by_sha = {r.audio_sha256: r.id for r in records if "mel" in (r.arrays or ())}
         self.features = FeaturesConfig(**stats["features"])
         self.fps = int(self.features.fps)
 

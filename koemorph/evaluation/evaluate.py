@@ -21,8 +21,6 @@ metrics. Failures (missing prediction, unreadable file) are per-file records; th
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +35,10 @@ from koemorph.evaluation.metrics import (
     segment_frames,
     segment_kind,
 )
+from koemorph.io.audio import AUDIO_EXTENSIONS
+from koemorph.io.tracks import format_of, preferred
+from koemorph.io.walk import files_under
 
-TRACK_SUFFIXES = (".jsonl", ".csv", ".json")  # preference order when a stem has several
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-_NOT_TRACKS = re.compile(
-    r"(\.phones\.json|^corpus\.json|^take\.json|^render_manifest\.jsonl|^metrics\.json|^evaluation\.json|"
-    r"\.(problems|results|failures)\.jsonl|\.stats\.json)$",
-    re.I,
-)
 METHODS = ("model", "ridge", "mean_pose")
 # Baseline metrics copied into per_file.csv as "<method>:<metric>" columns.
 REPORT_BASELINE_KEYS = (
@@ -112,15 +106,12 @@ class Evaluation:
 
 
 def _tracks_under(root: Path) -> dict[str, Path]:
+    """The best track (:func:`koemorph.io.tracks.preferred`) per relative path without suffix."""
     found: dict[str, list[Path]] = {}
-    for dirpath, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            path = Path(dirpath) / name
-            if name.startswith(".") or _NOT_TRACKS.search(name) or path.suffix.lower() not in TRACK_SUFFIXES:
-                continue
+    for path in files_under(root):
+        if format_of(path) is not None:
             found.setdefault(path.relative_to(root).with_suffix("").as_posix(), []).append(path)
-    return {k: min(v, key=lambda p: TRACK_SUFFIXES.index(p.suffix.lower())) for k, v in found.items()}
+    return {k: preferred(v)[0] for k, v in found.items()}
 
 
 def find_pairs(pred_dir: str | Path, truth_dir: str | Path) -> list[FilePair]:
@@ -129,7 +120,7 @@ def find_pairs(pred_dir: str | Path, truth_dir: str | Path) -> list[FilePair]:
     preds, truths = _tracks_under(pred_dir), _tracks_under(truth_dir)
     pairs = []
     for key in sorted(set(preds) | set(truths)):
-        audio = next((p for s in AUDIO_SUFFIXES if (p := truth_dir / f"{key}{s}").is_file()), None)
+        audio = next((p for s in AUDIO_EXTENSIONS if (p := truth_dir / f"{key}{s}").is_file()), None)
         phones = truth_dir / f"{key}.phones.json"
         pairs.append(
             FilePair(key, preds.get(key), truths.get(key), audio, phones if phones.is_file() else None)

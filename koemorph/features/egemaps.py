@@ -77,12 +77,6 @@ def _params(cfg: FeaturesConfig) -> tuple[int, int, int]:
     return step, context, int(guard)
 
 
-def num_windows(n_samples: int, cfg: FeaturesConfig) -> int:
-    """Number ``K`` of windows for ``n_samples``: ends ``(j+1)*step <= duration`` (0 below one step)."""
-    step, _, _ = _params(cfg)
-    return int(n_samples) // step
-
-
 def window_end_times(n_samples: int, cfg: FeaturesConfig) -> np.ndarray:
     """Window end times ``t_j = (j + 1) * step`` in seconds: ``[K]`` float64."""
     step, _, _ = _params(cfg)

@@ -18,20 +18,17 @@ from koemorph import grid
 
 def store_index(store: str | Path, features: dict) -> dict[str, str]:
     """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
-    match the checkpoint's feature config (from the store's ``results.jsonl``)."""
+    match the checkpoint's feature config (the store's results: :func:`koemorph.data.store.read_results`)."""
     from koemorph.config import load_config
     from koemorph.data.extract import array_hashes
-    from koemorph.data.store import sidecar
-    from koemorph.io.atomic import read_jsonl
+    from koemorph.data.store import read_results
 
-    path = sidecar(store, "results.jsonl")
-    if not path.is_file():
-        raise FileNotFoundError(f"{store}: no {path.name} beside it; run `koemorph extract` first")
+    records = read_results(store)
     want = _wanted_hashes(load_config(None, extra={"features": features}).features, array_hashes)
     return {
-        r["audio_sha256"]: r["id"]
-        for r in read_jsonl(path)
-        if r.get("status") != "error" and all((r.get("hashes") or {}).get(k) == v for k, v in want.items())
+        r.audio_sha256: r.id
+        for r in records
+        if r.status != "error" and all((r.hashes or {}).get(k) == v for k, v in want.items())
     }
 
 
@@ -69,7 +66,7 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
     ``"computed"``.
     """
-    from koemorph.features.normalise import first_valid_frame, normalise_features
+    from koemorph.features.normalise import normalise_features
 
     cfg = meta["config"].features
     use_ege = bool(cfg.egemaps and "egemaps" in meta["stats"])
@@ -79,14 +76,12 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
         if cached is not None:
             mel, ege, first = cached
             return normalise_features(mel, ege, first, meta["stats"], cfg), f"store:{job.store_group}"
-    from koemorph.features.mel import log_mel
+    from koemorph.features.registry import FEATURES
 
-    mel, ege, first = log_mel(samples, cfg), None, n_frames
+    (mel, _), ege, first = FEATURES["mel"].compute(samples, cfg), None, n_frames
     if use_ege:
-        from koemorph.features.egemaps import egemaps
-
-        ege, _, ends = egemaps(samples, cfg)
-        first = first_valid_frame(n_frames, len(ends), cfg)
+        ege, attrs = FEATURES["egemaps"].compute(samples, cfg)
+        first = attrs["first_valid_frame"]
     return normalise_features(mel, ege, first, meta["stats"], cfg), "computed"
 
 

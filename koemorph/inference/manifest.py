@@ -31,7 +31,6 @@ from pathlib import Path
 
 MANIFEST_NAME = "render_manifest.jsonl"
 LOCK_NAME = ".render.lock"
-STATUSES = ("ok", "skipped", "error")
 # The settings that make an output what it is: a previous record with the same values and an
 # existing output file is skipped.
 SKIP_KEYS = ("audio_sha256", "model_sha256", "runtime", "fps", "format", "postprocess", "output")
@@ -209,8 +208,8 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     """Write ``OUT/render_manifest.jsonl`` (one line per output, see the module doc). Driver only.
 
     ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
-    say which older records are stale. Returns a summary of this run: files and audio hours per
-    status, and the error messages.
+    say which older records are stale. Returns the manifest's path and this run's error messages
+    (``pipeline.jobs.run_jobs`` adds the files and audio hours per status).
     """
     from koemorph.io.atomic import write_jsonl
 
@@ -220,11 +219,5 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     os.makedirs(out_dir, exist_ok=True)
     rows = merge(read_records(out_dir), records, input_dir, planned)
     write_jsonl(Path(out_dir) / MANIFEST_NAME, [r.to_json() for r in rows])
-    summary: dict = {}
-    for status in STATUSES:
-        rows = [r for r in records if r.status == status]
-        summary[f"{status} files"] = len(rows)
-        summary[f"{status} hours"] = round(sum(r.duration or 0.0 for r in rows) / 3600, 4)
-    summary["manifest"] = str(Path(out_dir) / MANIFEST_NAME)
-    summary["errors"] = [r.error for r in records if r.status == "error"]
-    return summary
+    errors = [r.error for r in records if r.status == "error"]
+    return {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}

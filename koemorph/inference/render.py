@@ -1,10 +1,11 @@
 """``koemorph render``: whole folders of speech to blendshape files, one output per input.
 
-The Dask driver (``pipeline/render.py``) only orchestrates: :func:`koemorph.inference.models.resolve_model`
-turns ``--model`` into a local checkpoint, :func:`plan` walks the input tree and decides what needs
-rendering, :func:`render_file` runs in a worker and returns a
-:class:`koemorph.inference.manifest.RenderRecord` (never raises), and the driver journals the records
-and writes ``OUT/render_manifest.jsonl`` (:mod:`koemorph.inference.manifest`).
+The Dask driver (``pipeline/render.py``) only orchestrates:
+:func:`koemorph.inference.models.resolve_model` turns ``--model`` into a local checkpoint, :func:`plan`
+walks the input tree and decides what needs rendering, :func:`render_file` runs in a worker and
+returns a :class:`koemorph.inference.manifest.RenderRecord` (``pipeline.jobs.run_jobs`` turns an
+exception into an error record with :func:`failed`), and the driver journals the records and writes
+``OUT/render_manifest.jsonl`` (:mod:`koemorph.inference.manifest`).
 
 Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,12 @@ from koemorph.inference.features import file_features, store_index
 from koemorph.inference.manifest import MANIFEST_NAME, RenderRecord, read_manifest
 from koemorph.inference.models import ModelRef, get_model
 from koemorph.inference.postprocess import RenderConfig, postprocess
+from koemorph.io.tracks.formats import FORMATS as _TRACK_FORMATS
+from koemorph.io.tracks.formats import format_named
 
 __all__ = ["MANIFEST_NAME", "RenderJob", "file_features", "plan", "render_file", "render_values"]
 
-FORMATS = {"jsonl": ".jsonl", "livelink-csv": ".csv", "beat-json": ".json"}
+FORMATS = {f.name: f.suffix for f in _TRACK_FORMATS}  # output format name -> suffix
 # Output frames per inference block (the result does not depend on it). At 512 a block's
 # [512, 52, 256] float32 tensors (27 MB) stay under the workers' 32 MB mmap threshold
 # (pipeline.dask_utils.WORKER_MALLOC_ENV), so they reuse heap memory instead of being faulted in
@@ -75,20 +77,13 @@ class RenderJob:
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
     """Audio files under ``input_dir`` (``AUDIO_EXTENSIONS``), recursively, sorted by relative path.
 
-    Hidden files and folders (``.*``, e.g. macOS ``._x.wav``) and anything under ``exclude`` are skipped.
+    Hidden files and folders (``.*``, e.g. macOS ``._x.wav``) and anything under ``exclude`` are skipped
+    (:func:`koemorph.io.walk.files_under`).
     """
     from koemorph.io.audio import is_audio_file
+    from koemorph.io.walk import files_under
 
-    exclude = exclude.resolve() if exclude is not None else None
-    found = []
-    for path in input_dir.rglob("*"):
-        rel = path.relative_to(input_dir)
-        if any(part.startswith(".") for part in rel.parts) or not is_audio_file(path) or not path.is_file():
-            continue
-        if exclude is not None and exclude in path.resolve().parents:
-            continue
-        found.append(path)
-    return sorted(found, key=lambda p: p.relative_to(input_dir).as_posix())
+    return [p for p in files_under(input_dir, exclude=exclude) if is_audio_file(p) and p.is_file()]
 
 
 def link_in_output_path(out_dir: str | Path, output_rel: str) -> str | None:
@@ -253,12 +248,7 @@ def resample_fps(values: np.ndarray, from_fps: int, to_fps: int, n_frames: int) 
 
 def write_output(path: str, values: np.ndarray, fps: int, fmt: str) -> None:
     """Write ``[T, 52]`` Apple-order values atomically in ``fmt`` (see :data:`FORMATS`)."""
-    from koemorph.io.tracks import write_beat_json, write_jsonl_track, write_livelink_csv
-
-    writer = {"jsonl": write_jsonl_track, "livelink-csv": write_livelink_csv, "beat-json": write_beat_json}[
-        fmt
-    ]
-    writer(path, values, fps)
+    format_named(fmt).write(path, values, fps)
 
 
 def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
@@ -303,35 +293,29 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
 
 
 def render_file(job: RenderJob) -> RenderRecord:
-    """Render one input to its output file. Returns its record; never raises.
+    """Render one input to its output file; return its ``ok`` record.
 
-    ``status`` is ``ok`` or ``error``; errors carry ``error`` (one line naming the file and the
-    problem) and, for unexpected exceptions, ``traceback``. A failed file leaves no output behind
-    (writes are atomic; an older output of the same name is left as it was).
+    Bad input raises :class:`koemorph.errors.InputError` (``pipeline.jobs.run_jobs`` turns any exception
+    into a record with :func:`failed`). A failed file leaves no output behind (writes are atomic; an
+    older output of the same name is left as it was).
     """
     from koemorph.errors import InputError
 
     start, cpu = time.perf_counter(), time.process_time()
-    try:
-        link = link_in_output_path(job.out_dir, job.output_rel) if job.out_dir else None
-        if link:
-            raise InputError(job.input, link)
-        values, facts = render_values(job)
-        write_output(job.output, values, job.fps, job.format)
-        return _record(
-            job,
-            "ok",
-            **facts,
-            seconds=round(time.perf_counter() - start, 3),
-            cpu_seconds=round(time.process_time() - cpu, 3),
-        )
-    except InputError as exc:
-        return _record(job, "error", error=str(exc), seconds=round(time.perf_counter() - start, 3))
-    except Exception as exc:  # anything else: still a record, the other files go on
-        return _record(
-            job,
-            "error",
-            error=f"{job.input}: {type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-            seconds=round(time.perf_counter() - start, 3),
-        )
+    link = link_in_output_path(job.out_dir, job.output_rel) if job.out_dir else None
+    if link:
+        raise InputError(job.input, link)
+    values, facts = render_values(job)
+    write_output(job.output, values, job.fps, job.format)
+    return _record(
+        job,
+        "ok",
+        **facts,
+        seconds=round(time.perf_counter() - start, 3),
+        cpu_seconds=round(time.process_time() - cpu, 3),
+    )
+
+
+def failed(job: RenderJob, error: str, traceback: str | None, seconds: float) -> RenderRecord:
+    """The error record of a job whose worker raised (``error`` names the file and the problem)."""
+    return _record(job, "error", error=error, seconds=round(seconds, 3), traceback=traceback)

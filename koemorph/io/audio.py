@@ -6,6 +6,7 @@ All failures raise :class:`koemorph.errors.AudioError` naming the file and the c
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,32 @@ def audio_info(path: str | Path) -> AudioInfo:
         raise AudioError(path, f"cannot read audio header ({_clean(exc)})") from None
     if info.frames <= 0:
         raise AudioError(path, "audio has no samples")
+    _check_not_truncated(path, info)
     if info.samplerate < MIN_SAMPLE_RATE:
         raise AudioError(path, f"sample rate {info.samplerate} Hz is too low (need >= {MIN_SAMPLE_RATE})")
     return AudioInfo(
         str(path), int(info.samplerate), int(info.channels), int(info.frames), info.format, info.subtype
+    )
+
+
+_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.M)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # streamed WAVs: the writer did not know the length
+
+
+def _check_not_truncated(path: Path, info) -> None:
+    """AudioError if a WAV header declares more audio data than the file holds (libsndfile notes the
+    mismatch in its log and would decode only what is there)."""
+    match = _DATA_SIZE.search(info.extra_info or "")
+    if not match:
+        return
+    declared, held = int(match.group(1)), int(match.group(2))
+    if declared in _UNKNOWN_SIZES or held >= declared:
+        return
+    declared_s = info.frames / info.samplerate * declared / max(held, 1)
+    raise AudioError(
+        path,
+        f"file is truncated: its header declares {declared_s:.2f} s of audio "
+        f"({declared} bytes), the file holds {info.frames / info.samplerate:.2f} s ({held} bytes)",
     )
 
 

@@ -1,9 +1,10 @@
 """Blendshape tracks: read any supported format, check against the audio, resample onto the grid.
 
-Formats (by suffix): project JSONL (``.jsonl``), Live Link Face CSV (``.csv``), BEAT-style JSON
-(``.json``). Every reader returns a :class:`Track` with real timestamps; :func:`resample_to_grid`
-interpolates on those timestamps (never on frame indices), so a 60 fps
-track, a track starting at 0.0333 s or one with jitter all land at the right grid times.
+Formats (by suffix, registered in :mod:`koemorph.io.tracks.formats`): project JSONL (``.jsonl``),
+Live Link Face CSV (``.csv``), BEAT-style JSON (``.json``). Every reader returns a :class:`Track`
+with real timestamps; :func:`resample_to_grid` interpolates on those timestamps (never on frame
+indices), so a 60 fps track, a track starting at 0.0333 s or one with jitter all land at the right
+grid times.
 """
 
 from __future__ import annotations
@@ -14,27 +15,36 @@ import numpy as np
 
 from koemorph.errors import TrackError
 from koemorph.grid import frame_times, num_frames
-from koemorph.io.tracks.livelink_csv import read_livelink_csv, write_livelink_csv
-from koemorph.io.tracks.track import (
-    VALUE_TOLERANCE,
-    Track,
-    clean_floats,
-    estimate_source_fps,
-    read_beat_json,
-    read_jsonl_track,
-    write_beat_json,
-    write_jsonl_track,
+from koemorph.io.tracks.beat_json import read_beat_json, write_beat_json
+from koemorph.io.tracks.formats import (
+    FORMATS,
+    NOT_TRACKS,
+    TRACK_SUFFIXES,
+    TrackFormat,
+    format_named,
+    format_of,
+    is_track_file,
+    preferred,
 )
+from koemorph.io.tracks.jsonl import read_jsonl_track, write_jsonl_track
+from koemorph.io.tracks.livelink_csv import read_livelink_csv, write_livelink_csv
+from koemorph.io.tracks.track import VALUE_TOLERANCE, Track, clean_floats, estimate_source_fps
 
 __all__ = [
-    "TRACK_EXTENSIONS",
+    "FORMATS",
+    "NOT_TRACKS",
+    "TRACK_SUFFIXES",
     "VALUE_TOLERANCE",
     "Track",
+    "TrackFormat",
     "check_duration",
     "clean_floats",
     "estimate_source_fps",
+    "format_named",
+    "format_of",
     "is_track_file",
     "load_track_for_audio",
+    "preferred",
     "read_beat_json",
     "read_jsonl_track",
     "read_livelink_csv",
@@ -46,24 +56,15 @@ __all__ = [
     "write_livelink_csv",
 ]
 
-TRACK_EXTENSIONS = (".jsonl", ".csv", ".json")
-
-
-def is_track_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in TRACK_EXTENSIONS
-
 
 def read_track(path: str | Path, *, swap_mouth_lr: bool = False, fps: int | None = None) -> Track:
-    """Read a track, choosing the reader by suffix. ``swap_mouth_lr`` and ``fps`` (the timecode
-    rate, inferred when None) apply to Live Link CSV only. Raises TrackError."""
+    """Read a track, choosing the reader by suffix (:mod:`koemorph.io.tracks.formats`). ``swap_mouth_lr``
+    and ``fps`` (the timecode rate, inferred when None) apply to Live Link CSV only. Raises TrackError."""
     suffix = Path(path).suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl_track(path)
-    if suffix == ".csv":
-        return read_livelink_csv(path, swap_mouth_lr=swap_mouth_lr, fps=fps)
-    if suffix == ".json":
-        return read_beat_json(path)
-    raise TrackError(path, f"unknown track format {suffix!r} (expected one of {TRACK_EXTENSIONS})")
+    fmt = next((f for f in FORMATS if f.suffix == suffix), None)
+    if fmt is None:
+        raise TrackError(path, f"unknown track format {suffix!r} (expected one of {TRACK_SUFFIXES})")
+    return fmt.read(path, swap_mouth_lr=swap_mouth_lr, fps=fps)
 
 
 def resample_to_grid(track: Track, n_frames: int, fps: int) -> np.ndarray:
