@@ -59,7 +59,6 @@ def save_checkpoint(
     fps: int,
     run_id: str | None,
     rng: dict | None = None,
-    extra: dict | None = None,
 ) -> Path:
     """Write the checkpoint dict to ``path`` atomically. ``(epoch, batch)`` is the next batch to run;
     ``rng`` the RNG states at that position (default: now)."""
@@ -81,7 +80,6 @@ def save_checkpoint(
         "blendshape_order": list(ARKIT_NAMES),
         "order_name": ORDER_NAME,
         "mlflow_run_id": run_id,
-        **(extra or {}),
     }
     path = Path(path)
     with atomic_path(path) as tmp:

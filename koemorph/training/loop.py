@@ -1,23 +1,23 @@
-"""``koemorph train``: fit a model on the feature cache. Reads top to bottom like nanoGPT's train.py.
+"""``koemorph train``: fit a model on the feature cache.
 
 Data: the Zarr store written by ``koemorph extract`` (never audio), whole files in memory
-(:mod:`koemorph.training.batches`). Targets per epoch come from :mod:`koemorph.training.sampling` (dense / sparse /
-mixed / progressive blocks); a step is one homogeneous batch of blocks.
+(:mod:`koemorph.training.batches`). Targets per epoch come from :mod:`koemorph.training.sampling`
+(dense / sparse / mixed / progressive blocks); a step is one homogeneous batch of blocks.
 
 Optimiser: AdamW (weight decay on matrices only), gradient clipping at ``optim.grad_clip``,
-linear warm-up, then cosine annealing per step from ``optim.lr`` to ``optim.min_lr`` over the planned steps.
-The plan is the number of batches of ``train.epochs`` epochs. With a wall-clock budget
-(``train.max_minutes`` > 0) the cosine runs over the budget's wall time instead (progress = share
-of the budget spent, so a slow or busy stretch never leaves the LR at its floor early), and
-training goes on past ``train.epochs`` until the budget is spent, then validates and checkpoints; the time spent is saved in the
-checkpoint and a resumed run continues the same clock.
+linear warm-up, then cosine annealing per step from ``optim.lr`` to ``optim.min_lr`` over the
+planned steps. The plan is the number of batches of ``train.epochs`` epochs. With a wall-clock
+budget (``train.max_minutes`` > 0) the cosine runs over the budget's wall time instead (progress =
+share of the budget spent, so a slow or busy stretch never leaves the LR at its floor early), and
+training goes on past ``train.epochs`` until the budget is spent, then validates and checkpoints;
+the time spent is saved in the checkpoint and a resumed run continues the same clock.
 
-Outputs in ``out_dir`` (default ``paths.run_dir``): ``last.pt`` (every epoch end and at the stop), ``best.pt`` (best
-``train.monitor``), ``metrics.csv`` (one row per epoch), ``summary.json`` (what :func:`train` returns: steps,
-seconds of training including resumed time, last validation, MLflow run), ``val/`` (per-file tables, plots), and one
-MLflow run with params, step metrics, validation metrics and those files as artifacts.
-``resume=True`` continues from ``last.pt`` exactly: same config, optimiser, LR schedule, sampler
-position ``(epoch, batch)``, RNG states and MLflow run.
+Outputs in ``out_dir`` (default ``paths.run_dir``): ``last.pt`` (every epoch end and at the stop),
+``best.pt`` (best ``train.monitor``), ``metrics.csv`` (one row per epoch), ``summary.json`` (what
+:func:`train` returns: steps, seconds of training including resumed time, last validation, MLflow
+run), ``val/`` (per-file tables, plots), and one MLflow run with params, step metrics, validation
+metrics and those files as artifacts. ``resume=True`` continues from ``last.pt`` exactly: same
+config, optimiser, LR schedule, sampler position ``(epoch, batch)``, RNG states and MLflow run.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def lr_at(step: int, horizon: int, optim, progress: float | None = None) -> floa
     """Linear warm-up over ``optim.warmup_steps`` steps (at most a tenth of ``horizon``), then cosine
     annealing from ``optim.lr`` to ``optim.min_lr``: at ``progress`` (0..1, e.g. the share of a time
     budget spent) when given, else at ``(step - warmup) / (horizon - warmup)``."""
-    warm = min(int(getattr(optim, "warmup_steps", 0)), horizon // 10)
+    warm = min(int(optim.warmup_steps), horizon // 10)
     if step < warm:
         return optim.lr * (step + 1) / warm
     if progress is None:

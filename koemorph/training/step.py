@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from pathlib import Path
 
 import torch
@@ -171,7 +170,3 @@ def read_epoch_rows(path: str | Path) -> list[dict]:
         return []
     with path.open(newline="") as f:
         return [{k: (v if v != "" else None) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def elapsed(t0: float) -> float:
-    return time.perf_counter() - t0
