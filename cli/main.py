@@ -195,7 +195,7 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     from koemorph.training.interrupt import INTERRUPTED, TrainingInterrupted
 
     if not isinstance(exc, TrainingInterrupted):
-        return "interrupted before training started: nothing saved"
+        return "interrupted outside the training steps: last.pt (if any) is as last saved"
     s = exc.summary
     saved = "saved at this step" if s["stop_reason"] == INTERRUPTED else "as last saved"
     return (

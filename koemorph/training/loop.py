@@ -113,6 +113,9 @@ def run(state: TrainState, max_steps: int | None, progress: bool) -> None:
     tc = state.cfg.train
     with progress_bar(state, progress) as bar:
         while state.stop_reason is None and (state.epoch < tc.epochs or state.budget_s > 0):
+            if state.interrupt_requested:  # Ctrl-C during an epoch end: last.pt is already saved here
+                state.stop_reason = INTERRUPTED
+                break
             done = run_epoch(state, bar, max_steps)
             end_epoch(state, bar, done)
     state.stop_reason = state.stop_reason or "epochs"
