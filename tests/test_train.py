@@ -373,18 +373,23 @@ class Payload:
         return (os.system, (f"touch {shlex.quote(str(self.marker))}",))
 
 
-def render_cli(tmp_path: Path, model: Path):
+def render_cli(tmp_path: Path, model, *options: str):
     from cli.main import app
 
     audio = tmp_path / "in" / "a.wav"
     audio.parent.mkdir(exist_ok=True)
     sf.write(audio, tone(1.0), 16_000)
-    return CliRunner().invoke(
-        app, ["render", str(audio.parent), "--model", str(model), "-o", str(tmp_path / "o")]
-    )
+    args = ["render", str(audio.parent), "--model", str(model), "-o", str(tmp_path / "o"), *options]
+    return CliRunner().invoke(app, args)
 
 
-def test_checkpoint_with_code_is_refused_unrun(learned, tmp_path):
+def test_checkpoint_with_code_is_refused_unrun(learned, store, tmp_path, tracking_uri):
+    """A real checkpoint plus one key whose unpickling runs ``touch``: refused by load_checkpoint,
+    ``render --model`` (a file and a ``runs:/`` artifact) and ``train --resume``; nothing runs."""
+    from mlflow.tracking import MlflowClient
+
+    from cli.main import app
+
     marker = tmp_path / "pwned"
     ckpt = load_checkpoint(learned[2] / "best.pt")
     ckpt["note"] = Payload(marker)
@@ -396,6 +401,17 @@ def test_checkpoint_with_code_is_refused_unrun(learned, tmp_path):
     res = render_cli(tmp_path, trojan)
     assert res.exit_code == 2 and "trojan.pt: refused" in " ".join(res.output.split()), res.output
     assert not marker.exists() and not (tmp_path / "o" / "a.jsonl").exists()
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("trojan")).info.run_id
+    client.log_artifact(run_id, str(trojan), "checkpoints")
+    res = render_cli(tmp_path, f"runs:/{run_id}/checkpoints/trojan.pt", "--tracking-uri", tracking_uri)
+    assert res.exit_code == 2 and "trojan.pt: refused" in " ".join(res.output.split()), res.output
+    (tmp_path / "run").mkdir()
+    shutil.copy(trojan, tmp_path / "run" / "last.pt")
+    args = ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--resume"]
+    res = CliRunner().invoke(app, args + ["--tracking-uri", tracking_uri])
+    assert res.exit_code == 1 and "last.pt: refused" in " ".join(res.output.split()), res.output
+    assert not marker.exists()
     torch.load(trojan, weights_only=False)  # the payload is real: full unpickling runs it
     assert marker.exists()
 
