@@ -197,6 +197,8 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     if not isinstance(exc, TrainingInterrupted):
         return "interrupted outside the training steps: last.pt (if any) is as last saved"
     s = exc.summary
+    if s["last"] is None:
+        return f"interrupted at step {s['steps']}: no checkpoint saved yet"
     saved = "saved at this step" if s["stop_reason"] == INTERRUPTED else "as last saved"
     return (
         f"interrupted at step {s['steps']}: {s['last']} {saved}; to continue, rerun the command with --resume"

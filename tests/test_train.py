@@ -343,6 +343,26 @@ def test_ctrl_c_saves_the_step_and_resume_is_exact(store, tmp_path, tracking_uri
         assert torch.allclose(a[key], b[key], rtol=0, atol=1e-6), key
 
 
+def test_second_ctrl_c_stops_at_once(store, tmp_path, tracking_uri):
+    """Two SIGINTs after step 7 (in epoch 1, of 5 steps per epoch): no save at step 7, last.pt stays
+    at the end of epoch 0, the run still ends KILLED with a summary."""
+    from mlflow.tracking import MlflowClient
+
+    sets = [x for s in SMALL + INTERRUPTIBLE for x in ("--set", s)]
+    cmd = [str(Path(sys.executable).parent / "koemorph"), "train", "--store", str(store), "--out", "run"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), SIGINT_STEP_ENV: "7,7", "COLUMNS": "250"}
+    proc = subprocess.run(
+        cmd + ["--tracking-uri", tracking_uri] + sets, cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "interrupted at step 7: run/last.pt as last saved" in proc.stderr, proc.stderr
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 0, 5)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "aborted" and summary["steps"] == 7
+    assert MlflowClient(tracking_uri).get_run(summary["run_id"]).info.status == "KILLED"
+
+
 def test_failure_mid_training_ends_the_run_failed(store, tmp_path, tracking_uri):
     """metrics.csv is a folder: the first epoch trains, then writing its row fails."""
     from mlflow.tracking import MlflowClient

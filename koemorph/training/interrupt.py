@@ -9,7 +9,7 @@ a Ctrl-C at the terminal reaches only the main process's handler.
 
 Test hook: with the environment variable ``KOEMORPH_SIGINT_AFTER_STEP=K`` the process sends itself
 a real SIGINT right after optimiser step ``K`` (:func:`signal_hook`), so tests interrupt at a
-known step without timing.
+known step without timing; ``K,K`` sends two there (the second stops at once).
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def stop_on_sigint(state, console):
 
 
 def signal_hook(step: int) -> None:
-    """Send this process SIGINT after step ``$KOEMORPH_SIGINT_AFTER_STEP`` (test hook; unset: nothing)."""
-    at = os.environ.get(SIGINT_STEP_ENV)
-    if at and int(at) == step:
-        os.kill(os.getpid(), signal.SIGINT)
+    """Send this process one SIGINT per entry of ``$KOEMORPH_SIGINT_AFTER_STEP`` (comma-separated
+    steps) equal to ``step`` (test hook; unset: nothing)."""
+    for at in os.environ.get(SIGINT_STEP_ENV, "").split(","):
+        if at.strip() and int(at) == step:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def ignore_sigint(worker_id: int) -> None:

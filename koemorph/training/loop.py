@@ -322,7 +322,7 @@ def finish(state: TrainState) -> dict:
         "monitor": state.cfg.train.monitor,
         "best": state.best,
         "val": state.last_val.get("agg", {}),
-        "last": out / "last.pt",
+        "last": out / "last.pt" if (out / "last.pt").exists() else None,
         "best_checkpoint": out / "best.pt" if (out / "best.pt").exists() else None,
         "seconds": round(state.elapsed(), 2),
         "throughput": state.meter.totals(),
