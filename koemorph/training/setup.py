@@ -100,7 +100,16 @@ class EpochRun:
     t_start: float = field(default_factory=time.perf_counter)
 
 
-def setup(cfg, store: Path, out: Path, resume: bool, tracking_uri, overrides: dict, console, clock):
+def setup(
+    cfg: Config,
+    store: Path,
+    out: Path,
+    resume: bool,
+    tracking_uri: str | None,
+    overrides: dict,
+    console: Console,
+    clock: Callable[[], float],
+) -> TrainState:
     """Config, checkpoint, data, model, optimiser and MLflow run of a training: a :class:`TrainState`
     at its start, or at ``out/last.pt``'s position with its RNG states restored when ``resume``."""
     ckpt = load_checkpoint(out / "last.pt") if resume else None
