@@ -123,7 +123,8 @@ def training(
     from koemorph.model import build_model, count_parameters
     from koemorph.training import augment
     from koemorph.training.checkpoint import seed_everything
-    from koemorph.training.step import StepMeter, train_step
+    from koemorph.training.diagnostics import StepMeter
+    from koemorph.training.step import train_step
 
     cfg = load_config(None, extra={"model": {"kind": kind}, "sampling": {"num_workers": workers}})
     seed_everything(0)

@@ -319,6 +319,21 @@ def extract(
         raise typer.Exit(1)
 
 
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    """The one line ``koemorph train`` prints on Ctrl-C: where last.pt is and how to resume."""
+    from koemorph.training.interrupt import INTERRUPTED, TrainingInterrupted
+
+    if not isinstance(exc, TrainingInterrupted):
+        return "interrupted outside the training steps: last.pt (if any) is as last saved"
+    s = exc.summary
+    if s["last"] is None:
+        return f"interrupted at step {s['steps']}: no checkpoint saved yet"
+    saved = "saved at this step" if s["stop_reason"] == INTERRUPTED else "as last saved"
+    return (
+        f"interrupted at step {s['steps']}: {s['last']} {saved}; to continue, rerun the command with --resume"
+    )
+
+
 @app.command("train")
 def train(
     store: Annotated[
@@ -362,6 +377,8 @@ def train(
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt as exc:  # Ctrl-C: the loop saved what it could (TrainingInterrupted)
+        _fail(_interrupted(exc), code=130)
     summary = {
         "steps": s["steps"],
         "epochs done": s["epochs_done"],

@@ -116,12 +116,13 @@ def test_monitor_choices_are_the_metrics_validation_produces():
     import inspect
     import re
 
-    from koemorph.training import loop, validation
+    from koemorph.training import validation
+    from koemorph.training.schedule import better
 
     produced = set(re.findall(r'"(val/\w+)":', inspect.getsource(validation.validate)))
     assert produced == set(MONITOR_METRICS)
-    lower = {m for m in MONITOR_METRICS if any(k in m for k in loop.LOWER_IS_BETTER)}
-    assert lower == set(LOWER_IS_BETTER_METRICS)
+    lower = {m for m in MONITOR_METRICS if better(1.0, 2.0, m)}
+    assert lower == set(LOWER_IS_BETTER_METRICS) == {"val/mae", "val/rmse", "val/loss"}
 
 
 def test_render_formats_are_the_ones_render_writes():

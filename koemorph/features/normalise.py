@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from koemorph.config import FeaturesConfig
 from koemorph.model.windows import mel_pad_value
 
 
@@ -56,25 +57,22 @@ def first_valid_frame(n_frames: int, n_windows: int, features_cfg) -> int:
     return int(held.argmax()) if held.any() else int(n_frames)
 
 
-def normalise_features(mel, egemaps, first_valid: int, stats: dict, features_cfg) -> dict:
+def normalise_features(mel, egemaps, first_valid: int, stats: dict, features_cfg: FeaturesConfig) -> dict:
     """Normalise one whole file's features exactly as training does.
 
     ``mel`` ``[T, n_mels]`` dB, ``egemaps`` ``[T, 88]`` raw or None, ``first_valid`` the file's first
-    valid eGeMAPS frame, ``stats`` as in the module docstring, ``features_cfg`` a
-    ``FeaturesConfig`` or its dict (only ``db_floor`` and ``egemaps`` are read).
+    valid eGeMAPS frame, ``stats`` as in the module docstring, ``features_cfg`` the
+    ``FeaturesConfig`` (only ``db_floor`` and ``egemaps`` are read).
     Returns ``{"mel": [T, n_mels], "egemaps": [T, 88] or None, "mel_pad": [n_mels]}``, float32.
     eGeMAPS is None when ``egemaps`` is None, the config switches it off, or ``stats`` has none.
     """
-    get = (
-        features_cfg.get if isinstance(features_cfg, dict) else lambda k, d=None: getattr(features_cfg, k, d)
-    )
     mel_mean, mel_std = _mean_std(stats, "mel")
     out = {
         "mel": normalise_mel(mel, mel_mean, mel_std),
         "egemaps": None,
-        "mel_pad": mel_pad_value(mel_mean, mel_std, float(get("db_floor", -100.0))),
+        "mel_pad": mel_pad_value(mel_mean, mel_std, float(features_cfg.db_floor)),
     }
-    if egemaps is not None and get("egemaps", True) and "egemaps" in stats:
+    if egemaps is not None and features_cfg.egemaps and "egemaps" in stats:
         ege_mean, ege_std = _mean_std(stats, "egemaps")
         out["egemaps"] = normalise_egemaps(egemaps, ege_mean, ege_std, first_valid)
     return out

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from torch import nn
 
+from koemorph.config import FeaturesConfig, ModelConfig
 from koemorph.model.windows import Spans, spans
 
 
-def build_model(model_cfg, features_cfg, n_mels: int = 80, n_egemaps: int = 88) -> nn.Module:
+def build_model(
+    model_cfg: ModelConfig, features_cfg: FeaturesConfig, n_mels: int = 80, n_egemaps: int = 88
+) -> nn.Module:
     """The network for ``model_cfg.kind``, its windows converted at ``features_cfg.fps``."""
     from koemorph.model.dual_stream import DualStreamModel
     from koemorph.model.simplified import SimplifiedModel
 
     geometry = spans(model_cfg, features_cfg)
-    if not getattr(features_cfg, "egemaps", True):
+    if not features_cfg.egemaps:
         n_egemaps = 0
     if model_cfg.kind == "dual_stream":
         return DualStreamModel(model_cfg, geometry, n_mels=n_mels, n_egemaps=n_egemaps)

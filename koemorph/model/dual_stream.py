@@ -60,6 +60,7 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
+from koemorph.config import ModelConfig
 from koemorph.model.layers import (
     Decoder,
     TemporalSmoothing,
@@ -257,26 +258,26 @@ class DualStreamModel(nn.Module):
 
     kind = "dual_stream"
 
-    def __init__(self, model_cfg, spans: Spans, n_mels: int = 80, n_egemaps: int = 88):
+    def __init__(self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 88):
         super().__init__()
         d, heads, drop = model_cfg.d_model, model_cfg.num_heads, model_cfg.dropout
         self.spans, self.n_mels, self.n_egemaps = spans, n_mels, n_egemaps
-        self.temperature = float(getattr(model_cfg, "temperature", 1.0))
+        self.temperature = float(model_cfg.temperature)
         n = blendshapes.NUM_BLENDSHAPES
         self.queries = query_init(n, d)
-        kernel, locality = getattr(model_cfg, "conv_kernel", 1), getattr(model_cfg, "locality_prior", False)
+        kernel, locality = model_cfg.conv_kernel, model_cfg.locality_prior
         self.mel_stream = BandMelStream(
             n_mels,
-            getattr(model_cfg, "mel_bands", 4),
+            model_cfg.mel_bands,
             d,
             heads,
             spans,
             drop,
             kernel,
             locality,
-            getattr(model_cfg, "mel_summary", 0),
-            getattr(model_cfg, "band_overlap", 0),
-            getattr(model_cfg, "temporal_layers", 0),
+            model_cfg.mel_summary,
+            model_cfg.band_overlap,
+            model_cfg.temporal_layers,
         )
         if n_egemaps > 0:
             self.emotion_stream = EmotionStream(n_egemaps, d, heads, spans, drop, locality)

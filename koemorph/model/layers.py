@@ -74,10 +74,6 @@ class WindowAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dense = DenseWindow(offsets)  # plain object: no parameters, nothing in the state_dict
 
-    @property
-    def out_dim(self) -> int:
-        return self.heads * self.value_dim
-
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         frame_scores, age_scores, v = self._project(queries, tokens)
         shift = self.dense.shift(frame_scores, positions)

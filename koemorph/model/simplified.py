@@ -21,6 +21,7 @@ from __future__ import annotations
 from torch import nn
 
 from koemorph import blendshapes
+from koemorph.config import ModelConfig
 from koemorph.model.layers import (
     Decoder,
     TemporalSmoothing,
@@ -43,17 +44,17 @@ class SimplifiedModel(nn.Module):
 
     kind = "simplified"
 
-    def __init__(self, model_cfg, spans: Spans, n_mels: int = 80, n_egemaps: int = 0):
+    def __init__(self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 0):
         super().__init__()
         d, heads, drop = model_cfg.d_model, model_cfg.num_heads, model_cfg.dropout
         if d % heads:
             raise ValueError(f"num_heads {heads} must divide d_model {d}")
         self.spans, self.n_mels, self.n_egemaps = spans, n_mels, 0
-        self.kernel = int(getattr(model_cfg, "conv_kernel", 1))
+        self.kernel = int(model_cfg.conv_kernel)
         if not 1 <= self.kernel <= spans.context:
             raise ValueError(f"conv_kernel {self.kernel} must lie in [1, context {spans.context}]")
         offsets, ages = mel_window(spans, self.kernel)
-        slopes = alibi_slopes(1, heads) if getattr(model_cfg, "locality_prior", False) else None
+        slopes = alibi_slopes(1, heads) if model_cfg.locality_prior else None
         self.queries = query_init(blendshapes.NUM_BLENDSHAPES, d)
         self.mel_stream = nn.ModuleDict(
             {

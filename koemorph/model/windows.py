@@ -18,10 +18,11 @@ eGeMAPS frames ``[a+p-(E-1), a+p]`` only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from koemorph.config import FeaturesConfig, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,12 @@ class Spans:
         return n_mel_frames - (self.context - 1) - self.lookahead
 
 
-def spans(model_cfg, features_cfg) -> Spans:
+def spans(model_cfg: ModelConfig, features_cfg: FeaturesConfig) -> Spans:
     """:class:`Spans` of ``ModelConfig``/``FeaturesConfig`` (seconds converted at ``features_cfg.fps``)."""
     fps = int(features_cfg.fps)
     context = int(round(model_cfg.context_s * fps))
-    lookahead = int(round(getattr(model_cfg, "lookahead_s", 0.0) * fps))
-    emotion = int(round(getattr(model_cfg, "emotion_context_s", 20.0) * fps))
+    lookahead = int(round(model_cfg.lookahead_s * fps))
+    emotion = int(round(model_cfg.emotion_context_s * fps))
     step = int(round(features_cfg.egemaps_step_s * fps))
     if context < 1 or lookahead < 0 or emotion < 1 or step < 1:
         raise ValueError(
@@ -102,8 +103,3 @@ def mel_pad_value(mean, std, db_floor: float = -100.0) -> np.ndarray:
     """
     mean, std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
     return ((db_floor - mean) / std).astype(np.float32)
-
-
-def n_blocks(n_frames: int, span: int) -> int:
-    """Blocks of ``span`` output frames needed to cover ``n_frames`` frames."""
-    return math.ceil(n_frames / span) if n_frames > 0 else 0

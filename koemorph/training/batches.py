@@ -67,9 +67,12 @@ def make_loader(dataset: BlockDataset, batches: list, num_workers: int = 0, seed
     """A DataLoader over a fixed list of batches (lists of blocks), in that order.
 
     Its own seeded ``torch.Generator`` keeps the DataLoader from drawing on the global torch RNG
-    (which dropout uses), so resuming mid-epoch reproduces the uninterrupted run.
+    (which dropout uses), so resuming mid-epoch reproduces the uninterrupted run. Workers ignore
+    SIGINT: Ctrl-C is the main process's to handle (:mod:`koemorph.training.interrupt`).
     """
     import torch
+
+    from koemorph.training.interrupt import ignore_sigint
 
     gen = torch.Generator().manual_seed(int(seed))
     return torch.utils.data.DataLoader(
@@ -78,6 +81,7 @@ def make_loader(dataset: BlockDataset, batches: list, num_workers: int = 0, seed
         num_workers=num_workers,
         collate_fn=collate,
         generator=gen,
+        worker_init_fn=ignore_sigint,
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
     )

@@ -5,6 +5,11 @@ A checkpoint alone is enough to render: it holds the model weights, the whole co
 channel order and the model kind. For ``--resume`` it also holds the optimiser, the LR
 schedule, the sampler position ``(epoch, batch)`` (the next batch to run), the RNG states of
 python, numpy and torch, the best monitored value and the MLflow run id.
+
+Only tensors and plain values (dicts, lists, tuples, strings, numbers, None) are stored, so
+:func:`load_checkpoint` reads with ``torch.load(..., weights_only=True)``: nothing in a checkpoint
+file can run code. Checkpoints of earlier versions held numpy's RNG state as a numpy array; they
+load too, with numpy array reconstruction (and nothing else) allowed.
 """
 
 from __future__ import annotations
@@ -18,20 +23,36 @@ import torch
 from koemorph.blendshapes import ARKIT_NAMES, ORDER_NAME
 from koemorph.io.atomic import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: numpy RNG state as a tensor and plain values (1: a numpy array)
+REQUIRED = ("model", "config", "stats", "fps", "blendshape_order")  # what rendering needs
 
 
 def rng_state() -> dict:
-    """RNG states of python, numpy (global) and torch (CPU, and CUDA when present)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states of python, numpy (global) and torch (CPU, and CUDA when present), as tensors and
+    plain values: numpy's MT19937 state is ``{"name", "keys" (int64 tensor [624]), "pos", "has_gauss",
+    "gauss"}``."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {
+        "name": str(name),
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state` (numpy's state also in the tuple form of earlier checkpoints)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].numpy().astype(np.uint32)
+        numpy_state = (numpy_state["name"], keys, *(numpy_state[k] for k in ("pos", "has_gauss", "gauss")))
+    np.random.set_state(numpy_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -59,7 +80,6 @@ def save_checkpoint(
     fps: int,
     run_id: str | None,
     rng: dict | None = None,
-    extra: dict | None = None,
 ) -> Path:
     """Write the checkpoint dict to ``path`` atomically. ``(epoch, batch)`` is the next batch to run;
     ``rng`` the RNG states at that position (default: now)."""
@@ -81,7 +101,6 @@ def save_checkpoint(
         "blendshape_order": list(ARKIT_NAMES),
         "order_name": ORDER_NAME,
         "mlflow_run_id": run_id,
-        **(extra or {}),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -90,11 +109,69 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (a trusted local file: full unpickling)."""
-    ckpt = torch.load(Path(path), map_location=map_location, weights_only=False)
-    if ckpt.get("blendshape_order") != list(ARKIT_NAMES):
+    """Read a checkpoint written by :func:`save_checkpoint`, safely (see the module docstring).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for one that
+    is empty, not a checkpoint, holds anything but tensors and plain values (refused unread: nothing
+    in it runs), or whose blendshape order differs from koemorph's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not a checkpoint: the file is empty")
+    try:
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(_load_error(path, exc)) from None
+    missing = [k for k in REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a koemorph checkpoint (no {', '.join(missing)})")
+    if ckpt["blendshape_order"] != list(ARKIT_NAMES):
         raise ValueError(f"{path}: blendshape order differs from koemorph's {ORDER_NAME}")
     return ckpt
+
+
+def _numpy_array_globals() -> list:
+    """What unpickling a plain numpy array needs (the numpy RNG state of earlier checkpoints); the
+    array module is named under both numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``)."""
+    from numpy._core.multiarray import _reconstruct
+
+    dtypes = [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64, np.float32)]
+    return [
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        (_reconstruct, "numpy._core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        *dtypes,
+    ]
+
+
+def _load_error(path: Path, exc: Exception) -> str:
+    """The message for a checkpoint ``torch.load`` refused or could not read."""
+    text = str(exc)
+    names = _unsafe_globals(path)
+    if names or "Unsupported global" in text:
+        what = f" ({', '.join(names)})" if names else ""
+        return (
+            f"{path}: refused: it holds Python objects{what} whose loading could run code; a koemorph "
+            "checkpoint holds only tensors and plain values. Nothing in the file was run."
+        )
+    text = text.split("WeightsUnpickler error:")[-1].strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return f"{path}: not a readable checkpoint ({reason})"
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The Python objects a (zip-format) checkpoint would import beyond the numpy allow-list."""
+    allowed = {
+        g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}" for g in _numpy_array_globals()
+    }
+    try:
+        return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - allowed)
+    except Exception:  # not a zip-format checkpoint: the load error says what is wrong
+        return []
 
 
 def load_model(path: str | Path, map_location="cpu"):

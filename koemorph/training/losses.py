@@ -27,8 +27,6 @@ import torch
 
 from koemorph import blendshapes
 
-TERMS = ("mse", "l1", "perceptual", "velocity", "consistency")
-
 
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` ``[B, n, K]`` over rows with ``weight`` ``[B, n]`` 1 (0 if none)."""
