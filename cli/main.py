@@ -125,8 +125,6 @@ def _checkpoint(spec: str | Path, missing: str | None = None) -> str:
     """``spec``, after failing naming the file if it is a local file that cannot be read as a koemorph
     checkpoint (empty, truncated, garbage); a spec that is no file fails with ``missing`` if given
     (else it is left to the loader: an MLflow URI, or its own "no such file")."""
-    from koemorph.errors import InputError
-
     path = Path(spec)
     if not path.is_file():
         if missing:
@@ -136,13 +134,8 @@ def _checkpoint(spec: str | Path, missing: str | None = None) -> str:
 
     try:
         load_checkpoint(path)
-    except InputError:
-        raise
-    except Exception as exc:  # whatever the unpickler says, the file is the problem
-        if str(path) in str(exc):
-            _fail(str(exc), code=2)
-        cause = "the file is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {exc}"
-        _fail(f"{path}: not a readable koemorph checkpoint ({cause})", code=2)
+    except (ValueError, OSError) as exc:  # the loader's message names the file and the problem
+        _fail(str(exc), code=2)
     return str(spec)
 
 
@@ -396,30 +389,92 @@ def train(
     typer.echo(f'MLflow UI: pip install -e ".[ui]" && mlflow ui --backend-store-uri {uri}')
 
 
+RenderInputArg = Annotated[
+    Path | None,
+    typer.Argument(help="Folder searched recursively for .wav, .flac, .ogg (default: paths.render_input)."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>);"
+        " default: paths.run_dir/best.pt.",
+    ),
+]
+RenderOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--out",
+        help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl (default: paths.render_dir).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")
+]
+SchedulerOpt = Annotated[
+    str | None, typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
+]
+TrackingUriOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."),
+]
+SmoothMouthOpt = Annotated[
+    float | None, typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off).")
+]
+SmoothFaceOpt = Annotated[
+    float | None, typer.Option(help="Same for the upper face / expression channels (0 = off).")
+]
+RestPoseOpt = Annotated[
+    bool | None, typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences.")
+]
+RestDbOpt = Annotated[float | None, typer.Option(help="Silence: RMS this far below the file's speech level.")]
+ClampOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--clamp", help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable)."
+    ),
+]
+RuntimeOpt = Annotated[
+    str, typer.Option("--runtime", help="torch | onnx (onnxruntime on the checkpoint's ONNX export).")
+]
+
+
+def _render_options(fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp) -> dict:
+    """The render options given on the command line, as a ``render`` config section (None: not given)."""
+    options = {
+        "format": fmt,
+        "fps": fps,
+        "smooth_mouth_s": smooth_mouth,
+        "smooth_face_s": smooth_face,
+        "rest_pose": rest_pose,
+        "rest_threshold_db": rest_threshold_db,
+    }
+    if clamp:
+        from koemorph.inference.postprocess import parse_clamp
+
+        try:
+            options["clamp"] = parse_clamp(clamp)
+        except ValueError as exc:
+            _fail(str(exc), code=2)
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _report_errors(errors: list[str], manifest: str) -> None:
+    """The first 20 per-file errors on stderr; exit 1 if there are any."""
+    for message in errors[:20]:
+        typer.echo(f"  failed: {message}", err=True)
+    if len(errors) > 20:
+        typer.echo(f"  ... and {len(errors) - 20} more (see {manifest})", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
 @app.command("render")
 def render(
-    input_dir: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Folder searched recursively for .wav, .flac, .ogg (default: paths.render_input)."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>);"
-            " default: paths.run_dir/best.pt.",
-        ),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "-o",
-            "--out",
-            help="Output folder: mirrors INPUT_DIR, plus render_manifest.jsonl (default: paths.render_dir).",
-        ),
-    ] = None,
+    input_dir: RenderInputArg = None,
+    model: ModelOpt = None,
+    out: RenderOutOpt = None,
     fps: Annotated[
         int | None, typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")
     ] = None,
@@ -427,45 +482,18 @@ def render(
         str | None,
         typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format)."),
     ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="LocalCluster worker processes (default: all cores; 0: no Dask).")
-    ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Existing Dask scheduler address (or $DASK_SCHEDULER_ADDRESS).")
-    ] = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
     store: Annotated[
         Path | None, typer.Option("--store", help="Feature store to reuse cached features from.")
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
-        ),
-    ] = None,
-    smooth_mouth: Annotated[
-        float | None,
-        typer.Option(help="Extra Savitzky-Golay smoothing of the mouth, window in s (0 = off)."),
-    ] = None,
-    smooth_face: Annotated[
-        float | None, typer.Option(help="Same for the upper face / expression channels (0 = off).")
-    ] = None,
-    rest_pose: Annotated[
-        bool | None,
-        typer.Option("--rest-pose/--no-rest-pose", help="Ease the mouth to 0 in long silences."),
-    ] = None,
-    rest_threshold_db: Annotated[
-        float | None, typer.Option(help="Silence: RMS this far below the file's speech level.")
-    ] = None,
-    clamp: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--clamp",
-            help="NAME=LO:HI, bounds numbers or channel names, e.g. mouthClose=0:jawOpen (repeatable).",
-        ),
-    ] = None,
-    runtime: Annotated[
-        str, typer.Option("--runtime", help="torch | onnx (onnxruntime on the checkpoint's ONNX export).")
-    ] = "torch",
+    tracking_uri: TrackingUriOpt = None,
+    smooth_mouth: SmoothMouthOpt = None,
+    smooth_face: SmoothFaceOpt = None,
+    rest_pose: RestPoseOpt = None,
+    rest_threshold_db: RestDbOpt = None,
+    clamp: ClampOpt = None,
+    runtime: RuntimeOpt = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
@@ -475,22 +503,8 @@ def render(
     files whose audio, model, fps, format and post-processing are unchanged.
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
     """
-    try:
-        options = {
-            "format": fmt,
-            "fps": fps,
-            "smooth_mouth_s": smooth_mouth,
-            "smooth_face_s": smooth_face,
-            "rest_pose": rest_pose,
-            "rest_threshold_db": rest_threshold_db,
-        }
-        if clamp:
-            from koemorph.inference.postprocess import parse_clamp
-
-            options["clamp"] = parse_clamp(clamp)
-    except ValueError as exc:
-        _fail(str(exc), code=2)
-    cfg = _config(params, set_, {"render": {k: v for k, v in options.items() if v is not None}})
+    options = _render_options(fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp)
+    cfg = _config(params, set_, {"render": options})
     paths = cfg.paths
     input_dir, out = input_dir or Path(paths.render_input), out or Path(paths.render_dir)
     from pipeline.render import render as run_render
@@ -513,50 +527,44 @@ def render(
         _fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc), code=2)
     errors = summary.pop("errors")
     _print_summary(f"render {out}", summary)
-    for message in errors[:20]:
-        typer.echo(f"  failed: {message}", err=True)
-    if len(errors) > 20:
-        typer.echo(f"  ... and {len(errors) - 20} more (see {summary['manifest']})", err=True)
-    if errors:
-        raise typer.Exit(1)
+    _report_errors(errors, summary["manifest"])
+
+
+PredDirArg = Annotated[
+    Path | None,
+    typer.Argument(help="Predicted tracks, e.g. `koemorph render` output (default: paths.render_dir)."),
+]
+TruthDirArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="True tracks, paired by relative path and stem, with audio (default: paths.render_input)."
+    ),
+]
+BaselineStoreOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="Feature store: enables the mean-pose and ridge baselines (default: paths.store if it exists).",
+    ),
+]
+ScoreFpsOpt = Annotated[
+    int | None, typer.Option("--fps", help="Grid frame rate to score at, 30 or 60 (default: features.fps).")
+]
 
 
 @app.command("evaluate")
 def evaluate(
-    pred_dir: Annotated[
-        Path | None,
-        typer.Argument(help="Predicted tracks, e.g. `koemorph render` output (default: paths.render_dir)."),
-    ] = None,
-    truth_dir: Annotated[
-        Path | None,
-        typer.Argument(
-            help="True tracks, paired by relative path and stem, with audio (default: paths.render_input)."
-        ),
-    ] = None,
-    store: Annotated[
-        Path | None,
-        typer.Option(
-            "--store",
-            help="Feature store: enables the mean-pose and ridge baselines"
-            " (default: paths.store if it exists).",
-        ),
-    ] = None,
+    pred_dir: PredDirArg = None,
+    truth_dir: TruthDirArg = None,
+    store: BaselineStoreOpt = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Report folder (default: paths.report_dir).")
     ] = None,
-    fps: Annotated[
-        int | None,
-        typer.Option("--fps", help="Grid frame rate to score at, 30 or 60 (default: features.fps)."),
-    ] = None,
+    fps: ScoreFpsOpt = None,
     run: Annotated[
         str | None, typer.Option("--run", help="MLflow run id to log metrics and files to.")
     ] = None,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--tracking-uri", help="MLflow URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
-        ),
-    ] = None,
+    tracking_uri: TrackingUriOpt = None,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any file could not be scored.")] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -575,7 +583,6 @@ def evaluate(
         if not folder.is_dir():
             _fail(f"{folder}: not a folder", code=2)
     from koemorph.evaluation.evaluate import evaluate as run_evaluate
-    from koemorph.evaluation.report import log_to_mlflow, print_table, write_outputs
 
     try:
         ev = run_evaluate(
@@ -584,18 +591,28 @@ def evaluate(
     except ValueError as exc:
         _fail(str(exc), code=2)
     context = {"pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "store": str(store) if store else None}
-    metrics = write_outputs(ev, out, cfg, context)
-    print_table(metrics, ev.notes)
-    for failure in ev.failures:
-        typer.echo(f"  not scored: {failure['problem']}", err=True)
-    typer.echo(f"wrote {out}/metrics.json, per_file.csv, per_channel.csv and plots")
+    metrics = _report_evaluation(ev, cfg, out, context)
     if run:
+        from koemorph.evaluation.report import log_to_mlflow
+
         uri = log_to_mlflow(run, metrics, out, tracking_uri)
         typer.echo(f"logged to MLflow run {run} ({uri})")
     if not ev.truths:
         _fail("no file could be scored")
     if strict and ev.failures:
         raise typer.Exit(1)
+
+
+def _report_evaluation(ev, cfg, out: Path, context: dict) -> dict:
+    """Write the evaluation's files into ``out``, print its table and unscored files; its metrics."""
+    from koemorph.evaluation.report import print_table, write_outputs
+
+    metrics = write_outputs(ev, out, cfg, context)
+    print_table(metrics, ev.notes)
+    for failure in ev.failures:
+        typer.echo(f"  not scored: {failure['problem']}", err=True)
+    typer.echo(f"wrote {out}/metrics.json, per_file.csv, per_channel.csv and plots")
+    return metrics
 
 
 @app.command("summary")

@@ -85,6 +85,7 @@ RULES: dict[str, dict] = {
         "split_ratios": each(NON_NEGATIVE),
         "max_duration_mismatch_s": NON_NEGATIVE,
         "speaker_pattern": regex_with_group,
+        "split_by": one_of("speaker", "engine"),
     },
     "demo": {"minutes": POSITIVE},
     "features": {

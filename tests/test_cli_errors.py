@@ -60,7 +60,7 @@ def test_malformed_params_yaml_names_the_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "content, cause", [(b"garbage\n", "not a readable koemorph checkpoint"), (b"", "empty")]
+    "content, cause", [(b"garbage\n", "not a readable checkpoint"), (b"", "the file is empty")]
 )
 def test_a_garbage_or_empty_checkpoint_is_named(tmp_path, content, cause):
     ckpt = tmp_path / "model.pt"

@@ -155,6 +155,40 @@ def _relative(path: Path, base: Path) -> str:
     return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
 
 
+def _entry(
+    audio_path: Path, track_path: Path | None, data_dir: Path, base: Path, cfg: DataConfig
+) -> ManifestEntry:
+    """The manifest entry of one pair (paths relative to ``base``, the manifest's folder); InputError
+    for unreadable audio, a malformed track or one whose duration is off by more than
+    ``cfg.max_duration_mismatch_s``."""
+    from koemorph.io.tracks import check_duration, read_track
+
+    info = audio_info(audio_path)
+    track_fps = track_sha = None
+    if track_path is not None:
+        track = read_track(track_path, swap_mouth_lr=cfg.swap_mouth_lr)
+        check_duration(track, info.duration, cfg.max_duration_mismatch_s)
+        track_fps, track_sha = track.source_fps, sha256_file(track_path)
+    rel = audio_path.relative_to(data_dir)
+    speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
+    engine, voice = demo_origin(audio_path)
+    return ManifestEntry(
+        id=make_id(rel.with_suffix("").as_posix()),
+        audio_path=_relative(audio_path, base),
+        track_path=None if track_path is None else _relative(track_path, base),
+        duration=round(info.duration, 6),
+        sample_rate=info.sample_rate,
+        channels=info.channels,
+        track_fps=None if track_fps is None else round(float(track_fps), 3),
+        audio_sha256=sha256_file(audio_path),
+        track_sha256=track_sha,
+        split=split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios),
+        speaker=speaker,
+        engine=engine,
+        voice=voice,
+    )
+
+
 def build_manifest(
     data_dir: str | Path, out: str | Path, cfg: DataConfig, include_audio_only: bool = False
 ) -> ManifestResult:
@@ -164,10 +198,6 @@ def build_manifest(
     ``cfg.max_duration_mismatch_s``) is listed as a problem and left out; the rest is written.
     Audio without a track is a problem unless ``include_audio_only`` (then ``track_path`` is null).
     """
-    from koemorph.io.tracks import check_duration, read_track
-
-    if cfg.split_by not in ("speaker", "engine"):
-        raise ValueError(f"data.split_by must be 'speaker' or 'engine', got {cfg.split_by!r}")
     data_dir, out = Path(data_dir), Path(out)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir}: not a folder")
@@ -175,45 +205,19 @@ def build_manifest(
     result = ManifestResult(problems=problems, manifest_path=out)
     seen_ids: set[str] = set()
     for audio_path, track_path in _progress(pairs, "manifest"):
-        rel = audio_path.relative_to(data_dir)
         if track_path is None and not include_audio_only:
             problems.append({"path": str(audio_path), "problem": "no blendshape track with the same stem"})
             continue
         try:
-            info = audio_info(audio_path)
-            track_fps = track_sha = None
-            if track_path is not None:
-                track = read_track(track_path, swap_mouth_lr=cfg.swap_mouth_lr)
-                check_duration(track, info.duration, cfg.max_duration_mismatch_s)
-                track_fps, track_sha = track.source_fps, sha256_file(track_path)
+            entry = _entry(audio_path, track_path, data_dir, out.parent, cfg)
         except InputError as exc:
             problems.append({"path": exc.path, "problem": exc.problem, "line": exc.line})
             continue
-        entry_id = make_id(rel.with_suffix("").as_posix())
-        if entry_id in seen_ids:
-            problems.append({"path": str(audio_path), "problem": f"duplicate id {entry_id!r}"})
+        if entry.id in seen_ids:
+            problems.append({"path": str(audio_path), "problem": f"duplicate id {entry.id!r}"})
             continue
-        seen_ids.add(entry_id)
-        speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
-        split = split_from_path(rel) or hash_split(speaker, cfg.split_seed, cfg.split_ratios)
-        engine, voice = demo_origin(audio_path)
-        result.entries.append(
-            ManifestEntry(
-                id=entry_id,
-                audio_path=_relative(audio_path, out.parent),
-                track_path=None if track_path is None else _relative(track_path, out.parent),
-                duration=round(info.duration, 6),
-                sample_rate=info.sample_rate,
-                channels=info.channels,
-                track_fps=None if track_fps is None else round(float(track_fps), 3),
-                audio_sha256=sha256_file(audio_path),
-                track_sha256=track_sha,
-                split=split,
-                speaker=speaker,
-                engine=engine,
-                voice=voice,
-            )
-        )
+        seen_ids.add(entry.id)
+        result.entries.append(entry)
     if cfg.split_by == "engine":
         result.entries = engine_split(result.entries, cfg, problems, out.parent)
     from koemorph.io.atomic import write_jsonl
