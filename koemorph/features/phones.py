@@ -5,16 +5,17 @@ bundled CMU en-us acoustic model in *allphone* mode: phone recognition with the 
 bigram model (``en-us-phone.lm.bin``), no transcript, no word dictionary. Nothing is downloaded.
 
 Time bases. PocketSphinx analyses 10 ms frames (100 per second): its frame ``f`` is the 410-sample
-(25.625 ms) window starting at sample ``160 f``, i.e. centred on sample ``160 f + 205``. Grid frame
-``k`` (time ``k / fps`` s, centre sample ``c_k = round(k * 16000 / fps)``) takes the phone of the
-PocketSphinx frame whose centre is nearest to ``c_k``: ``f = round((c_k - 205) / 160)``, clipped to
-the decoded frames.
+(25.625 ms) window starting at sample ``160 f``, i.e. centred on sample ``160 f + 205``. Each
+PocketSphinx frame belongs to the grid frame nearest its centre, ``round((160 f + 205) * fps / 16000)``
+(grid frame ``k`` is at ``k / fps`` s); a grid frame that owns none (the first at 60 fps, any past the
+last decoded frame) borrows the PocketSphinx frame nearest to its centre sample.
 
-Encoding. Row ``k`` of the ``[T, P]`` float32 output is one-hot over :data:`PHONES` (P = 40: silence
-first, then the 39 CMU phones in alphabetical order). The decoder's fillers are mapped as follows:
-``+NSN+`` (noise) is silence; ``+SPN+`` (speech it cannot name) is spread evenly over the 39 speech
-phones (each ``1/39``), so every row sums to 1. Frames with no segment (too short an input) are
-silence.
+Encoding. Row ``k`` of the ``[T, P]`` float32 output gives the share of grid frame ``k``'s
+PocketSphinx frames recognised as each of :data:`PHONES` (P = 40: silence first, then the 39 CMU
+phones in alphabetical order): one-hot inside a phone, split across a phone boundary, so that a
+30 ms phone between two grid times still shows. Fillers: ``+NSN+`` (noise) is silence; ``+SPN+``
+(speech the decoder cannot name) is spread evenly over the 39 speech phones. Every row sums to 1.
+Audio with no decoded segment (too short) is silence.
 
 Two decoders:
 
@@ -239,11 +240,16 @@ class PhoneStream:
     returns the rest, so that the rows of all calls together number
     ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, per returned frame, how
     far the audio pushed so far ran ahead of the frame's time when it was returned (seconds).
+
+    Live CMN starts from the acoustic model's prior mean and needs seconds of speech to settle. A
+    session can carry it over: pass ``cmn``, the :attr:`cmn` of an earlier stream of the same voice.
     """
 
-    def __init__(self, fps: int):
+    def __init__(self, fps: int, cmn: str | None = None):
         self.fps = grid.check_fps(fps)
         self._dec = new_decoder("live")
+        if cmn is not None:
+            self._dec.set_cmn(cmn)
         self._dec.start_utt()
         self._n_samples = 0
         self._emitted = 0  # grid frames returned so far
@@ -274,6 +280,11 @@ class PhoneStream:
         self._finished = True
         codes = frame_labels(_segments(self._dec), int(self._dec.n_frames()))
         return self._emit(codes, self._total())
+
+    @property
+    def cmn(self) -> str:
+        """The live cepstral mean now (comma-separated numbers), to start a later stream from."""
+        return self._dec.get_cmn()
 
     def _total(self) -> int:
         return grid.num_frames_for_samples(self._n_samples, self.fps)
