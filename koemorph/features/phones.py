@@ -54,11 +54,11 @@ SPHINX_RATE = 100  # PocketSphinx frames per second
 SPHINX_HOP = grid.SAMPLE_RATE // SPHINX_RATE  # 160 samples
 SPHINX_HALF_WINDOW = 205  # half of the 410-sample analysis window (0.025625 s at 16 kHz)
 
-# Allphone decoding settings: language weight, phone insertion penalty, state and phone beams, as
-# in PocketSphinx's own phone recognition example, plus half-bit dither from a fixed seed (without
-# it, digital silence normalises to a constant cepstrum that decodes as a long "S").
-# They fix the output, so they enter the cache hash.
-DECODER_SETTINGS = {"lw": 2.0, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dither": True, "seed": 1}
+# Allphone decoding settings: phone insertion penalty, state and phone beams as in PocketSphinx's own
+# phone recognition example; a lower language weight than its 2.0 (the phone bigram counts for less
+# against the acoustics); half-bit dither from a fixed seed (without it, digital silence normalises
+# to a constant cepstrum that decodes as a long "S"). They fix the output, so they enter the cache hash.
+DECODER_SETTINGS = {"lw": 0.5, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dither": True, "seed": 1}
 ENCODING_VERSION = 1  # bump when the frame mapping or the row encoding changes
 STREAM_SETTLE_SEGMENTS = 1  # streaming: a frame is decided once this many segments start after it
 
