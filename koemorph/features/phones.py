@@ -1,0 +1,298 @@
+"""Recognised phones on the koemorph grid: a speaker-independent phonetic feature.
+
+PocketSphinx (the optional ``pocketsphinx`` package, extra ``phones``) decodes the audio with its
+bundled CMU en-us acoustic model in *allphone* mode: phone recognition with the bundled phone
+bigram model (``en-us-phone.lm.bin``), no transcript, no word dictionary. Nothing is downloaded.
+
+Time bases. PocketSphinx analyses 10 ms frames (100 per second): its frame ``f`` is the 410-sample
+(25.625 ms) window starting at sample ``160 f``, i.e. centred on sample ``160 f + 205``. Each
+PocketSphinx frame belongs to the grid frame nearest its centre, ``round((160 f + 205) * fps / 16000)``
+(grid frame ``k`` is at ``k / fps`` s); a grid frame that owns none (the first at 60 fps, any past the
+last decoded frame) borrows the PocketSphinx frame nearest to its centre sample.
+
+Encoding. Row ``k`` of the ``[T, P]`` float32 output gives the share of grid frame ``k``'s
+PocketSphinx frames recognised as each of :data:`PHONES` (P = 40: silence first, then the 39 CMU
+phones in alphabetical order): one-hot inside a phone, split across a phone boundary, so that a
+30 ms phone between two grid times still shows. Fillers: ``+NSN+`` (noise) is silence; ``+SPN+``
+(speech the decoder cannot name) is spread evenly over the 39 speech phones. Every row sums to 1.
+Audio with no decoded segment (too short) is silence.
+
+Two decoders:
+
+* :func:`phone_features` decodes a whole file in one utterance with *batch* cepstral mean
+  normalisation (the mean of the whole file): a pure function of the samples and the frame rate.
+* :class:`PhoneStream` takes 16 kHz chunks as they arrive with *live* CMN (a running mean) and
+  returns rows for the grid frames whose phone is decided: frames before the start of the last
+  :data:`STREAM_SETTLE_SEGMENTS` segments of the current partial hypothesis. A returned row is never
+  revised.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from koemorph import grid
+from koemorph.config import FeaturesConfig
+
+SILENCE = "SIL"
+# The CMU phone set of the en-us acoustic model, silence first: the column order of every output.
+# fmt: off
+PHONES: tuple[str, ...] = (
+    SILENCE,
+    "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY",
+    "F", "G", "HH", "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY",
+    "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH",
+)
+# fmt: on
+PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
+NOISE_FILLER, SPEECH_FILLER = "+NSN+", "+SPN+"
+
+SPHINX_RATE = 100  # PocketSphinx frames per second
+SPHINX_HOP = grid.SAMPLE_RATE // SPHINX_RATE  # 160 samples
+SPHINX_HALF_WINDOW = 205  # half of the 410-sample analysis window (0.025625 s at 16 kHz)
+
+# Allphone decoding settings: phone insertion penalty, state and phone beams as in PocketSphinx's own
+# phone recognition example; a lower language weight than its 2.0 (the phone bigram counts for less
+# against the acoustics); half-bit dither from a fixed seed (without it, digital silence normalises
+# to a constant cepstrum that decodes as a long "S"). They fix the output, so they enter the cache hash.
+DECODER_SETTINGS = {"lw": 0.5, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dither": True, "seed": 1}
+ENCODING_VERSION = 1  # bump when the frame mapping or the row encoding changes
+STREAM_SETTLE_SEGMENTS = 1  # streaming: a frame is decided once this many segments start after it
+
+
+def available() -> bool:
+    """Whether the optional ``pocketsphinx`` package is importable."""
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def hash_fields(cfg: FeaturesConfig) -> dict:
+    """Everything that fixes :func:`phone_features`' output, for a feature-cache hash."""
+    from importlib.metadata import version
+
+    return {
+        "fps": int(cfg.fps),
+        "sample_rate": grid.SAMPLE_RATE,
+        "phones": list(PHONES),
+        "decoder": dict(DECODER_SETTINGS),
+        "pocketsphinx": version("pocketsphinx"),
+        "encoding": ENCODING_VERSION,
+    }
+
+
+def new_decoder(cmn: str):
+    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``.
+
+    Raises ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed.
+    """
+    try:
+        import pocketsphinx
+    except ImportError as exc:
+        raise ImportError(
+            "phone features need the optional 'pocketsphinx' package: pip install 'koemorph[phones]'"
+        ) from exc
+    model = os.path.join(pocketsphinx.get_model_path(), "en-us")
+    return pocketsphinx.Decoder(
+        hmm=os.path.join(model, "en-us"),
+        allphone=os.path.join(model, "en-us-phone.lm.bin"),
+        cmn=cmn,
+        logfn=os.devnull,
+        **DECODER_SETTINGS,
+    )
+
+
+_local = threading.local()  # one batch decoder per thread (loading the model takes about 0.5 s)
+
+
+def _batch_decoder():
+    dec = getattr(_local, "decoder", None)
+    if dec is None:
+        dec = _local.decoder = new_decoder("batch")
+    return dec
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    """``[N]`` float in [-1, 1] -> little-endian int16 PCM bytes (clipped, rounded)."""
+    x = np.clip(np.asarray(samples, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    return np.rint(x * 32767.0).astype("<i2").tobytes()
+
+
+def decode_segments(samples: np.ndarray) -> tuple[list[tuple[str, int, int]], int]:
+    """Recognise the phones of a whole file: ``([(phone, first, last), ...], n_frames)``.
+
+    ``samples``: ``[N]`` float32 mono at 16 kHz. ``first``/``last`` are inclusive PocketSphinx
+    frame indices (10 ms); ``n_frames`` is the number of frames decoded. Batch CMN: the result
+    depends on this file only: the front end is reset before each file, since its noise estimate
+    would otherwise carry over from the previous one and change the result.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if x.size == 0:
+        return [], 0
+    dec = _batch_decoder()
+    dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
+    dec.start_utt()
+    dec.process_raw(to_pcm16(x), False, True)
+    dec.end_utt()
+    return _segments(dec), int(dec.n_frames())
+
+
+def _segments(dec) -> list[tuple[str, int, int]]:
+    """The decoder's current best segmentation (empty when it has none)."""
+    return [(s.word, int(s.start_frame), int(s.end_frame)) for s in dec.seg() or ()]
+
+
+def label_code(phone: str) -> int:
+    """Decoder label -> row of :data:`ROW_TABLE`: a :data:`PHONES` index, or ``len(PHONES)`` for ``+SPN+``.
+
+    Silence, the noise filler and anything unknown are silence (0).
+    """
+    if phone == SPEECH_FILLER:
+        return len(PHONES)
+    return PHONE_INDEX.get(phone, 0)
+
+
+def _row_table() -> np.ndarray:
+    table = np.zeros((len(PHONES) + 1, len(PHONES)), dtype=np.float32)
+    table[np.arange(len(PHONES)), np.arange(len(PHONES))] = 1.0
+    table[len(PHONES), 1:] = 1.0 / (len(PHONES) - 1)  # +SPN+: some speech phone, unknown which
+    table.setflags(write=False)
+    return table
+
+
+ROW_TABLE = _row_table()  # [P + 1, P]: the row of each label code
+
+
+def frame_labels(segments, n_frames: int) -> np.ndarray:
+    """Label code (:func:`label_code`) per PocketSphinx frame: ``[n_frames]`` int64 (silence: no segment)."""
+    codes = np.zeros(max(int(n_frames), 0), dtype=np.int64)
+    for phone, first, last in segments:
+        codes[max(first, 0) : last + 1] = label_code(phone)
+    return codes
+
+
+def grid_to_sphinx(k0: int, k1: int, fps: int) -> np.ndarray:
+    """PocketSphinx frame whose centre is nearest to grid frames ``k0..k1-1``: ``[k1 - k0]`` int64
+    (may be out of range)."""
+    centers = grid.frame_centers(k1, fps)[k0:]
+    return np.floor((centers - SPHINX_HALF_WINDOW) / SPHINX_HOP + 0.5).astype(np.int64)
+
+
+def sphinx_owner(first: int, last: int, fps: int) -> np.ndarray:
+    """Grid frame nearest to the centre of PocketSphinx frames ``first..last-1``: ``[last - first]`` int64,
+    ``round((160 f + 205) * fps / 16000)``."""
+    centre = SPHINX_HOP * np.arange(first, last, dtype=np.int64) + SPHINX_HALF_WINDOW
+    return (2 * centre * fps + grid.SAMPLE_RATE) // (2 * grid.SAMPLE_RATE)
+
+
+def encode(codes: np.ndarray, k0: int, k1: int, fps: int) -> np.ndarray:
+    """Rows ``[k1 - k0, P]`` float32 of grid frames ``k0..k1-1`` from per-PocketSphinx-frame label codes.
+
+    Each PocketSphinx frame belongs to the grid frame nearest its centre (:func:`sphinx_owner`); a
+    grid row is the mean of its frames' rows (:data:`ROW_TABLE`), i.e. the share of its time given
+    to each phone, so a 30 ms phone between two grid times is not lost. A grid frame that owns no
+    PocketSphinx frame (the first at 60 fps, any past the last decoded frame) takes the nearest
+    one's row; every row is silence when ``codes`` is empty. Rows sum to 1.
+    """
+    n = k1 - k0
+    if n <= 0:
+        return np.zeros((0, len(PHONES)), dtype=np.float32)
+    if len(codes) == 0:
+        out = np.zeros((n, len(PHONES)), dtype=np.float32)
+        out[:, 0] = 1.0
+        return out
+    nearest = np.clip(grid_to_sphinx(k0, k1, fps), 0, len(codes) - 1)
+    lo, hi = max(int(nearest[0]) - 4, 0), min(int(nearest[-1]) + 5, len(codes))
+    owner = sphinx_owner(lo, hi, fps) - k0
+    mine = (owner >= 0) & (owner < n)
+    sums = np.zeros((n, len(PHONES)), dtype=np.float64)
+    np.add.at(sums, owner[mine], ROW_TABLE[codes[lo:hi][mine]])
+    counts = np.bincount(owner[mine], minlength=n)
+    out = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], ROW_TABLE[codes[nearest]])
+    return out.astype(np.float32)
+
+
+def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
+    """Recognised phones on the grid: ``[T, P]`` float32, ``T = grid.num_frames_for_samples(N, fps)``.
+
+    ``samples``: ``[N]`` float32 mono at 16 kHz in [-1, 1]. Row ``k`` is the share of the time around
+    ``k / cfg.fps`` s given to each of :data:`PHONES` (:func:`encode`; mostly one-hot, ``+SPN+``
+    spread evenly over the speech phones); every row sums to 1. Whole-file allphone decoding with
+    batch CMN; only ``cfg.fps`` is read. An empty input gives ``[0, P]``; audio too short to decode
+    gives silence rows.
+    """
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    n = grid.num_frames_for_samples(x.size, cfg.fps)
+    segments, n_sphinx = decode_segments(x)
+    return encode(frame_labels(segments, n_sphinx), 0, n, cfg.fps)
+
+
+class PhoneStream:
+    """Incremental phone rows from 16 kHz chunks, live CMN; rows once returned are final.
+
+    ``push(chunk)`` returns ``[n, P]`` float32 rows (as :func:`phone_features`) for the next grid
+    frames at ``fps`` whose PocketSphinx frames are all decided; ``finish()`` ends the utterance and
+    returns the rest, so that the rows of all calls together number
+    ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, per returned frame, how
+    far the audio pushed so far ran ahead of the frame's time when it was returned (seconds).
+
+    Live CMN starts from the acoustic model's prior mean and needs seconds of speech to settle. A
+    session can carry it over: pass ``cmn``, the :attr:`cmn` of an earlier stream of the same voice.
+    """
+
+    def __init__(self, fps: int, cmn: str | None = None):
+        self.fps = grid.check_fps(fps)
+        self._dec = new_decoder("live")
+        if cmn is not None:
+            self._dec.set_cmn(cmn)
+        self._dec.start_utt()
+        self._n_samples = 0
+        self._emitted = 0  # grid frames returned so far
+        self._finished = False
+        self.lags_s: list[float] = []
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Feed ``[n]`` float32 samples at 16 kHz; returns the newly decided rows ``[m, P]``."""
+        if self._finished:
+            raise RuntimeError("PhoneStream.push after finish()")
+        x = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        if x.size:
+            self._dec.process_raw(to_pcm16(x), False, False)
+            self._n_samples += x.size
+        segments = _segments(self._dec)
+        if len(segments) <= STREAM_SETTLE_SEGMENTS:
+            return np.zeros((0, len(PHONES)), dtype=np.float32)
+        decided = segments[-STREAM_SETTLE_SEGMENTS][1]  # PocketSphinx frames before this are decided
+        # grid frames before the owner of the first undecided PocketSphinx frame own decided ones only
+        upto = min(int(sphinx_owner(decided, decided + 1, self.fps)[0]), self._total())
+        return self._emit(frame_labels(segments, decided), upto)
+
+    def finish(self) -> np.ndarray:
+        """End the utterance; returns the rows of all grid frames not yet returned."""
+        if self._finished:
+            return np.zeros((0, len(PHONES)), dtype=np.float32)
+        self._dec.end_utt()
+        self._finished = True
+        codes = frame_labels(_segments(self._dec), int(self._dec.n_frames()))
+        return self._emit(codes, self._total())
+
+    @property
+    def cmn(self) -> str:
+        """The live cepstral mean now (comma-separated numbers), to start a later stream from."""
+        return self._dec.get_cmn()
+
+    def _total(self) -> int:
+        return grid.num_frames_for_samples(self._n_samples, self.fps)
+
+    def _emit(self, codes: np.ndarray, upto: int) -> np.ndarray:
+        """Rows of grid frames ``_emitted..upto-1``; their lags are recorded."""
+        rows = encode(codes, self._emitted, upto, self.fps)
+        now = self._n_samples / grid.SAMPLE_RATE
+        self.lags_s.extend((now - grid.frame_times(upto, self.fps)[self._emitted :]).tolist())
+        self._emitted = max(self._emitted, upto)
+        return rows
