@@ -430,7 +430,7 @@ def test_checkpoint_with_code_is_refused_unrun(learned, store, tmp_path, trackin
     shutil.copy(trojan, tmp_path / "run" / "last.pt")
     args = ["train", "--store", str(store), "--out", str(tmp_path / "run"), "--resume"]
     res = CliRunner().invoke(app, args + ["--tracking-uri", tracking_uri])
-    assert res.exit_code == 1 and "last.pt: refused" in " ".join(res.output.split()), res.output
+    assert res.exit_code == 2 and "last.pt: refused" in " ".join(res.output.split()), res.output
     assert not marker.exists()
     torch.load(trojan, weights_only=False)  # the payload is real: full unpickling runs it
     assert marker.exists()
