@@ -51,7 +51,7 @@ class _App(typer.Typer):
 
 def _user_error(exc: BaseException) -> tuple[str, int] | None:
     """``(message, exit code)`` if ``exc`` is the user's to fix (config, input file, path), else None."""
-    from koemorph.config_rules import ConfigError
+    from koemorph.config.rules import ConfigError
     from koemorph.errors import InputError
 
     if isinstance(exc, CommandError):
@@ -157,8 +157,8 @@ def params_cmd(
 ):
     """Print the whole config (built-in defaults <- params.yaml <- --set) as a commented params.yaml."""
     cfg = _config(params, set_)
+    from koemorph.config.params_file import params_yaml
     from koemorph.io.atomic import atomic_write_text
-    from koemorph.params_file import params_yaml
 
     text = params_yaml(cfg)
     if out is None:

@@ -8,7 +8,7 @@ from koemorph.config import (
     load_config,
     to_dict,
 )
-from koemorph.config_rules import LOWER_IS_BETTER_METRICS, MONITOR_METRICS, RENDER_FORMATS, ConfigError
+from koemorph.config.rules import LOWER_IS_BETTER_METRICS, MONITOR_METRICS, RENDER_FORMATS, ConfigError
 
 
 def test_defaults_yaml_and_overrides(tmp_path):
@@ -126,6 +126,7 @@ def test_monitor_choices_are_the_metrics_validation_produces():
 
 
 def test_render_formats_are_the_ones_render_writes():
-    from koemorph.inference.render import FORMATS
+    from koemorph.inference.render import OUTPUT_SUFFIXES
+    from koemorph.io.tracks.formats import FORMATS
 
-    assert set(FORMATS) == set(RENDER_FORMATS)
+    assert set(OUTPUT_SUFFIXES) == {f.name for f in FORMATS} == set(RENDER_FORMATS)

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from koemorph import grid
 from koemorph.config import Config, load_config, to_dict
+from koemorph.config.params_file import params_yaml
 from koemorph.io.atomic import read_jsonl
 from koemorph.io.tracks import read_track
-from koemorph.params_file import params_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

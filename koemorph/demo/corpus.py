@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+from koemorph.data.manifest import SPLITS
 from koemorph.demo.engines import check_engines, parse_engines
-from koemorph.demo.voices import SPLITS, Voice, split_engine_voices
+from koemorph.demo.voices import Voice, split_engine_voices
 from koemorph.io.atomic import atomic_write_text
 
 GENERATOR_VERSION = "1"

@@ -28,7 +28,6 @@ ACCENTS = (
 MALE_VARIANTS = tuple(f"m{i}" for i in range(1, 9))
 # No f2/f3/f5: their "breath" noise makes espeak-ng's output differ between runs.
 FEMALE_VARIANTS = ("f1", "f4", "Annie", "anika", "belinda", "steph", "aunty", "Andrea")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

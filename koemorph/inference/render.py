@@ -43,7 +43,7 @@ from koemorph.io.tracks.formats import format_named
 
 __all__ = ["MANIFEST_NAME", "RenderJob", "file_features", "plan", "render_file", "render_values"]
 
-FORMATS = {f.name: f.suffix for f in _TRACK_FORMATS}  # output format name -> suffix
+OUTPUT_SUFFIXES = {f.name: f.suffix for f in _TRACK_FORMATS}  # output format name -> suffix
 # Output frames per inference block (the result does not depend on it). At 512 a block's
 # [512, 52, 256] float32 tensors (27 MB) stay under the workers' 32 MB mmap threshold
 # (pipeline.dask_utils.WORKER_MALLOC_ENV), so they reuse heap memory instead of being faulted in
@@ -121,8 +121,8 @@ def plan(
     ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and ``x.flac``; a
     symbolic link on the output's path).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(FORMATS)}")
+    if fmt not in OUTPUT_SUFFIXES:
+        raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(OUTPUT_SUFFIXES)}")
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     settings = {
         "format": fmt,
@@ -140,9 +140,8 @@ def plan(
     inputs = find_inputs(input_dir, exclude=out_dir)
     targets: dict[str, list[str]] = {}
     for path in inputs:
-        targets.setdefault(path.relative_to(input_dir).with_suffix(FORMATS[fmt]).as_posix(), []).append(
-            path.relative_to(input_dir).as_posix()
-        )
+        rel = path.relative_to(input_dir)
+        targets.setdefault(rel.with_suffix(OUTPUT_SUFFIXES[fmt]).as_posix(), []).append(rel.as_posix())
     jobs, records = [], []
     for path in inputs:
         job = _job(path, input_dir, settings, index)
@@ -168,7 +167,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
     from koemorph.io.audio import audio_info, sha256_file
 
     rel = path.relative_to(input_dir).as_posix()
-    out_rel = Path(rel).with_suffix(FORMATS[settings["format"]]).as_posix()
+    out_rel = Path(rel).with_suffix(OUTPUT_SUFFIXES[settings["format"]]).as_posix()
     try:
         sha = sha256_file(path)
     except OSError:
@@ -247,7 +246,7 @@ def resample_fps(values: np.ndarray, from_fps: int, to_fps: int, n_frames: int) 
 
 
 def write_output(path: str, values: np.ndarray, fps: int, fmt: str) -> None:
-    """Write ``[T, 52]`` Apple-order values atomically in ``fmt`` (see :data:`FORMATS`)."""
+    """Write ``[T, 52]`` Apple-order values atomically in ``fmt`` (see :data:`OUTPUT_SUFFIXES`)."""
     format_named(fmt).write(path, values, fps)
 
 

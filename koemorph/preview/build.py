@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from koemorph import grid
+from koemorph.io.tracks.formats import TRACK_SUFFIXES
 from koemorph.preview.page import PreviewTrack, index_html, write_page
 
-TRACK_SUFFIXES = (".jsonl", ".csv", ".json")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from koemorph.config import OptimConfig
-from koemorph.config_rules import LOWER_IS_BETTER_METRICS
+from koemorph.config.rules import LOWER_IS_BETTER_METRICS
 
 
 def lr_at(step: int, horizon: int, optim: OptimConfig, progress: float | None = None) -> float:
@@ -25,7 +25,7 @@ def lr_at(step: int, horizon: int, optim: OptimConfig, progress: float | None = 
 
 def better(value: float | None, best: float | None, monitor: str) -> bool:
     """Whether ``value`` of metric ``monitor`` beats ``best`` (lower is better for losses and errors,
-    higher otherwise: :data:`koemorph.config_rules.LOWER_IS_BETTER_METRICS`); a missing or non-finite
+    higher otherwise: :data:`koemorph.config.rules.LOWER_IS_BETTER_METRICS`); a missing or non-finite
     value never does."""
     if value is None or not math.isfinite(value):
         return False

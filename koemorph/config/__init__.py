@@ -1,0 +1,53 @@
+"""The one typed config tree.
+
+Defaults live in these dataclasses; ``params.yaml`` (if present) overrides them; CLI options
+override that (``--set section.key=value``). DVC tracks the same keys, and MLflow logs the
+flattened tree, so the three never disagree.
+"""
+
+from koemorph.config.load import config_hash, flatten, load_config, parse_override, read_params, to_dict
+from koemorph.config.rules import ConfigError
+from koemorph.config.tree import (
+    AugmentConfig,
+    ClampChannelError,
+    Config,
+    DataConfig,
+    DemoConfig,
+    EvaluateConfig,
+    FeaturesConfig,
+    LossConfig,
+    ModelConfig,
+    OptimConfig,
+    PathsConfig,
+    RenderConfig,
+    SamplingConfig,
+    TrainConfig,
+    parse_bound,
+    parse_clamp_table,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "ClampChannelError",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DemoConfig",
+    "EvaluateConfig",
+    "FeaturesConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PathsConfig",
+    "RenderConfig",
+    "SamplingConfig",
+    "TrainConfig",
+    "config_hash",
+    "flatten",
+    "load_config",
+    "parse_bound",
+    "parse_clamp_table",
+    "parse_override",
+    "read_params",
+    "to_dict",
+]
