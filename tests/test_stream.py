@@ -126,3 +126,51 @@ def test_bad_chunks_get_clear_errors_and_leave_the_stream_usable(env):
     assert np.abs(got - env["rendered"]["b"][-len(got) :]).max() <= 1e-5  # nothing was half-applied
     streamer.push(x[:1000], rate=48_000)  # a new utterance may change the rate
     assert streamer.rate == 48_000
+
+
+@pytest.fixture(scope="module")
+def ege_env(tmp_path_factory):
+    """A model with the emotion stream, and 22 s of audio: past openSMILE's first 20-s context."""
+    root = tmp_path_factory.mktemp("stream_egemaps")
+    ckpt = make_checkpoint(root / "ege.pt", egemaps=True)
+    (root / "in").mkdir()
+    x = babble(22.0, seed=11)
+    sf.write(root / "in" / "long.wav", x, 16_000, subtype="FLOAT")
+    render(root / "in", root / "out", str(ckpt), workers=0)
+    return {"ckpt": ckpt, "x": x, "want": read_track(root / "out" / "long.jsonl").values}
+
+
+@pytest.mark.parametrize("chunk_s", [0.01, 0.033, 0.1, 1.0])
+def test_egemaps_model_streams_the_rendered_frames(ege_env, chunk_s):
+    streamer = Streamer.from_checkpoint(ege_env["ckpt"])
+    assert streamer.use_egemaps
+    got = stream(streamer, ege_env["x"], int(chunk_s * 16_000))
+    want = ege_env["want"]
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5  # goal: <= 5e-3
+
+
+def test_streamed_egemaps_windows_equal_the_one_pass_windows():
+    """openSMILE's streaming engine (two instances fed as audio arrives) against the whole-file
+    list-mode pass, as bench_egemaps.py measures agreement; the held windows stay bounded."""
+    from koemorph.config import load_config
+    from koemorph.features.egemaps import egemaps
+    from koemorph.features.streaming import EgemapsStream
+
+    cfg = load_config(None, []).features
+    x = babble(26.0, seed=2)
+    _, native, _ = egemaps(x, cfg)
+    live = EgemapsStream(cfg, {"mean": [0.0] * 88, "std": [1.0] * 88})
+    got, peak = {}, 0
+    for i in range(0, x.size, 4000):
+        live.push(x[i : i + 4000])
+        got.update(live.windows)
+        frame = live.frames_ready(grid.num_frames_for_samples(i + 4000))
+        live.forget_before(frame - 30)
+        peak = max(peak, len(live.windows))
+    live.push(np.zeros(0, np.float32), final=True)
+    got.update(live.windows)
+    rows = np.array([got[j] for j in range(len(native))])
+    rel = np.abs(rows - native) / (np.abs(native) + 1e-6)
+    assert len(native) == 86 and np.median(np.median(rel, axis=0)) < 0.01
+    assert np.abs(rows - native).max() <= 1e-3 * np.abs(native).max()
+    assert peak <= 8 and live._early.smile is None and live._late.smile is None

@@ -109,12 +109,15 @@ class Streamer:
         self.smooth = getattr(model, "smoothing", None) is not None
         self.rate = self._check_rate(rate)
         self.chunks = 0
+        self._ege = None
         model.eval()
         self.reset()
 
     @classmethod
-    def from_checkpoint(cls, path, rate: int = grid.SAMPLE_RATE, name: str | None = None, threads=None, **kw):
-        """A streamer for the checkpoint at ``path`` (loaded on the CPU; ``threads``: torch threads)."""
+    def from_checkpoint(cls, path, rate: int = grid.SAMPLE_RATE, name: str | None = None, threads=1, **kw):
+        """A streamer for the checkpoint at ``path`` (loaded on the CPU). ``threads``: torch's threads
+        for this process (one stream, one core: more threads only spin against openSMILE's; None
+        leaves torch's setting)."""
         import torch
 
         from koemorph.training.checkpoint import load_model
@@ -147,7 +150,7 @@ class Streamer:
             )
         self._mel = np.zeros((0, int(self.cfg.n_mels)), dtype=np.float32)  # normalised rows from _mel0
         self._mel0 = 0
-        self._ege = None
+        self.close()
         if self.use_egemaps:
             from koemorph.features.streaming import EgemapsStream
 
@@ -155,6 +158,12 @@ class Streamer:
         self.next_frame = 0  # next output frame
         self._state = None  # last smoothed frame [1, 52]
         self.pushed = 0  # samples pushed in this utterance (input rate)
+
+    def close(self) -> None:
+        """Stop the eGeMAPS engine of the current utterance, if any (``reset``/``flush`` restart it)."""
+        if self._ege is not None:
+            self._ege.close()
+            self._ege = None
 
     @property
     def samples(self) -> int:
@@ -208,7 +217,7 @@ class Streamer:
         n_mel = self._mels.next_frame  # mel rows computed so far
         stop = n_mel if final else max(self.next_frame, n_mel - self.spans.lookahead)
         if self._ege is not None and not final:
-            stop = min(stop, self._ege.frames_ready(self.fps))
+            stop = max(self.next_frame, self._ege.frames_ready(stop))
         out = self._emit(stop)
         self._trim()
         return out
@@ -231,7 +240,7 @@ class Streamer:
         m = window(self._mel, lo - self._mel0, hi - self._mel0, self.mel_pad)  # padded before 0, past the end
         e = None
         if self._ege is not None:
-            e = torch.from_numpy(self._ege.rows(*sp.egemaps_frames(a, span), self.fps))[None]
+            e = torch.from_numpy(self._ege.rows(*sp.egemaps_frames(a, span)))[None]
         positions = torch.arange(span)[None]
         with torch.no_grad():  # the model is in eval mode since __init__
             y = self.model(torch.from_numpy(m)[None], e, positions, smooth=self.smooth, state=self._state)
@@ -246,4 +255,4 @@ class Streamer:
             self._mel = self._mel[keep - self._mel0 :].copy()
             self._mel0 = keep
         if self._ege is not None:
-            self._ege.forget_before(self.next_frame - (self.spans.emotion_context - 1), self.fps)
+            self._ege.forget_before(self.next_frame - (self.spans.emotion_context - 1))
