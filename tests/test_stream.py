@@ -174,3 +174,14 @@ def test_streamed_egemaps_windows_equal_the_one_pass_windows():
     assert len(native) == 86 and np.median(np.median(rel, axis=0)) < 0.01
     assert np.abs(rows - native).max() <= 1e-3 * np.abs(native).max()
     assert peak <= 8 and live._early.smile is None and live._late.smile is None
+
+
+def test_whole_model_path_gives_the_same_frames(env, monkeypatch):
+    """Models the incremental forward does not cover are called whole on each block: same frames."""
+    from koemorph.inference import incremental
+
+    monkeypatch.setattr(incremental, "supports", lambda model: False)
+    streamer = Streamer.from_checkpoint(env["ckpt"])
+    assert streamer._inc is None
+    got = stream(streamer, env["audio"]["b"], 533)
+    assert np.abs(got - env["rendered"]["b"]).max() <= 1e-5

@@ -35,6 +35,7 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.errors import InputError
+from koemorph.inference import incremental
 
 BLOCK = 512  # output frames per model call at most (as render's blocks)
 DTYPES = (np.float32, np.float64, np.int16)
@@ -155,6 +156,10 @@ class Streamer:
             from koemorph.features.streaming import EgemapsStream
 
             self._ege = EgemapsStream(self.cfg, self.meta["stats"]["egemaps"])
+        self._inc = None
+        if incremental.supports(self.model):
+            per_update = incremental.frames_per_update(self.cfg)
+            self._inc = incremental.IncrementalForward(self.model, self.mel_pad, per_update)
         self.next_frame = 0  # next output frame
         self._state = None  # last smoothed frame [1, 52]
         self.pushed = 0  # samples pushed in this utterance (input rate)
@@ -238,6 +243,12 @@ class Streamer:
         sp = self.spans
         lo, hi = sp.mel_frames(a, span)
         m = window(self._mel, lo - self._mel0, hi - self._mel0, self.mel_pad)  # padded before 0, past the end
+        if self._inc is not None:
+            rows_of = None if self._ege is None else self._ege.rows
+            with torch.no_grad():
+                y = self._inc.forward(m, lo, a, span, rows_of, self.smooth, self._state)
+            self._state = y[:, -1] if self.smooth else None
+            return y[0].float().numpy()
         e = None
         if self._ege is not None:
             e = torch.from_numpy(self._ege.rows(*sp.egemaps_frames(a, span)))[None]
