@@ -717,5 +717,58 @@ def preview_cmd(
         raise typer.Exit(1)
 
 
+@app.command("stream")
+def stream_cmd(
+    source: Annotated[
+        str | None, typer.Argument(help="Audio file, or '-' / nothing for raw PCM on stdin.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Checkpoint (default: paths.run_dir/best.pt).")
+    ] = None,
+    chunk_s: Annotated[float, typer.Option("--chunk-s", help="Chunk length in seconds.")] = 0.033,
+    realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file source in real time.")] = False,
+    rate: Annotated[int, typer.Option("--rate", help="Sample rate of stdin / microphone PCM (Hz).")] = 16000,
+    fmt: Annotated[str, typer.Option("--format", help="stdin PCM: s16le | f32le.")] = "s16le",
+    channels: Annotated[int, typer.Option("--channels", help="stdin / microphone channels.")] = 1,
+    mic: Annotated[bool, typer.Option("--mic", help="Read the default microphone (extra: mic).")] = False,
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="JSONL on stdout (default with no other sink).")
+    ] = False,
+    osc: Annotated[
+        str | None, typer.Option("--osc", help="HOST:PORT: VMC blendshape messages over OSC.")
+    ] = None,
+    ws: Annotated[
+        str | None, typer.Option("--ws", help="HOST:PORT: WebSocket server broadcasting frames.")
+    ] = None,
+    ws_wait: Annotated[int, typer.Option("--ws-wait", help="Wait for N WebSocket clients first.")] = 0,
+    threads: Annotated[int, typer.Option("--threads", help="torch threads.")] = 1,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+):
+    """Stream audio through the model: frames as they become computable, to JSONL / OSC / WebSocket.
+
+    Frames are those `koemorph render` writes for the same audio (frame k at k/fps s from the start).
+    Latency and real-time factor are shown on stderr; Ctrl-C flushes the last frames and closes the sinks.
+    """
+    from koemorph.errors import InputError
+    from koemorph.inference import live
+    from koemorph.inference.stream import Streamer
+
+    cfg = _config(params, set_)
+    ckpt = model or str(Path(cfg.paths.run_dir) / "best.pt")
+    try:
+        rate, chunks, name = live.open_source(source, mic, rate, fmt, channels, chunk_s, realtime)
+        streamer = Streamer.from_checkpoint(ckpt, rate=rate, name=name, threads=threads)
+        sinks = live.open_sinks(jsonl, osc, ws, ws_wait)
+    except (InputError, ValueError, OSError, RuntimeError) as exc:
+        _fail(str(exc), code=2)
+    try:
+        summary = live.run(streamer, chunks, sinks, chunk_s)
+    except InputError as exc:
+        _fail(str(exc))
+    if summary["interrupted"]:
+        raise typer.Exit(130)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,121 @@
+"""The dual-stream model's forward pass for a stream: work shared between calls is done once.
+
+A stream calls the model on a few new output frames at a time (one per 33 ms chunk), each with
+its whole window (``C - 1 + L`` mel rows, ``E`` eGeMAPS rows). Two parts of that work repeat from
+call to call, and are cached here (same functions on the same rows, so the same values up to
+float rounding; the streaming tests compare with ``render``):
+
+* the mel stream's per-frame band tokens (:class:`~koemorph.model.dual_stream.BandMelStream`
+  with one-frame tokens and no temporal layers): each mel row is encoded once, when it arrives;
+  rows before the stream start (and past its end, at the flush) are the padding rows;
+* the emotion stream's output: it depends on the held eGeMAPS windows only, which change once per
+  update (every ``step`` frames), so it is computed once per update when ``step`` frames are a
+  whole number of eGeMAPS updates.
+
+The rest of the forward pass (fusion, decoder, smoothing) is :class:`DualStreamModel`'s own,
+step by step. :func:`supports` says whether a model can use this path (otherwise the streamer
+calls the model as a whole).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from koemorph import grid
+from koemorph.model.layers import smooth_outputs
+
+
+def supports(model) -> bool:
+    """True for a dual-stream model whose mel tokens are per frame (no conv kernel, temporal layers
+    or band overlap)."""
+    from koemorph.model.dual_stream import DualStreamModel
+
+    if not isinstance(model, DualStreamModel):
+        return False
+    ms = model.mel_stream
+    return ms.kernel == 1 and ms.temporal is None and ms.overlap == 0
+
+
+class IncrementalForward:
+    """Cached tokens and emotion outputs of one utterance (make a new one per utterance)."""
+
+    def __init__(self, model, pad_row: np.ndarray, frames_per_update: int | None):
+        self.model, self.ms = model, model.mel_stream
+        self.pad_row = pad_row  # [n_mels] normalised silence: the rows outside the stream
+        self.per_update = frames_per_update  # eGeMAPS updates every this many frames (None: no cache)
+        self.tokens = None  # [rows, bands, d_band] of mel rows [t0, t0 + rows)
+        self.t0 = 0
+        self.pad_token = None
+        self.emotion: dict[int, torch.Tensor] = {}  # update index -> [52, d]
+
+    def _encode(self, rows: np.ndarray) -> torch.Tensor:
+        """Band tokens of mel rows ``[r, n_mels]`` (normalised): ``[r, bands, d_band]``."""
+        ms = self.ms
+        mel = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None]
+        x = ms.band_in(mel.reshape(1, mel.shape[1], ms.bands, ms.width)) + ms.band_embedding
+        if ms.summary is not None:
+            x = x + ms.summary(mel).unsqueeze(2)
+        return ms.band_out(x)[0]
+
+    def mel_tokens(self, mel: np.ndarray, lo: int) -> torch.Tensor:
+        """Tokens of the window ``mel`` ``[W, n_mels]`` whose first row is stream frame ``lo``
+        (windows move forward; rows before frame 0 are padding)."""
+        hi = lo + mel.shape[0]
+        t1 = self.t0 + (0 if self.tokens is None else self.tokens.shape[0])
+        start = max(lo, 0, t1)
+        if hi > start:
+            new = self._encode(mel[start - lo :])
+            if self.tokens is None:
+                self.tokens, self.t0 = new, start
+            else:
+                self.tokens = torch.cat([self.tokens, new])
+        keep = max(lo, 0) - self.t0  # rows no later window sees
+        if keep > 0:
+            self.tokens, self.t0 = self.tokens[keep:], self.t0 + keep
+        parts = []
+        if lo < 0:
+            if self.pad_token is None:
+                self.pad_token = self._encode(self.pad_row[None])
+            parts.append(self.pad_token.expand(min(-lo, mel.shape[0]), -1, -1))
+        if hi > 0:
+            parts.append(self.tokens[max(lo, 0) - self.t0 : hi - self.t0])
+        return torch.cat(parts)
+
+    def emotion_output(self, a: int, span: int, rows_of) -> torch.Tensor:
+        """Emotion stream output for frames ``[a, a + span)``: ``[1, span, 52, d]``. ``rows_of(lo, hi)``
+        gives the normalised eGeMAPS rows of frames ``[lo, hi)``."""
+        model, sp = self.model, self.model.spans
+        frames = np.arange(a, a + span)
+        if self.per_update is None:
+            e = torch.from_numpy(rows_of(*sp.egemaps_frames(a, span)))[None]
+            return model.emotion_stream(model.queries, e, torch.arange(span)[None])
+        update = frames // self.per_update
+        for u in np.unique(update).tolist():
+            if u not in self.emotion:
+                i = u * self.per_update  # any frame of the update: the same rows
+                e = torch.from_numpy(rows_of(*sp.egemaps_frames(i, 1)))[None]
+                one = torch.zeros(1, 1, dtype=torch.long)
+                self.emotion[u] = model.emotion_stream(model.queries, e, one)[0, 0]
+        for u in [u for u in self.emotion if u < update[0]]:
+            del self.emotion[u]
+        return torch.stack([self.emotion[u] for u in update.tolist()])[None]
+
+    def forward(self, mel: np.ndarray, lo: int, a: int, span: int, rows_of, smooth: bool, state):
+        """Outputs ``[1, span, 52]`` for frames ``[a, a + span)`` (``DualStreamModel.forward``'s steps)."""
+        model = self.model
+        positions = torch.arange(span)[None]
+        use_emotion = rows_of is not None and model.emotion_stream is not None
+        w = model.stream_weights(use_emotion)
+        fused = self.ms.attention(model.queries, self.mel_tokens(mel, lo)[None], positions)
+        fused = fused.mul_(w[:, :1]).add_(model.queries)
+        if use_emotion:
+            fused = fused.addcmul_(self.emotion_output(a, span, rows_of), w[:, 1:])
+        raw = model.decoder(model.fuse_norm(fused))
+        return smooth_outputs(model.smoothing, raw, smooth, state)
+
+
+def frames_per_update(features_cfg) -> int | None:
+    """Grid frames per eGeMAPS update when whole (9 at 30 fps and 0.3 s), else None."""
+    num = round(features_cfg.egemaps_step_s * grid.SAMPLE_RATE) * int(features_cfg.fps)
+    return num // grid.SAMPLE_RATE if num % grid.SAMPLE_RATE == 0 else None
