@@ -50,7 +50,7 @@ from koemorph.config import FeaturesConfig
 
 EGEMAPS_DIM = 88  # eGeMAPSv02 functionals
 _LABEL_TOLERANCE_S = 0.2  # returned end label vs requested end (measured: +0.06 s)
-_LLD_HOP = grid.SAMPLE_RATE // 100  # eGeMAPS LLD frame step: 10 ms
+LLD_HOP = grid.SAMPLE_RATE // 100  # eGeMAPS LLD frame step: 10 ms
 CHUNK_WINDOWS = 1000  # windows per openSMILE pass (5 min of audio at 0.3 s): bounds memory
 CHUNK_MARGIN_S = 1.0  # extra audio before/after a chunk's windows so smoother state matches
 
@@ -144,7 +144,7 @@ def _frame_list(first: int, count: int, offset: int, step: int, context: int, gu
     by one LLD frame between a chunked and a whole-file pass).
     """
     ends = np.arange(first + 1, first + count + 1, dtype=np.int64) * step
-    nudge = _LLD_HOP // 4  # keep times off exact 10-ms LLD boundaries, where float rounding flips
+    nudge = LLD_HOP // 4  # keep times off exact 10-ms LLD boundaries, where float rounding flips
     starts = np.maximum(ends - context, 0) - offset + nudge
     stops = ends - guard - offset + nudge
     sr = grid.SAMPLE_RATE
@@ -179,7 +179,7 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     step, context, guard = _params(cfg)
     sr = grid.SAMPLE_RATE
     margin = round(CHUNK_MARGIN_S * sr)
-    a0 = max(0, (j0 + 1) * step - context - margin) // _LLD_HOP * _LLD_HOP
+    a0 = max(0, (j0 + 1) * step - context - margin) // LLD_HOP * LLD_HOP
     a1 = min(x.size, j1 * step + margin)
     n = j1 - j0
     seg = _as_pcm_float(x[a0:a1])  # clipped per pass: no whole-file copy
@@ -190,7 +190,7 @@ def _one_pass_chunk(x: np.ndarray, j0: int, j1: int, cfg: FeaturesConfig) -> np.
     got = min(values.shape[0], n)
     # Check the by-position match on every row whose label openSMILE did not overwrite (the last one).
     labels = df.index.get_level_values("end").total_seconds().to_numpy()[: min(got, values.shape[0] - 1)]
-    requested = ((np.arange(labels.size) + j0 + 1) * step - guard - a0 + _LLD_HOP // 4) / sr
+    requested = ((np.arange(labels.size) + j0 + 1) * step - guard - a0 + LLD_HOP // 4) / sr
     lag = labels - requested
     if labels.size and (lag.min() < -1e-3 or lag.max() > _LABEL_TOLERANCE_S):
         raise RuntimeError(

@@ -17,6 +17,7 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.config import FeaturesConfig
+from koemorph.features.egemaps import LLD_HOP
 from koemorph.features.mel import mel_power_at, power_to_db
 
 
@@ -77,7 +78,6 @@ class MelStream:
 
 WAIT_S = 0.13  # audio past a window's end after which its row is waited for (rows come ~0.01 s after)
 WAIT_TIMEOUT_S = 30.0  # longest wait for openSMILE's thread; past it the frames wait for more audio
-_LLD_HOP = grid.SAMPLE_RATE // 100  # eGeMAPS LLD frame step: 10 ms
 # windows after those that start at 0 still taken from the early instance: the late one's F0
 # path (Viterbi smoother, 0.4-s blocks) is still settling from its leading silence there
 EARLY_EXTRA = 2
@@ -106,7 +106,7 @@ def _geometry(cfg: FeaturesConfig) -> tuple[int, int, int]:
     from koemorph.features.egemaps import _params
 
     step, context, guard = _params(cfg)
-    if step % _LLD_HOP or context % _LLD_HOP or guard % _LLD_HOP:
+    if step % LLD_HOP or context % LLD_HOP or guard % LLD_HOP:
         raise ValueError(
             "streamed eGeMAPS needs egemaps_step_s, egemaps_context_s and egemaps_guard_s in whole "
             f"10-ms steps, got {cfg.egemaps_step_s}, {cfg.egemaps_context_s}, {cfg.egemaps_guard_s}"
@@ -227,10 +227,8 @@ class EgemapsStream:
         self._tail = np.zeros(0, np.float32)  # the last context + step samples
         self._cond = threading.Condition()
         self.delay, self.lag = self._delay()
-        fixed = _FIXED_INC.format(
-            size=(self.context - self.guard) // _LLD_HOP + 2, step=self.step // _LLD_HOP
-        )
-        ring = _RING_INC.format(nt=(self.context + 5 * grid.SAMPLE_RATE) // _LLD_HOP)
+        fixed = _FIXED_INC.format(size=(self.context - self.guard) // LLD_HOP + 2, step=self.step // LLD_HOP)
+        ring = _RING_INC.format(nt=(self.context + 5 * grid.SAMPLE_RATE) // LLD_HOP)
         self._late = _Engine(
             {"bufferModeConf": ring, "frameModeFunctionalsConf": fixed}, {}, self._late_row, self.delay
         )
@@ -253,7 +251,7 @@ class EgemapsStream:
         """``(delay, lag)``: digital silence before the late instance's audio (samples), and the rows
         its windows lag by: row ``i`` holds window ``i - lag``. Measured against the whole-file
         pass, whose list windows include their last LLD frame: ``guard`` less one LLD frame."""
-        return self.guard - _LLD_HOP, 1
+        return self.guard - LLD_HOP, 1
 
     def _late_row(self, index: int, data: np.ndarray) -> None:
         if index - self.lag >= self.n_early:

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
 
 def file_chunks(path, chunk_s: float, realtime: bool = False):
@@ -55,9 +55,9 @@ def file_chunks(path, chunk_s: float, realtime: bool = False):
 
 def raw_chunks(stream, fmt: str, channels: int, rate: int, chunk_s: float):
     """Chunks of raw PCM from a binary ``stream``: ``[n, channels]`` int16 or float32 arrays."""
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r}: choose one of {sorted(FORMATS)}")
-    dtype = FORMATS[fmt]
+    if fmt not in PCM_FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {sorted(PCM_FORMATS)}")
+    dtype = PCM_FORMATS[fmt]
     frame = dtype.itemsize * channels
     want = max(1, round(chunk_s * rate)) * frame
     tail = b""

@@ -27,12 +27,10 @@ import numpy as np
 
 from koemorph.blendshapes import ARKIT_NAMES
 
-DECIMALS = 6
-
 
 def frame_rows(frames) -> list[tuple[int, float, list[float]]]:
     """``[(frame index, timestamp s, 52 values)]``: clipped to [0, 1], rounded to 6 decimals."""
-    from koemorph.io.tracks.track import clean_floats
+    from koemorph.io.tracks.track import DECIMALS, clean_floats
 
     if not len(frames):
         return []
