@@ -354,8 +354,19 @@ def train(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Data-parallel ranks on this host (torchrun); 1 = one process.")
+    ] = 1,
 ):
     """Train a model on the cached features; checkpoints, metrics.csv and an MLflow run."""
+    if nproc > 1:  # the same command on nproc ranks, started by torchrun
+        from koemorph.training.distributed import launch
+
+        options = {"--store": store, "--out": out, "--tracking-uri": tracking_uri, "--epochs": epochs}
+        options.update({"--max-minutes": max_minutes, "--params": params})
+        args = [x for k, v in options.items() if v is not None for x in (k, str(v))]
+        args += ["--resume"] * resume + [x for kv in set_ or [] for x in ("--set", kv)]
+        raise typer.Exit(launch(nproc, args))
     cfg = _config(params, set_)
     store = store or Path(cfg.paths.store)
     if not store.exists():
@@ -363,6 +374,7 @@ def train(
     out_dir = out or Path(cfg.paths.run_dir)
     if resume:
         _checkpoint(out_dir / "last.pt", missing="nothing to resume")
+    from koemorph.training.distributed import RankStopped
     from koemorph.training.loop import train as run_train
 
     try:
@@ -375,7 +387,7 @@ def train(
             epochs=epochs,
             max_minutes=max_minutes,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RankStopped) as exc:
         _fail(str(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: the loop saved what it could (TrainingInterrupted)
         _fail(_interrupted(exc), code=130)
