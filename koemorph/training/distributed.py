@@ -105,8 +105,21 @@ def rank_failed(world: World, exc: Exception) -> RankStopped:
     )
 
 
+def ending(world: World) -> None:
+    """This rank is failing and ends its run: from now on SIGTERM (torchrun stopping the other ranks)
+    is ignored, so it finishes ending the MLflow run and leaves by itself (torchrun kills after 30 s)."""
+    if world.distributed:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _stopped(signum, frame):
-    raise RankStopped("stopped by the launcher (SIGTERM): another rank failed or the job was cancelled")
+    """SIGTERM under DDP: stop this rank with a clear error (once: later ones are ignored while it ends)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    world = world_from_env()
+    raise RankStopped(
+        f"rank {world.rank} of {world.size}: training stopped by the launcher (SIGTERM): another rank "
+        "failed or the job was cancelled; last.pt holds the last epoch end, rerun with --resume"
+    )
 
 
 def shutdown(world: World, wait: bool = False) -> None:

@@ -100,13 +100,14 @@ def train(
         summary = finish(state)
         status = "KILLED" if state.stop_reason in (INTERRUPTED, ABORTED) else "FINISHED"
     except BaseException as exc:
+        distributed.ending(state.world)
         state.tracker.set_tags({"stop_reason": "failed", "error": f"{type(exc).__name__}: {exc}"[:5000]})
         if state.world.distributed and isinstance(exc, Exception):
             raise distributed.rank_failed(state.world, exc) from exc
         raise
     finally:
         state.tracker.end(status)
-        distributed.shutdown(state.world, wait=status != "FAILED")
+        distributed.shutdown(state.world, wait=status == "FINISHED" or state.stop_reason == INTERRUPTED)
     if status == "KILLED":
         raise TrainingInterrupted(summary)
     return summary
