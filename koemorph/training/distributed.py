@@ -225,6 +225,15 @@ def gather_rng(rng: dict, world: World) -> list[dict] | None:
     return out
 
 
+def gather_all(value, world: World) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank (``[value]`` for one process)."""
+    if not world.distributed:
+        return [value]
+    out = [None] * world.size
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
 def broadcast(value, world: World):
     """Rank 0's ``value`` on every rank (any picklable value; for one process the value itself)."""
     if not world.distributed:

@@ -17,11 +17,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 
 INTERRUPTED = "interrupted"  # stop reason: first Ctrl-C, saved at the step
 ABORTED = "aborted"  # stop reason: second Ctrl-C (or one outside the loop), nothing more saved
 SIGINT_STEP_ENV = "KOEMORPH_SIGINT_AFTER_STEP"
+ECHO_S = 2.0  # data parallel: seconds in which a second SIGINT is the first one passed on by torchrun
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -36,15 +38,21 @@ class TrainingInterrupted(KeyboardInterrupt):
 @contextmanager
 def stop_on_sigint(state, console):
     """Route SIGINT to ``state.interrupt_requested`` (then a :class:`KeyboardInterrupt` on the
-    second) while the block runs; outside the main thread signals cannot be caught and nothing changes."""
+    second) while the block runs; outside the main thread signals cannot be caught and nothing changes.
+    Data parallel: a rank gets a terminal's Ctrl-C twice (directly, and passed on by torchrun), so a
+    second SIGINT within :data:`ECHO_S` seconds of the first counts as the same one."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    first = [0.0]
+
     def handler(signum, frame):
         if state.interrupt_requested:
+            if state.world.distributed and time.monotonic() - first[0] < ECHO_S:
+                return  # torchrun passing the terminal's Ctrl-C on: the same one
             raise KeyboardInterrupt
-        state.interrupt_requested = True
+        state.interrupt_requested, first[0] = True, time.monotonic()
         console.print("interrupted: saving at the end of this step (Ctrl-C again to stop without saving)")
 
     previous = signal.signal(signal.SIGINT, handler)

@@ -102,7 +102,11 @@ def train(
     except BaseException as exc:
         distributed.ending(state.world)
         state.tracker.set_tags({"stop_reason": "failed", "error": f"{type(exc).__name__}: {exc}"[:5000]})
-        if state.world.distributed and isinstance(exc, Exception):
+        if (
+            state.world.distributed
+            and isinstance(exc, Exception)
+            and not isinstance(exc, distributed.RankStopped)
+        ):
             raise distributed.rank_failed(state.world, exc) from exc
         raise
     finally:
@@ -368,6 +372,11 @@ def finish(state: TrainState) -> dict:
         "seconds": round(state.elapsed(), 2),
         "throughput": state.meter.totals(),
     }
+    if (
+        state.world.distributed and state.stop_reason != ABORTED
+    ):  # every rank is here (not after a 2nd Ctrl-C)
+        summary["world_size"] = state.world.size
+        summary["throughput_ranks"] = distributed.gather_all(summary["throughput"], state.world)
     if state.world.main:
         write_summary(out / "summary.json", summary)
     return summary

@@ -133,7 +133,8 @@ def setup(
     seed_everything(tc.seed)
     device = ddp_device or pick_device(tc.device)
     if device.type == "cpu":  # data parallel: the host's cores shared among its ranks
-        torch.set_num_threads(max(1, min(8, len(os.sched_getaffinity(0)) // world.local_size)))
+        cores = max(1, min(8, len(os.sched_getaffinity(0)) // world.local_size))
+        torch.set_num_threads(tc.threads or cores)
     model, optimizer, scale = build_optimised_model(cfg, cache, train_ids, device, fresh=ckpt is None)
     planned = sum(sampler.steps(e) for e in range(tc.epochs))
     position = {"schedule": {"horizon": planned, "replanned": False}}
