@@ -334,6 +334,17 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     )
 
 
+def _launch_ranks(nproc: int, store, out, tracking_uri, epochs, max_minutes, params, resume, sets):
+    """``koemorph train`` with these options on ``nproc`` local ranks (torchrun); exits with its code."""
+    from koemorph.training.distributed import launch
+
+    options = {"--store": store, "--out": out, "--tracking-uri": tracking_uri, "--epochs": epochs}
+    options.update({"--max-minutes": max_minutes, "--params": params})
+    args = [x for k, v in options.items() if v is not None for x in (k, str(v))]
+    args += ["--resume"] * resume + [x for kv in sets or [] for x in ("--set", kv)]
+    raise typer.Exit(launch(nproc, args))
+
+
 @app.command("train")
 def train(
     store: Annotated[
@@ -360,13 +371,7 @@ def train(
 ):
     """Train a model on the cached features; checkpoints, metrics.csv and an MLflow run."""
     if nproc > 1:  # the same command on nproc ranks, started by torchrun
-        from koemorph.training.distributed import launch
-
-        options = {"--store": store, "--out": out, "--tracking-uri": tracking_uri, "--epochs": epochs}
-        options.update({"--max-minutes": max_minutes, "--params": params})
-        args = [x for k, v in options.items() if v is not None for x in (k, str(v))]
-        args += ["--resume"] * resume + [x for kv in set_ or [] for x in ("--set", kv)]
-        raise typer.Exit(launch(nproc, args))
+        _launch_ranks(nproc, store, out, tracking_uri, epochs, max_minutes, params, resume, set_)
     cfg = _config(params, set_)
     store = store or Path(cfg.paths.store)
     if not store.exists():
@@ -391,6 +396,13 @@ def train(
         _fail(str(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: the loop saved what it could (TrainingInterrupted)
         _fail(_interrupted(exc), code=130)
+    _print_train_summary(out_dir, s)
+
+
+def _print_train_summary(out_dir: Path, s: dict) -> None:
+    """The summary table of ``koemorph train`` (data parallel: printed by rank 0 only)."""
+    if s.get("rank", 0) != 0:
+        return
     summary = {
         "steps": s["steps"],
         "epochs done": s["epochs_done"],

@@ -375,7 +375,7 @@ def finish(state: TrainState) -> dict:
     if (
         state.world.distributed and state.stop_reason != ABORTED
     ):  # every rank is here (not after a 2nd Ctrl-C)
-        summary["world_size"] = state.world.size
+        summary["world_size"], summary["rank"] = state.world.size, state.world.rank
         summary["throughput_ranks"] = distributed.gather_all(summary["throughput"], state.world)
     if state.world.main:
         write_summary(out / "summary.json", summary)
