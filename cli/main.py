@@ -336,8 +336,12 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
 
 def _launch_ranks(nproc: int, store, out, tracking_uri, epochs, max_minutes, params, resume, sets):
     """``koemorph train`` with these options on ``nproc`` local ranks (torchrun); exits with its code."""
+    import os
+
     from koemorph.training.distributed import launch
 
+    if os.environ.get("WORLD_SIZE"):
+        _fail("--nproc: already running under torchrun (WORLD_SIZE is set); leave --nproc out", code=2)
     options = {"--store": store, "--out": out, "--tracking-uri": tracking_uri, "--epochs": epochs}
     options.update({"--max-minutes": max_minutes, "--params": params})
     args = [x for k, v in options.items() if v is not None for x in (k, str(v))]
@@ -400,7 +404,8 @@ def train(
 
 
 def _print_train_summary(out_dir: Path, s: dict) -> None:
-    """The summary table of ``koemorph train`` (data parallel: printed by rank 0 only)."""
+    """The summary table of ``koemorph train`` (data parallel: printed by rank 0 only; windows/s of all
+    ranks together)."""
     if s.get("rank", 0) != 0:
         return
     summary = {
@@ -409,7 +414,7 @@ def _print_train_summary(out_dir: Path, s: dict) -> None:
         "stopped by": s["stop_reason"],
         f"best {s['monitor']}": s["best"],
         **{k: v for k, v in s["val"].items()},
-        "windows/s": s["throughput"]["windows_per_s"],
+        "windows/s": sum(r["windows_per_s"] for r in s.get("throughput_ranks", [s["throughput"]])),
         "last checkpoint": s["last"],
         "best checkpoint": s["best_checkpoint"],
         "MLflow run": s["run_id"],

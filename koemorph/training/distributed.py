@@ -199,8 +199,8 @@ class SharedClock:
     """Rank 0's clock (seconds) on every rank: :meth:`sync` reads it on rank 0 and shares it; calls
     return the last shared value, so time-based decisions (LR, budget, validation) agree."""
 
-    def __init__(self, clock, world: World):
-        self.clock, self.world, self.now = clock, world, 0.0
+    def __init__(self, clock, world: World, device: torch.device):
+        self.clock, self.world, self.device, self.now = clock, world, device, 0.0  # NCCL: a CUDA device
 
     def __call__(self) -> float:
         return self.now
@@ -209,11 +209,12 @@ class SharedClock:
         """Share rank 0's time and agree on the stop reason (the most urgent of all ranks'). Every rank
         calls it at the same points."""
         own = self.clock() if self.world.main else float("-inf")
-        values = torch.tensor([own, float(STOP_CODES.index(stop))], dtype=torch.float64)
+        values = torch.tensor([own, float(STOP_CODES.index(stop))], dtype=torch.float64, device=self.device)
         if self.world.distributed:
             torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX)
-        self.now = float(values[0])
-        return STOP_CODES[int(values[1])]
+        now, code = values.tolist()
+        self.now = now
+        return STOP_CODES[int(code)]
 
 
 def gather_rng(rng: dict, world: World) -> list[dict] | None:

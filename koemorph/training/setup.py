@@ -142,7 +142,7 @@ def setup(
         position = restore(ckpt, model, optimizer, planned if "epochs" in overrides else None, world)
     tracker = make_tracker(cfg, out, ckpt, tracking_uri, world)
     if world.distributed:
-        clock = distributed.SharedClock(clock, world)
+        clock = distributed.SharedClock(clock, world, device)
         console = console if world.main else Console(stderr=True, quiet=True)
     parts = dict(cfg=cfg, out=out, store=store, cache=cache, train_ids=train_ids, val_ids=val_ids)
     parts.update(dataset=dataset, sampler=sampler, device=device, model=model, optimizer=optimizer)
