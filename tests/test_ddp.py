@@ -102,15 +102,20 @@ def processes_with(text: str) -> list[int]:
 
 
 def test_two_ranks_equal_one_process_through_ctrl_c_and_resume(store, one, tmp_path):
-    """2 ranks x batch 2 == 1 process x batch 4, step by step: interrupted mid-epoch 2 (Ctrl-C on both
-    ranks at step K), resumed, finished; one MLflow run; the checkpoints load in one process."""
+    """2 ranks x batch 2 == 1 process x batch 4, step by step: interrupted mid-epoch 2 (a Ctrl-C to the
+    whole process group at step K: every rank stops there, the run ends KILLED), resumed, finished;
+    one MLflow run; the checkpoints load in one process."""
     summary, run_one, uri_one = one
     per_epoch = int(read_epoch_rows(run_one / "metrics.csv")[0]["step"])
     k = per_epoch + 2
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = ddp(store, out, uri, "--epochs", "2", env={SIGINT_STEP_ENV: str(k)})
-    assert first.wait(timeout=600) != 0  # interrupted: KILLED
-    mid = load_checkpoint(out / "last.pt")
+    # Ctrl-C as from a terminal: rank 0 sends SIGINT to the process group (launcher, torchrun, ranks)
+    first = ddp(store, out, uri, "--epochs", "2", env={SIGINT_STEP_ENV: f"{k}g"})
+    assert first.wait(timeout=600) != 0
+    assert processes_with(str(out)) == []  # no rank left behind
+    (run,) = runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
+    mid = load_checkpoint(out / "last.pt")  # saved at step K by the agreement of both ranks
     assert (mid["step"], mid["epoch"], mid["batch"]) == (k, 1, 2)
     assert mid["world_size"] == 2 and len(mid["rng_ranks"]) == 2
     again = ddp(store, out, uri, "--epochs", "2", "--resume")

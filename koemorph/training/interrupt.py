@@ -9,7 +9,8 @@ a Ctrl-C at the terminal reaches only the main process's handler.
 
 Test hook: with the environment variable ``KOEMORPH_SIGINT_AFTER_STEP=K`` the process sends itself
 a real SIGINT right after optimiser step ``K`` (:func:`signal_hook`), so tests interrupt at a
-known step without timing; ``K,K`` sends two there (the second stops at once).
+known step without timing; ``K,K`` sends two there (the second stops at once); ``Kg`` signals the
+process group (data parallel: launcher and every rank, like a terminal's Ctrl-C).
 """
 
 from __future__ import annotations
@@ -64,9 +65,13 @@ def stop_on_sigint(state, console):
 
 def signal_hook(step: int) -> None:
     """Send this process one SIGINT per entry of ``$KOEMORPH_SIGINT_AFTER_STEP`` (comma-separated
-    steps) equal to ``step`` (test hook; unset: nothing)."""
+    steps) equal to ``step`` (test hook; unset: nothing). An entry ``Kg`` sends it to the whole process
+    group instead, from rank 0 only, as a terminal's Ctrl-C reaches torchrun and every rank."""
     for at in os.environ.get(SIGINT_STEP_ENV, "").split(","):
-        if at.strip() and int(at) == step:
+        at = at.strip()
+        if at.endswith("g") and int(at[:-1]) == step and os.environ.get("RANK", "0") == "0":
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        elif at and not at.endswith("g") and int(at) == step:
             os.kill(os.getpid(), signal.SIGINT)
 
 
