@@ -58,10 +58,10 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one(store, tmp_path_factory):
-    """One process, global batch 4, 2 epochs: ``(summary, run folder, tracking URI)``."""
+    """One process, global batch 4, 4 epochs: ``(summary, run folder, tracking URI)``."""
     tmp = tmp_path_factory.mktemp("one")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg = load_config(None, ONE + ["train.epochs=2"])
+    cfg = load_config(None, ONE + ["train.epochs=4"])
     summary = train(cfg, store, out_dir=tmp / "run", tracking_uri=uri, progress=False)
     return summary, tmp / "run", uri
 
@@ -102,23 +102,24 @@ def processes_with(text: str) -> list[int]:
 
 
 def test_two_ranks_equal_one_process_through_ctrl_c_and_resume(store, one, tmp_path):
-    """2 ranks x batch 2 == 1 process x batch 4, step by step: interrupted mid-epoch 2 (a Ctrl-C to the
-    whole process group at step K: every rank stops there, the run ends KILLED), resumed, finished;
+    """2 ranks x batch 2 == 1 process x batch 4, step by step: interrupted (a Ctrl-C to the
+    launcher after step K: every rank stops at the same step, the run ends KILLED), resumed, finished;
     one MLflow run; the checkpoints load in one process."""
     summary, run_one, uri_one = one
     per_epoch = int(read_epoch_rows(run_one / "metrics.csv")[0]["step"])
     k = per_epoch + 2
     out, uri = tmp_path / "run", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # Ctrl-C as from a terminal: rank 0 sends SIGINT to the process group (launcher, torchrun, ranks)
-    first = ddp(store, out, uri, "--epochs", "2", env={SIGINT_STEP_ENV: f"{k}g"})
+    # Ctrl-C as from a terminal: rank 0 sends SIGINT to the launchers' process group after step K and
+    # waits for it to come back through torchrun (rank 1 waits for rank 0): both stop after step K
+    first = ddp(store, out, uri, "--epochs", "4", env={SIGINT_STEP_ENV: f"{k}g"})
     assert first.wait(timeout=600) != 0
     assert processes_with(str(out)) == []  # no rank left behind
     (run,) = runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
-    mid = load_checkpoint(out / "last.pt")  # saved at step K by the agreement of both ranks
+    mid = load_checkpoint(out / "last.pt")  # saved at step K, mid-epoch 2
     assert (mid["step"], mid["epoch"], mid["batch"]) == (k, 1, 2)
     assert mid["world_size"] == 2 and len(mid["rng_ranks"]) == 2
-    again = ddp(store, out, uri, "--epochs", "2", "--resume")
+    again = ddp(store, out, uri, "--epochs", "4", "--resume")
     assert again.wait(timeout=600) == 0
     (run,) = runs(uri)  # exactly one MLflow run, resumed and finished
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
@@ -139,10 +140,10 @@ def test_one_process_checkpoint_continues_on_two_ranks(store, one, tmp_path):
     shutil.copytree(run_one, tmp_path / "run")
     shutil.copy(uri_one.removeprefix("sqlite:///"), tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    proc = ddp(store, tmp_path / "run", uri, "--epochs", "3", "--resume")
+    proc = ddp(store, tmp_path / "run", uri, "--epochs", "5", "--resume")
     assert proc.wait(timeout=600) == 0
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert ckpt["epoch"] == 3 and ckpt["world_size"] == 2
+    assert ckpt["epoch"] == 5 and ckpt["world_size"] == 2
     assert len(runs(uri)) == 1
 
 

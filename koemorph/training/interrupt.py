@@ -10,7 +10,7 @@ a Ctrl-C at the terminal reaches only the main process's handler.
 Test hook: with the environment variable ``KOEMORPH_SIGINT_AFTER_STEP=K`` the process sends itself
 a real SIGINT right after optimiser step ``K`` (:func:`signal_hook`), so tests interrupt at a
 known step without timing; ``K,K`` sends two there (the second stops at once); ``Kg`` signals the
-process group (data parallel: launcher and every rank, like a terminal's Ctrl-C).
+launcher's process group (data parallel, like a terminal's Ctrl-C).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from contextlib import contextmanager
 INTERRUPTED = "interrupted"  # stop reason: first Ctrl-C, saved at the step
 ABORTED = "aborted"  # stop reason: second Ctrl-C (or one outside the loop), nothing more saved
 SIGINT_STEP_ENV = "KOEMORPH_SIGINT_AFTER_STEP"
-ECHO_S = 2.0  # data parallel: seconds in which a second SIGINT is the first one passed on by torchrun
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -40,20 +39,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 def stop_on_sigint(state, console):
     """Route SIGINT to ``state.interrupt_requested`` (then a :class:`KeyboardInterrupt` on the
     second) while the block runs; outside the main thread signals cannot be caught and nothing changes.
-    Data parallel: a rank gets a terminal's Ctrl-C twice (directly, and passed on by torchrun), so a
-    second SIGINT within :data:`ECHO_S` seconds of the first counts as the same one."""
+    Data parallel: torchrun starts each rank in its own session, so a terminal's Ctrl-C reaches the
+    ranks once, passed on by torchrun."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    first = [0.0]
-
     def handler(signum, frame):
         if state.interrupt_requested:
-            if state.world.distributed and time.monotonic() - first[0] < ECHO_S:
-                return  # torchrun passing the terminal's Ctrl-C on: the same one
             raise KeyboardInterrupt
-        state.interrupt_requested, first[0] = True, time.monotonic()
+        state.interrupt_requested = True
         console.print("interrupted: saving at the end of this step (Ctrl-C again to stop without saving)")
 
     previous = signal.signal(signal.SIGINT, handler)
@@ -63,14 +58,20 @@ def stop_on_sigint(state, console):
         signal.signal(signal.SIGINT, previous)
 
 
-def signal_hook(step: int) -> None:
+def signal_hook(step: int, received=None) -> None:
     """Send this process one SIGINT per entry of ``$KOEMORPH_SIGINT_AFTER_STEP`` (comma-separated
-    steps) equal to ``step`` (test hook; unset: nothing). An entry ``Kg`` sends it to the whole process
-    group instead, from rank 0 only, as a terminal's Ctrl-C reaches torchrun and every rank."""
+    steps) equal to ``step`` (test hook; unset: nothing). An entry ``Kg`` (data parallel) sends it from
+    rank 0 to the process group of its parent instead, the launcher's, as a terminal's Ctrl-C: torchrun
+    passes it on to every rank; rank 0 waits (up to a minute) until ``received()`` says it got it, so
+    every rank stops after step ``K``."""
     for at in os.environ.get(SIGINT_STEP_ENV, "").split(","):
         at = at.strip()
         if at.endswith("g") and int(at[:-1]) == step and os.environ.get("RANK", "0") == "0":
-            os.killpg(os.getpgid(0), signal.SIGINT)
+            os.killpg(os.getpgid(os.getppid()), signal.SIGINT)
+            for _ in range(6000):
+                if received is None or received():
+                    break
+                time.sleep(0.01)
         elif at and not at.endswith("g") and int(at) == step:
             os.kill(os.getpid(), signal.SIGINT)
 

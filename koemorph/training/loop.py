@@ -154,7 +154,7 @@ def run_epoch(state: TrainState, bar, max_steps: int | None) -> EpochRun:
         optimise(state, batch, t_wait)
         done.loss_sum, done.steps = done.loss_sum + state.last_loss, done.steps + 1
         bar(epoch=state.epoch, loss=f"{state.last_loss:.4f}", wps=f"{state.meter.windows_per_s:.1f}")
-        signal_hook(state.step)
+        signal_hook(state.step, lambda: state.interrupt_requested)
         distributed.hang_hook(state.step, state.world)
         state.stop_reason = agree(state, stop_reason(state, max_steps))
         if state.stop_reason is not None:
