@@ -101,7 +101,7 @@ def rank_failed(world: World, exc: Exception) -> RankStopped:
     first = (str(exc).strip().splitlines() or [""])[0][:300]
     return RankStopped(
         f"rank {world.rank} of {world.size}: training stopped ({type(exc).__name__}: {first}); if another "
-        "rank failed, its output says why; last.pt holds the last epoch end, rerun with --resume"
+        "rank failed, its output says why; last.pt is as last saved, rerun with --resume"
     )
 
 
@@ -118,7 +118,7 @@ def _stopped(signum, frame):
     world = world_from_env()
     raise RankStopped(
         f"rank {world.rank} of {world.size}: training stopped by the launcher (SIGTERM): another rank "
-        "failed or the job was cancelled; last.pt holds the last epoch end, rerun with --resume"
+        "failed or the job was cancelled; last.pt is as last saved, rerun with --resume"
     )
 
 

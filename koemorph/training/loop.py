@@ -24,6 +24,10 @@ step, saves ``last.pt`` there (``--resume`` continues exactly), writes ``summary
 MLflow run as KILLED and raises :class:`~koemorph.training.interrupt.TrainingInterrupted`; an
 exception ends the MLflow run as FAILED (with an ``error`` tag) and propagates.
 
+Data parallel (started by torchrun, :mod:`koemorph.training.distributed`): every rank runs these same
+functions on its rows of each global batch; steps, stops and the LR agree on all ranks; rank 0 alone
+validates, logs to MLflow and writes the files above, and the others wait for it at the next collective.
+
 The functions below share one :class:`~koemorph.training.setup.TrainState`:
 :func:`~koemorph.training.setup.setup` builds it (config, checkpoint, data, model, optimiser,
 tracker), :func:`run_epoch` trains, :func:`end_epoch` validates
