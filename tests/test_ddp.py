@@ -6,6 +6,7 @@ dropout masks, a legitimate difference from one process."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -177,3 +178,27 @@ def test_killed_rank_stops_the_other_and_fails_the_run(store, one, tmp_path):
     cfg = load_config(None, PER_RANK + ["train.epochs=2"])
     summary = train(cfg, store, out_dir=out, tracking_uri=uri, resume=True, epochs=2, progress=False)
     assert summary["epochs_done"] == 2 and summary["run_id"] == run.info.run_id
+
+
+def test_shards_cover_each_global_batch_once():
+    """N ranks' rows of every global batch are that batch, each block once; a rank left without a row
+    (short last batch) gets a fully masked block; augmentation rows match the shards."""
+    from koemorph.config import SamplingConfig
+    from koemorph.training.distributed import World, rows, shard
+    from koemorph.training.sampling import Sampler
+
+    cfg = SamplingConfig(mode="mixed", dense_batch_size=3, sparse_batch_size=5, sparse_stride=8)
+    batches = Sampler([500, 333, 41], cfg, seed=3, epochs=2).batches(1)
+    batches.append(batches[0][:1])  # a short last batch: some ranks get no row
+    for n in (2, 3, 4):
+        for batch in batches:
+            parts = [shard(batch, World(rank=r, size=n)) for r in range(n)]
+            real = [b for p in parts for b in p if any(b.mask)]
+            assert sorted(real, key=batch.index) == batch
+            for r, p in enumerate(parts):
+                idx, total = rows(len(batch), World(rank=r, size=n))
+                assert total == len(batch) and len(idx) == len(p)
+                if r >= len(batch):
+                    assert p == [dataclasses.replace(batch[0], mask=(False,) * len(batch[0].mask))]
+                else:
+                    assert [batch[i] for i in idx] == p
