@@ -202,3 +202,13 @@ def test_shards_cover_each_global_batch_once():
                     assert p == [dataclasses.replace(batch[0], mask=(False,) * len(batch[0].mask))]
                 else:
                     assert [batch[i] for i in idx] == p
+
+
+def test_nproc_is_refused_under_torchrun(store, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = CliRunner().invoke(app, ["train", "--nproc", "2", "--store", str(store), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "already running under torchrun" in res.output, res.output

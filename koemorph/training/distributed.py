@@ -276,12 +276,14 @@ def launch_command(nproc: int, args: list[str]) -> list[str]:
 def launch(nproc: int, args: list[str]) -> int:
     """Run ``koemorph train args`` on ``nproc`` local ranks and wait; returns the launcher's exit code.
 
-    A Ctrl-C reaches the ranks and the launcher directly (one process group): this process only keeps
-    waiting until they are gone, so none is left behind. torchrun stops every rank when one fails.
+    A terminal's Ctrl-C reaches this process and torchrun (one process group; torchrun passes it on to
+    the ranks): this process only keeps waiting until they are gone, so none is left behind. A SIGTERM
+    is passed on to torchrun, which stops the ranks. torchrun stops every rank when one fails.
     """
     import subprocess
 
     proc = subprocess.Popen(launch_command(nproc, args))
+    signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
     while True:
         try:
             return proc.wait()
