@@ -25,13 +25,24 @@ Everything comes from ONE run on the store's train split with the default config
    augmentation of the batch, :mod:`koemorph.training.augment`; step = wait + compute).
    Printed: windows/s (blocks), target frames/s, the share of step time spent waiting for data
    (goal < 10%), and CPU seconds per step (robust on a shared machine).
+4. Data parallel (only this, with ``--ranks 1,2``): ``koemorph train`` under torchrun on 1 and 2 ranks,
+   one torch thread each, ``--minutes`` of training per run (``--device cuda`` on a GPU machine: one GPU
+   per rank, NCCL). Printed: windows/s of each run (summed over its ranks), the ratio to 1 process,
+   and each rank's data-wait share.
+
+    PYTHONPATH=$PWD python benchmarks/bench_train.py --store STORE --ranks 1,2 [--minutes 1] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -161,6 +172,32 @@ def training(
     return {**meter.totals(), "params": count_parameters(model), "cpu_per_step": cpu / steps}
 
 
+def data_parallel(store: str, ranks: list[int], minutes: float, device: str, tmp: Path) -> None:
+    """``koemorph train`` on 1, 2, ... ranks (torchrun, ``train.threads=1`` each, per-rank batch as
+    configured so the global batch grows with the ranks) for ``minutes`` each: windows/s of the whole
+    run (the sum over its ranks, which step in lockstep), the ratio to 1 process, and each rank's
+    data-wait share, from ``summary.json``."""
+    base = None
+    print(f"data parallel: {minutes} min of training per run, device {device}, one torch thread per rank")
+    for n in ranks:
+        out = tmp / f"ranks{n}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"]
+        cmd += ["-m", "cli.main", "train", "--store", store, "--out", str(out), "--max-minutes", str(minutes)]
+        cmd += ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--params", str(tmp / "none.yaml")]
+        for kv in ("train.threads=1", f"train.device={device}", "train.val_every=100000"):
+            cmd += ["--set", kv]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        summary = json.loads((out / "summary.json").read_text())
+        per_rank = summary.get("throughput_ranks", [summary["throughput"]])
+        wps = sum(r["windows_per_s"] for r in per_rank)
+        base = base or wps
+        waits = ", ".join(f"rank {i} {100 * r['data_wait_share']:.1f}%" for i, r in enumerate(per_rank))
+        print(
+            f"  {n} process{'es' if n > 1 else '  '}: {wps:7.1f} windows/s ({summary['steps']} steps), "
+            f"x{wps / base:.2f} of 1 process; data wait: {waits}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", default="/tmp/demo10.zarr")
@@ -171,7 +208,15 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20, help="loader epochs timed without training")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader workers (sampling.num_workers)")
+    ap.add_argument("--ranks", default="", help="e.g. 1,2: only the data-parallel comparison (torchrun)")
+    ap.add_argument("--minutes", type=float, default=1.0, help="training time per data-parallel run")
+    ap.add_argument("--device", default="cpu", help="train.device of the data-parallel runs (cpu | cuda)")
     args = ap.parse_args()
+    if args.ranks:
+        with tempfile.TemporaryDirectory() as tmp:
+            ranks = [int(n) for n in args.ranks.split(",")]
+            data_parallel(args.store, ranks, args.minutes, args.device, Path(tmp))
+        return
     torch.set_num_threads(args.threads)
     cfg = load_config(None)
     geometry = spans(cfg.model, cfg.features)

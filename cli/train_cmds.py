@@ -25,6 +25,21 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     )
 
 
+def _launch_ranks(nproc: int, store, out, tracking_uri, epochs, max_minutes, params, resume, sets):
+    """``koemorph train`` with these options on ``nproc`` local ranks (torchrun); exits with its code."""
+    import os
+
+    from koemorph.training.distributed import launch
+
+    if os.environ.get("WORLD_SIZE"):
+        fail("--nproc: already running under torchrun (WORLD_SIZE is set); leave --nproc out", code=2)
+    options = {"--store": store, "--out": out, "--tracking-uri": tracking_uri, "--epochs": epochs}
+    options.update({"--max-minutes": max_minutes, "--params": params})
+    args = [x for k, v in options.items() if v is not None for x in (k, str(v))]
+    args += ["--resume"] * resume + [x for kv in sets or [] for x in ("--set", kv)]
+    raise typer.Exit(launch(nproc, args))
+
+
 @app.command("train")
 def train(
     store: Annotated[
@@ -45,8 +60,13 @@ def train(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="Data-parallel ranks on this host (torchrun); 1 = one process.")
+    ] = 1,
 ):
     """Train a model on the cached features; checkpoints, metrics.csv and an MLflow run."""
+    if nproc > 1:  # the same command on nproc ranks, started by torchrun
+        _launch_ranks(nproc, store, out, tracking_uri, epochs, max_minutes, params, resume, set_)
     cfg = config_from(params, set_)
     store = store or Path(cfg.paths.store)
     if not store.exists():
@@ -54,6 +74,7 @@ def train(
     out_dir = out or Path(cfg.paths.run_dir)
     if resume:
         checkpoint_path(out_dir / "last.pt", missing="nothing to resume")
+    from koemorph.training.distributed import RankStopped
     from koemorph.training.loop import train as run_train
 
     try:
@@ -66,17 +87,25 @@ def train(
             epochs=epochs,
             max_minutes=max_minutes,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RankStopped) as exc:
         fail(str(exc))
     except KeyboardInterrupt as exc:  # Ctrl-C: the loop saved what it could (TrainingInterrupted)
         fail(_interrupted(exc), code=130)
+    _print_train_summary(out_dir, s)
+
+
+def _print_train_summary(out_dir: Path, s: dict) -> None:
+    """The summary table of ``koemorph train`` (data parallel: printed by rank 0 only; windows/s of all
+    ranks together)."""
+    if s.get("rank", 0) != 0:
+        return
     summary = {
         "steps": s["steps"],
         "epochs done": s["epochs_done"],
         "stopped by": s["stop_reason"],
         f"best {s['monitor']}": s["best"],
         **{k: v for k, v in s["val"].items()},
-        "windows/s": s["throughput"]["windows_per_s"],
+        "windows/s": sum(r["windows_per_s"] for r in s.get("throughput_ranks", [s["throughput"]])),
         "last checkpoint": s["last"],
         "best checkpoint": s["best_checkpoint"],
         "MLflow run": s["run_id"],

@@ -130,7 +130,10 @@ RULES: dict[str, dict] = {
     "train": {
         "device": device,
         "monitor": one_of(*MONITOR_METRICS),
-        **{k: NON_NEGATIVE for k in ("epochs", "max_minutes", "val_every", "early_stopping_patience")},
+        **{
+            k: NON_NEGATIVE
+            for k in ("epochs", "max_minutes", "val_every", "early_stopping_patience", "threads")
+        },
         "val_every_minutes": POSITIVE,
         "log_every": COUNT,
         "plot_files": NON_NEGATIVE,

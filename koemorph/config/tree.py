@@ -171,7 +171,8 @@ class TrainConfig:
         0.0  # wall-clock budget, trains past `epochs` until spent; 0 = off (cosine over epochs)
     )
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda (data parallel: gloo on cpu, NCCL on cuda)
+    threads: int = 0  # torch CPU threads per process; 0 = the host's cores (up to 8) shared among its ranks
     val_every: int = 0  # epochs between validations; 0 = every val_every_minutes of wall time
     val_every_minutes: float = 4.0  # with val_every = 0 (and at the end)
     early_stopping_patience: int = 0  # validations without improvement before stopping; 0 = off

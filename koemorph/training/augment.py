@@ -53,20 +53,35 @@ def shift_matrix(n: int, shift: np.ndarray) -> np.ndarray:
     return m
 
 
+def _rows(b: int, rows) -> tuple[int, np.ndarray | slice]:
+    """``(rows drawn, which of them this batch holds)``: all ``b``, or ``rows = (indices, n)`` of a
+    global batch of ``n`` rows (data parallel)."""
+    return (b, slice(None)) if rows is None else (int(rows[1]), np.asarray(rows[0]))
+
+
 def augment_mel(
-    mel, rng: np.random.Generator, cfg: AugmentConfig, mean: np.ndarray, std: np.ndarray, pad: np.ndarray
+    mel,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    mean: np.ndarray,
+    std: np.ndarray,
+    pad: np.ndarray,
+    rows=None,
 ):
     """Augmented copy of normalised log-mel ``mel`` (torch ``[B, T, F]``); ``mean``/``std``/``pad``
-    ``[F]`` (the cache's statistics and normalised silence floor).
+    ``[F]`` (the cache's statistics and normalised silence floor). ``rows`` (optional ``(indices [B],
+    n)``): ``mel`` holds rows ``indices`` of a global batch of ``n`` rows, and draws are made for all
+    ``n`` then picked, so every data-parallel rank augments its rows as one process would.
 
     Shift, gain and tilt act on dB values, so on normalised rows they are one affine map per batch
     row, ``x @ A[b] + c[b]``: one batched matmul in torch (numpy's BLAS threads would spin beside
     torch's and slow the training step).
     """
     b, _, f = mel.shape
-    shift = rng.uniform(-cfg.shift_bins, cfg.shift_bins, b)
-    gain = rng.uniform(-cfg.gain_db, cfg.gain_db, b)
-    tilt = rng.uniform(-cfg.tilt_db, cfg.tilt_db, b)
+    n, pick = _rows(b, rows)
+    shift = rng.uniform(-cfg.shift_bins, cfg.shift_bins, n)[pick]
+    gain = rng.uniform(-cfg.gain_db, cfg.gain_db, n)[pick]
+    tilt = rng.uniform(-cfg.tilt_db, cfg.tilt_db, n)[pick]
     mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
     m = shift_matrix(f, shift) if cfg.shift_bins > 0 else np.broadcast_to(np.eye(f), (b, f, f))
     ramp = np.linspace(-0.5, 0.5, f)
@@ -79,19 +94,21 @@ def augment_mel(
     return torch.where(padding, mel, out)
 
 
-def augment_egemaps(ege, rng: np.random.Generator, sigma: float):
+def augment_egemaps(ege, rng: np.random.Generator, sigma: float, rows=None):
     """``ege`` (torch ``[B, T', D]``) plus one ``N(0, sigma)`` offset per (batch row, feature) on its
-    non-zero rows."""
-    offset = torch.as_tensor(rng.normal(0.0, sigma, (ege.shape[0], 1, ege.shape[2])), dtype=ege.dtype)
+    non-zero rows; ``rows`` as in :func:`augment_mel`."""
+    n, pick = _rows(ege.shape[0], rows)
+    offset = torch.as_tensor(rng.normal(0.0, sigma, (n, 1, ege.shape[2]))[pick], dtype=ege.dtype)
     valid = ege.abs().amax(-1, keepdim=True) > 0  # [B, T', 1]
     return ege + offset * valid
 
 
-def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache) -> dict:
+def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache, rows=None) -> dict:
     """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` and ``egemaps`` augmented;
-    ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel statistics. Others are shared."""
+    ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel statistics. Others are shared.
+    ``rows``: see :func:`augment_mel` (None: the batch is the whole batch)."""
     out = dict(batch)
-    out["mel"] = augment_mel(batch["mel"], rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad)
+    out["mel"] = augment_mel(batch["mel"], rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad, rows)
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
-        out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise)
+        out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise, rows)
     return out

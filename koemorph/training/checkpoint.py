@@ -80,9 +80,11 @@ def save_checkpoint(
     fps: int,
     run_id: str | None,
     rng: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Write the checkpoint dict to ``path`` atomically. ``(epoch, batch)`` is the next batch to run;
-    ``rng`` the RNG states at that position (default: now)."""
+    ``rng`` the RNG states at that position (default: now); ``extra`` (plain values) is added as is
+    (data parallel: ``world_size`` and ``rng_ranks``, every rank's RNG states in rank order)."""
     ckpt = {
         "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
@@ -101,6 +103,7 @@ def save_checkpoint(
         "blendshape_order": list(ARKIT_NAMES),
         "order_name": ORDER_NAME,
         "mlflow_run_id": run_id,
+        **(extra or {}),
     }
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -24,6 +24,10 @@ step, saves ``last.pt`` there (``--resume`` continues exactly), writes ``summary
 MLflow run as KILLED and raises :class:`~koemorph.training.interrupt.TrainingInterrupted`; an
 exception ends the MLflow run as FAILED (with an ``error`` tag) and propagates.
 
+Data parallel (started by torchrun, :mod:`koemorph.training.distributed`): every rank runs these same
+functions on its rows of each global batch; steps, stops and the LR agree on all ranks; rank 0 alone
+validates, logs to MLflow and writes the files above, and the others wait for it at the next collective.
+
 The functions below share one :class:`~koemorph.training.setup.TrainState`:
 :func:`~koemorph.training.setup.setup` builds it (config, checkpoint, data, model, optimiser,
 tracker), :func:`run_epoch` trains, :func:`end_epoch` validates
@@ -42,7 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from koemorph.config import Config, to_dict
-from koemorph.training import augment, validation
+from koemorph.training import augment, distributed, validation
 from koemorph.training.batches import make_loader
 from koemorph.training.checkpoint import rng_state, save_checkpoint
 from koemorph.training.interrupt import (
@@ -84,22 +88,34 @@ def train(
     overrides = {k: v for k, v in {"epochs": epochs, "max_minutes": max_minutes}.items() if v is not None}
     out = Path(out_dir or cfg.paths.run_dir)
     console = console or Console(stderr=True)
-    state = setup(cfg, Path(store), out, resume, tracking_uri, overrides, console, clock or default_clock)
+    try:
+        state = setup(cfg, Path(store), out, resume, tracking_uri, overrides, console, clock or default_clock)
+    except BaseException:
+        distributed.shutdown(distributed.world_from_env())
+        raise
     status = "FAILED"
     try:
         try:
             begin(state)
-            with stop_on_sigint(state, console):
+            with stop_on_sigint(state, state.console):
                 run(state, max_steps, progress)
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, last.pt stays as last saved
             state.stop_reason = ABORTED
         summary = finish(state)
         status = "KILLED" if state.stop_reason in (INTERRUPTED, ABORTED) else "FINISHED"
     except BaseException as exc:
+        distributed.ending(state.world)
         state.tracker.set_tags({"stop_reason": "failed", "error": f"{type(exc).__name__}: {exc}"[:5000]})
+        if (
+            state.world.distributed
+            and isinstance(exc, Exception)
+            and not isinstance(exc, distributed.RankStopped)
+        ):
+            raise distributed.rank_failed(state.world, exc) from exc
         raise
     finally:
         state.tracker.end(status)
+        distributed.shutdown(state.world, wait=status == "FINISHED" or state.stop_reason == INTERRUPTED)
     if status == "KILLED":
         raise TrainingInterrupted(summary)
     return summary
@@ -113,7 +129,8 @@ def run(state: TrainState, max_steps: int | None, progress: bool) -> None:
     tc = state.cfg.train
     with progress_bar(state, progress) as bar:
         while state.stop_reason is None and (state.epoch < tc.epochs or state.budget_s > 0):
-            if state.interrupt_requested:  # Ctrl-C during an epoch end: last.pt is already saved here
+            # Ctrl-C during an epoch end (on any rank): last.pt is already saved here
+            if agree(state, INTERRUPTED if state.interrupt_requested else None) == INTERRUPTED:
                 state.stop_reason = INTERRUPTED
                 break
             done = run_epoch(state, bar, max_steps)
@@ -125,23 +142,25 @@ def run_epoch(state: TrainState, bar, max_steps: int | None) -> EpochRun:
     """Train from batch ``state.batch`` of epoch ``state.epoch`` to the epoch's end or a stop
     (``max_steps``, the budget, Ctrl-C: ``state.stop_reason`` set)."""
     cfg, tc = state.cfg, state.cfg.train
-    batches = state.sampler.batches(state.epoch)
-    loader = make_loader(
-        state.dataset, batches[state.batch :], cfg.sampling.num_workers, seed=tc.seed + state.epoch
-    )
+    batches = state.sampler.batches(state.epoch)  # global batches; this rank trains on its rows of each
+    mine = [distributed.shard(b, state.world) for b in batches[state.batch :]]
+    loader = make_loader(state.dataset, mine, cfg.sampling.num_workers, seed=tc.seed + state.epoch)
     done = EpochRun(next_batch=len(batches), n_batches=len(batches))
     state.model.train()
     t_wait = time.perf_counter()
     for bi, batch in enumerate(loader, start=state.batch):
         if augment.enabled(cfg.augment):  # data preparation: its time counts as waiting for data
-            batch = augment.augment_batch(
-                batch, augment.batch_rng(tc.seed, state.epoch, bi), cfg.augment, state.cache
+            rng, rows = (
+                augment.batch_rng(tc.seed, state.epoch, bi),
+                distributed.rows(len(batches[bi]), state.world),
             )
+            batch = augment.augment_batch(batch, rng, cfg.augment, state.cache, rows)
         optimise(state, batch, t_wait)
         done.loss_sum, done.steps = done.loss_sum + state.last_loss, done.steps + 1
         bar(epoch=state.epoch, loss=f"{state.last_loss:.4f}", wps=f"{state.meter.windows_per_s:.1f}")
-        signal_hook(state.step)
-        state.stop_reason = stop_reason(state, max_steps)
+        signal_hook(state.step, lambda: state.interrupt_requested)
+        distributed.hang_hook(state.step, state.world)
+        state.stop_reason = agree(state, stop_reason(state, max_steps))
         if state.stop_reason is not None:
             done.rng, done.next_batch = rng_state(), bi + 1
             break
@@ -155,8 +174,17 @@ def optimise(state: TrainState, batch: dict, t_wait: float) -> None:
     lr = state.lr()
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    world = state.world if state.world.distributed else None
     metrics = train_step(
-        state.model, batch, state.optimizer, state.cfg, state.device, check=state.warner, scale=state.scale
+        state.model,
+        batch,
+        state.optimizer,
+        state.cfg,
+        state.device,
+        state.warner,
+        state.scale,
+        world,
+        state.net,
     )
     state.step += 1
     state.last_loss = metrics["train/loss"]
@@ -164,6 +192,12 @@ def optimise(state: TrainState, batch: dict, t_wait: float) -> None:
     state.meter.add(metrics, wait, time.perf_counter() - t_wait, len(batch["mel"]), frames)
     if state.step % state.cfg.train.log_every == 0:
         state.tracker.log_metrics({**state.meter.summary(), "lr": lr, "epoch": state.epoch}, step=state.step)
+
+
+def agree(state: TrainState, reason: str | None) -> str | None:
+    """Data parallel: the stop reason all ranks agree on (the most urgent of theirs), with rank 0's
+    time shared (every rank calls it at the same points); one process: ``reason``."""
+    return state.clock.sync(reason) if state.world.distributed else reason
 
 
 def stop_reason(state: TrainState, max_steps: int | None) -> str | None:
@@ -187,10 +221,15 @@ def end_epoch(state: TrainState, bar, done: EpochRun) -> None:
         expected = int(state.budget_s / (max(state.elapsed(), 1e-9) / max(1, state.step)))
         state.schedule.update(horizon=min(state.planned, expected), replanned=True)  # caps the warm-up
         bar(total=max(expected, state.step))
-    agg = validate(state, state.epoch) if validation_due(state, next_pos[0]) else {}
-    record_epoch(state, done, agg)
+    due = validation_due(state, next_pos[0])
+    agg = validate(state, state.epoch) if due and state.world.main else {}
+    if due and state.world.distributed:  # rank 0 validated; every rank needs its verdict
+        state.best, state.bad = distributed.broadcast((state.best, state.bad), state.world)
+        state.t_last_val = state.clock()
+    if state.world.main:
+        record_epoch(state, done, agg)
     state.epoch, state.batch = next_pos
-    save(state, state.out / "last.pt", next_pos, rng=done.rng)
+    save(state, state.out / "last.pt", next_pos, rng=done.rng, every_rank=True)
     if tc.early_stopping_patience and state.bad >= tc.early_stopping_patience and state.stop_reason is None:
         state.stop_reason = "early_stopping"
 
@@ -256,10 +295,18 @@ def validate(state: TrainState, tag_epoch: int) -> dict:
     return agg
 
 
-def save(state: TrainState, path: Path, position: tuple[int, int], rng: dict | None = None) -> Path:
+def save(
+    state: TrainState, path: Path, position: tuple[int, int], rng: dict | None = None, every_rank=False
+) -> Path:
     """Checkpoint the run at ``position`` ``(epoch, batch)`` (the next batch to run) with the RNG
-    states ``rng`` there (default: now) and the time spent so far."""
+    states ``rng`` there (default: now) and the time spent so far. Data parallel: rank 0 writes;
+    with ``every_rank`` (``last.pt``) all ranks call it and their RNG states are saved too."""
     state.schedule["elapsed_s"] = state.elapsed()
+    rng = rng or rng_state()
+    ranks = distributed.gather_rng(rng, state.world) if every_rank else None
+    if not state.world.main:
+        return path
+    extra = {"world_size": state.world.size, "rng_ranks": ranks} if state.world.distributed else None
     cache = state.cache
     return save_checkpoint(
         path,
@@ -276,6 +323,7 @@ def save(state: TrainState, path: Path, position: tuple[int, int], rng: dict | N
         fps=cache.fps,
         run_id=state.tracker.run_id,
         rng=rng,
+        extra=extra,
     )
 
 
@@ -290,7 +338,8 @@ def progress_bar(state: TrainState, enabled: bool):
         TextColumn("{task.fields[wps]} windows/s"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=state.console, disable=not enabled, transient=False) as bar:
+    disable = not enabled or not state.world.main
+    with Progress(*columns, console=state.console, disable=disable, transient=False) as bar:
         fields = dict(epoch=state.epoch, loss="-", wps="-")
         task = bar.add_task("train", total=state.schedule["horizon"], completed=state.step, **fields)
         yield lambda **kw: bar.update(task, completed=state.step, **kw)
@@ -306,7 +355,7 @@ def finish(state: TrainState) -> dict:
     for name in ("last.pt", "best.pt", "metrics.csv"):
         if (out / name).exists():
             tracker.log_artifact(out / name, "checkpoints" if name.endswith(".pt") else None)
-    if state.last_val:
+    if state.last_val and state.world.main:
         tracker.log_table(state.last_val["table"], "val/per_file.json")
         final_csv = out / "val" / "per_file.csv"
         state.last_val["table"].to_csv(final_csv, index=False)
@@ -327,5 +376,11 @@ def finish(state: TrainState) -> dict:
         "seconds": round(state.elapsed(), 2),
         "throughput": state.meter.totals(),
     }
-    write_summary(out / "summary.json", summary)
+    if (
+        state.world.distributed and state.stop_reason != ABORTED
+    ):  # every rank is here (not after a 2nd Ctrl-C)
+        summary["world_size"], summary["rank"] = state.world.size, state.world.rank
+        summary["throughput_ranks"] = distributed.gather_all(summary["throughput"], state.world)
+    if state.world.main:
+        write_summary(out / "summary.json", summary)
     return summary

@@ -28,10 +28,12 @@ import torch
 from koemorph import blendshapes
 
 
-def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` ``[B, n, K]`` over rows with ``weight`` ``[B, n]`` 1 (0 if none)."""
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor, rows=None) -> torch.Tensor:
+    """Mean of ``values`` ``[B, n, K]`` over rows with ``weight`` ``[B, n]`` 1 (0 if none); ``rows``
+    (optional 0-dim tensor) replaces the number of such rows as the normaliser (data parallel: the
+    count over all ranks, so the mean is this rank's share of the global one)."""
     w = weight.to(values.dtype).unsqueeze(-1)
-    count = w.sum() * values.shape[-1]
+    count = (w.sum() if rows is None else rows.to(values)) * values.shape[-1]
     return (values * w).sum() / count.clamp_min(1.0)
 
 
@@ -56,7 +58,11 @@ def compute_losses(
     cfg,
     consecutive: bool,
     scale: torch.Tensor | None = None,
+    counts: dict | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """See the module docstring. ``counts`` (optional ``{"mask", "pair"}`` 0-dim tensors) are the
+    normalisers of the frame terms and of the neighbour-pair terms (data parallel: summed over ranks)."""
+    n_mask, n_pair = (None, None) if counts is None else (counts["mask"], counts["pair"])
     pred, raw = out["blendshapes"], out["raw"]
     if pred.shape != target.shape or pred.shape[-1] != blendshapes.NUM_BLENDSHAPES:
         raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)}: need [B, n, 52]")
@@ -69,19 +75,19 @@ def compute_losses(
         raw = raw * scale
         pred, target = (pred * scale if smoothed else raw), target * scale
     err = pred - target
-    terms = {"mse": _masked_mean(err.square(), mask), "l1": _masked_mean(err.abs(), mask)}
+    terms = {"mse": _masked_mean(err.square(), mask, n_mask), "l1": _masked_mean(err.abs(), mask, n_mask)}
     mouth = torch.as_tensor(blendshapes.MOUTH_INDICES, device=pred.device)
     expr = torch.as_tensor(blendshapes.EXPRESSION_INDICES, device=pred.device)
     sq = err.square()
-    terms["perceptual"] = _masked_mean(sq.index_select(-1, mouth), mask) + _masked_mean(
-        sq.index_select(-1, expr), mask
+    terms["perceptual"] = _masked_mean(sq.index_select(-1, mouth), mask, n_mask) + _masked_mean(
+        sq.index_select(-1, expr), mask, n_mask
     )
     if consecutive and pred.shape[1] >= 2:
         pair = mask[:, 1:] & mask[:, :-1]
         d_pred, d_tgt = pred.diff(dim=1), target.diff(dim=1)
-        terms["velocity"] = _masked_mean((d_pred - d_tgt).square(), pair)
+        terms["velocity"] = _masked_mean((d_pred - d_tgt).square(), pair, n_pair)
         if pred is not raw:  # the model smoothed: y_{t-1} is pred[t-1]
-            terms["consistency"] = _masked_mean((raw[:, 1:] - pred[:, :-1].detach()).square(), pair)
+            terms["consistency"] = _masked_mean((raw[:, 1:] - pred[:, :-1].detach()).square(), pair, n_pair)
     total = sum(float(getattr(cfg, name)) * value for name, value in terms.items())
     terms["total"] = total.detach()
     return total, terms

@@ -3,6 +3,7 @@ optimiser, MLflow run); :mod:`koemorph.training.loop` advances it."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from koemorph.config import Config, FeaturesConfig, flatten, load_config, to_dic
 from koemorph.data.cache import FeatureCache
 from koemorph.model import build_model
 from koemorph.model.windows import spans
+from koemorph.training import distributed
 from koemorph.training.batches import BlockDataset
 from koemorph.training.checkpoint import load_checkpoint, seed_everything, set_rng_state
 from koemorph.training.diagnostics import GradientWarnings, StepMeter
@@ -70,6 +72,8 @@ class TrainState:
     interrupt_requested: bool = False
     meter: StepMeter = field(default_factory=StepMeter)
     warner: GradientWarnings | None = None
+    world: distributed.World = field(default_factory=distributed.World)
+    net: torch.nn.Module | None = None  # what the steps run: the DDP-wrapped model (None: ``model``)
 
     @property
     def budget_s(self) -> float:
@@ -115,6 +119,7 @@ def setup(
     ckpt = load_checkpoint(out / "last.pt") if resume else None
     cfg, cache = open_store(cfg, store, ckpt, overrides)
     tc = cfg.train
+    world, ddp_device = distributed.init_from_env(tc.device)
     train_ids, val_ids = cache.ids("train"), cache.ids("val")
     if not train_ids:
         raise ValueError(f"{store}: no train-split files with targets")
@@ -122,24 +127,54 @@ def setup(
         cache.load(fid)
     geometry = spans(cfg.model, cfg.features)  # C, L, E in frames at the store's fps
     dataset = BlockDataset(cache, train_ids, geometry.context, geometry.lookahead, geometry.emotion_context)
-    sampler = Sampler([cache.num_frames(i) for i in train_ids], cfg.sampling, tc.seed, tc.epochs)
+    sampler = Sampler(
+        [cache.num_frames(i) for i in train_ids], global_batches(cfg, world), tc.seed, tc.epochs
+    )
     seed_everything(tc.seed)
-    device = pick_device(tc.device)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, min(8, len(os.sched_getaffinity(0)))))
+    device = ddp_device or pick_device(tc.device)
+    if device.type == "cpu":  # data parallel: the host's cores shared among its ranks
+        cores = max(1, min(8, len(os.sched_getaffinity(0)) // world.local_size))
+        torch.set_num_threads(tc.threads or cores)
     model, optimizer, scale = build_optimised_model(cfg, cache, train_ids, device, fresh=ckpt is None)
     planned = sum(sampler.steps(e) for e in range(tc.epochs))
     position = {"schedule": {"horizon": planned, "replanned": False}}
     if ckpt is not None:
-        position = restore(ckpt, model, optimizer, planned if "epochs" in overrides else None)
-    run_id = ckpt.get("mlflow_run_id") if ckpt else None
-    tracker = Tracker(
-        resolve_uri(tracking_uri, tc.tracking_uri), tc.experiment, run_id=run_id, run_name=out.name
-    )
+        position = restore(ckpt, model, optimizer, planned if "epochs" in overrides else None, world)
+    tracker = make_tracker(cfg, out, ckpt, tracking_uri, world)
+    if world.distributed:
+        clock = distributed.SharedClock(clock, world, device)
+        console = console if world.main else Console(stderr=True, quiet=True)
     parts = dict(cfg=cfg, out=out, store=store, cache=cache, train_ids=train_ids, val_ids=val_ids)
     parts.update(dataset=dataset, sampler=sampler, device=device, model=model, optimizer=optimizer)
-    parts.update(scale=scale, planned=planned, tracker=tracker, console=console, clock=clock)
+    parts.update(scale=scale, planned=planned, tracker=tracker, console=console, clock=clock, world=world)
+    parts.update(net=distributed.wrap(model, world, device) if world.distributed else None)
     return TrainState(**parts, **position, resumed=ckpt is not None, warner=GradientWarnings(console))
+
+
+def global_batches(cfg: Config, world: distributed.World):
+    """The sampling config of the global batches: ``sampling.*_batch_size`` are per rank, so the
+    sampler forms batches of that many blocks times the world size (itself for one process)."""
+    sc = cfg.sampling
+    if not world.distributed:
+        return sc
+    return dataclasses.replace(
+        sc,
+        dense_batch_size=sc.dense_batch_size * world.size,
+        sparse_batch_size=sc.sparse_batch_size * world.size,
+    )
+
+
+def make_tracker(cfg: Config, out: Path, ckpt: dict | None, tracking_uri: str | None, world):
+    """Rank 0: the run's MLflow :class:`Tracker` (the checkpoint's run on resume, else a new one);
+    the other ranks: a :class:`~koemorph.training.distributed.NullTracker` with rank 0's run id."""
+    tc = cfg.train
+    uri = resolve_uri(tracking_uri, tc.tracking_uri)
+    if not world.main:
+        return distributed.NullTracker(uri, distributed.broadcast(None, world))
+    run_id = ckpt.get("mlflow_run_id") if ckpt else None
+    tracker = Tracker(uri, tc.experiment, run_id=run_id, run_name=out.name)
+    distributed.broadcast(tracker.run_id, world)
+    return tracker
 
 
 def open_store(cfg: Config, store: Path, ckpt: dict | None, overrides: dict) -> tuple[Config, FeatureCache]:
@@ -175,15 +210,17 @@ def build_optimised_model(cfg: Config, cache: FeatureCache, train_ids: list[str]
     return model, optimizer, scale
 
 
-def restore(ckpt: dict, model, optimizer, horizon: int | None) -> dict:
+def restore(ckpt: dict, model, optimizer, horizon: int | None, world: distributed.World) -> dict:
     """Load a checkpoint's weights, optimiser and RNG states; returns its position (TrainState fields).
-    ``horizon`` replaces the saved LR horizon (when the epochs were overridden)."""
+    ``horizon`` replaces the saved LR horizon (when the epochs were overridden). Each rank restores its
+    own RNG states when the checkpoint holds them for this world size (``rng_ranks``), else rank 0's."""
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     schedule = dict(ckpt["schedule"])
     if horizon is not None:
         schedule["horizon"] = horizon
-    set_rng_state(ckpt["rng"])
+    ranks = ckpt.get("rng_ranks") or []
+    set_rng_state(ranks[world.rank] if len(ranks) == world.size else ckpt["rng"])
     return {
         "schedule": schedule,
         "epoch": ckpt["epoch"],
@@ -198,8 +235,10 @@ def begin(state: TrainState) -> None:
     """Log a new run's params, config and tags; make the run folder; keep a resumed run's epoch rows;
     start the clocks."""
     cfg, cache = state.cfg, state.cache
+    if state.world.distributed:
+        state.clock.sync()  # rank 0's time on every rank
     if not state.resumed:
-        state.tracker.log_params(flatten(to_dict(cfg)))
+        state.tracker.log_params({**flatten(to_dict(cfg)), "world_size": state.world.size})
         state.tracker.log_dict(to_dict(cfg), "config.yaml")
         tags = {
             "store": str(state.store.resolve()),
