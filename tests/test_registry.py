@@ -69,9 +69,11 @@ def test_a_registered_feature_is_hashed_stored_and_summarised(tmp_path, rms_feat
     assert read_group_attrs(tmp_path / "s.zarr", "train__a_0")["hashes"]["rms"] == hashes["rms"]
     assert feature_stats([record])["rms"]["frames"] == 58  # rows before first_valid_frame left out
     (changed,), _ = plan(
-        load_manifest(tmp_path / "m.jsonl"), tmp_path / "s.zarr", load_config(None, ["features.egemaps=false",
-        "features.db_floor=-90"]).features, cfg.data
-    )  # fmt: skip
+        load_manifest(tmp_path / "m.jsonl"),
+        tmp_path / "s.zarr",
+        load_config(None, ["features.egemaps=false", "features.db_floor=-90"]).features,
+        cfg.data,
+    )
     assert changed.keep == ("targets",)  # mel and rms both read db_floor
 
 

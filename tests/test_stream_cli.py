@@ -156,8 +156,20 @@ def test_ctrl_c_flushes_and_closes_the_sinks(env):
     """SIGINT once every written sample has been consumed: the last lookahead frames still come out,
     the WebSocket client gets every frame and a clean close, no traceback, exit code 130."""
     pcm, want = env["audio"]["c16"], env["rendered"]["c16"]
-    proc = koemorph("--model", env["ckpt"], "--format", "s16le", "--chunk-s", "0.05", "--jsonl",
-                    "--ws", "127.0.0.1:0", "--ws-wait", "1", stdin=subprocess.PIPE)  # fmt: skip
+    proc = koemorph(
+        "--model",
+        env["ckpt"],
+        "--format",
+        "s16le",
+        "--chunk-s",
+        "0.05",
+        "--jsonl",
+        "--ws",
+        "127.0.0.1:0",
+        "--ws-wait",
+        "1",
+        stdin=subprocess.PIPE,
+    )
     client, thread = ws_client(ws_port(proc))
     proc.stdin.write(pcm.astype("<i2").tobytes())
     proc.stdin.flush()  # stdin stays open: the stream is waiting for more audio when interrupted
