@@ -34,17 +34,20 @@ def _stats(samples: np.ndarray, cfg) -> dict:
     return stats
 
 
-def random_checkpoint(path: Path, overrides: list[str], samples: np.ndarray) -> Path:
-    """A checkpoint with random weights, widened so that its outputs move (an untrained decoder is flat)."""
-    cfg = load_config(None, SMALL + overrides)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.features)
+def widen(model: torch.nn.Module, hidden_bias: bool = False) -> torch.nn.Module:
+    """Scale every weight of an untrained ``model`` by 3 and zero the decoder's output bias (and, with
+    ``hidden_bias``, its hidden-layer bias), so that its nearly flat sigmoid outputs move with the audio."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.mul_(3.0)
-            if name.startswith("decoder") and name.endswith("bias"):
+            if name.startswith("decoder") and name.endswith("bias") and (hidden_bias or p.numel() in (1, 52)):
                 p.zero_()
-    stats = _stats(samples, cfg)
+    return model
+
+
+def save_untrained(path: Path, model: torch.nn.Module, cfg, stats: dict) -> Path:
+    """``model`` saved as a checkpoint of no training run (step 0, a fresh SGD optimiser) with ``cfg``
+    and the feature ``stats``; it renders, streams and exports like a trained one."""
     return save_checkpoint(
         path,
         model=model,
@@ -57,6 +60,14 @@ def random_checkpoint(path: Path, overrides: list[str], samples: np.ndarray) -> 
         bad_validations=0,
         config=to_dict(cfg),
         stats=stats,
-        fps=30,
+        fps=cfg.features.fps,
         run_id=None,
     )
+
+
+def random_checkpoint(path: Path, overrides: list[str], samples: np.ndarray) -> Path:
+    """A checkpoint with random weights, widened so that its outputs move (an untrained decoder is flat)."""
+    cfg = load_config(None, SMALL + overrides)
+    torch.manual_seed(0)
+    model = widen(build_model(cfg.model, cfg.features), hidden_bias=True)
+    return save_untrained(path, model, cfg, _stats(samples, cfg))

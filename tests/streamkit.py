@@ -7,18 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from koemorph.config import load_config, to_dict
+from koemorph.config import load_config
 from koemorph.model import build_model
-from koemorph.training.checkpoint import save_checkpoint
-
-SMALL = [
-    "model.d_model=32",
-    "model.num_heads=4",
-    "model.mel_bands=4",
-    "model.decoder_hidden=32",
-    "model.context_s=1.0",
-    "model.emotion_context_s=2.0",
-]
+from tests.checkpointkit import SMALL, save_untrained, widen
 
 
 def babble(seconds: float, sr: int = 16_000, seed: int = 0) -> np.ndarray:
@@ -47,24 +38,4 @@ def make_checkpoint(path: Path, egemaps: bool, seed: int = 0) -> Path:
         _, native, _ = egemaps_of(audio, cfg.features)
         stats["egemaps"] = {"mean": native.mean(0).tolist(), "std": (native.std(0) + 1e-3).tolist()}
     torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.features)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.mul_(3.0)
-            if name.startswith("decoder") and name.endswith("bias") and p.numel() in (1, 52):
-                p.zero_()
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats=stats,
-        fps=30,
-        run_id=None,
-    )
+    return save_untrained(path, widen(build_model(cfg.model, cfg.features)), cfg, stats)

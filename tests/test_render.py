@@ -15,52 +15,27 @@ from typer.testing import CliRunner
 
 from koemorph import blendshapes as bs
 from koemorph import grid
-from koemorph.config import load_config, to_dict
+from koemorph.config import load_config
 from koemorph.inference.postprocess import RenderConfig, clamp, parse_clamp, silence_weight, smooth
 from koemorph.inference.render import MANIFEST_NAME
 from koemorph.io.audio import load_audio
 from koemorph.io.tracks import read_track
 from koemorph.model import build_model
-from koemorph.training.checkpoint import load_model, save_checkpoint
+from koemorph.training.checkpoint import load_model
 from pipeline.render import render
+from tests.checkpointkit import SMALL, save_untrained, widen
 from tests.storekit import build_store
 
-SMALL = [
-    "model.d_model=32",
-    "model.num_heads=4",
-    "model.mel_bands=4",
-    "model.decoder_hidden=32",
-    "model.context_s=1.0",
-    "model.emotion_context_s=2.0",
-]
 GOOD = {"a/b/spk0 take.wav": 3.0, "ünï/コエ.wav": 2.0, "top.flac": 1.5, "short.wav": 0.25}
 BAD = ("bad/corrupt.wav", "bad/empty.wav", "bad/nan.wav")
 
 
 def make_checkpoint(path: Path, stats: dict, seed: int = 0) -> Path:
+    """A small untrained model, widened so that its outputs move, with the store's feature stats."""
     cfg = load_config(None, SMALL)
     torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.features)
-    with torch.no_grad():  # an untrained decoder is nearly flat: widen its output so changes show
-        for name, p in model.named_parameters():
-            p.mul_(3.0)
-            if name.startswith("decoder") and name.endswith("bias") and p.numel() in (1, 52):
-                p.zero_()  # output bias 0: sigmoid outputs around 0.5, far from 0 and 1
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats={k: stats[k] for k in ("mel", "egemaps")},
-        fps=30,
-        run_id=None,
-    )
+    model = widen(build_model(cfg.model, cfg.features))
+    return save_untrained(path, model, cfg, {k: stats[k] for k in ("mel", "egemaps")})
 
 
 @pytest.fixture(scope="module")

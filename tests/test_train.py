@@ -24,18 +24,14 @@ from koemorph.training.checkpoint import load_checkpoint, set_rng_state
 from koemorph.training.interrupt import SIGINT_STEP_ENV
 from koemorph.training.loop import train
 from koemorph.training.outputs import read_epoch_rows
+from tests.checkpointkit import SMALL as SMALL_MODEL
 from tests.conftest import tone
 from tests.storekit import build_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = [
-    "model.d_model=32",
-    "model.num_heads=4",
-    "model.mel_bands=4",
-    "model.decoder_hidden=32",
-    "model.context_s=1.0",
-    "model.emotion_context_s=2.0",
+    *SMALL_MODEL,
     "sampling.dense_block_frames=16",
     "sampling.sparse_block_frames=64",
     "sampling.sparse_stride=8",
