@@ -122,24 +122,6 @@ def fail(message: str, code: int = 1):
     raise CommandError(message, code)
 
 
-def checkpoint_path(spec: str | Path, missing: str | None = None) -> str:
-    """``spec``, after failing naming the file if it is a local file that cannot be read as a koemorph
-    checkpoint (empty, truncated, garbage); a spec that is no file fails with ``missing`` if given
-    (else it is left to the loader: an MLflow URI, or its own "no such file")."""
-    path = Path(spec)
-    if not path.is_file():
-        if missing:
-            fail(f"{path}: {missing}", code=2)
-        return str(spec)
-    from koemorph.training.checkpoint import load_checkpoint
-
-    try:
-        load_checkpoint(path)
-    except (ValueError, OSError) as exc:  # the loader's message names the file and the problem
-        fail(str(exc), code=2)
-    return str(spec)
-
-
 def need_opensmile(features) -> None:
     """Fail with both ways out if eGeMAPS is on and openSMILE (the `egemaps` extra) is missing."""
     if not features.egemaps:

@@ -16,7 +16,6 @@ from cli.app import (
     TrackingUriOpt,
     WorkersOpt,
     app,
-    checkpoint_path,
     config_from,
     fail,
     print_summary,
@@ -125,7 +124,7 @@ def render(
         summary = run_render(
             input_dir,
             out,
-            checkpoint_path(model or Path(paths.run_dir) / "best.pt"),
+            str(model or Path(paths.run_dir) / "best.pt"),  # resolved and checked by the loader
             fmt=cfg.render.format,
             fps=cfg.render.fps or None,
             post=cfg.render,

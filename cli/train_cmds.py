@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import ParamsOpt, SetOpt, app, checkpoint_path, config_from, fail, print_summary
+from cli.app import ParamsOpt, SetOpt, app, config_from, fail, print_summary
 
 
 def _interrupted(exc: KeyboardInterrupt) -> str:
@@ -23,6 +23,18 @@ def _interrupted(exc: KeyboardInterrupt) -> str:
     return (
         f"interrupted at step {s['steps']}: {s['last']} {saved}; to continue, rerun the command with --resume"
     )
+
+
+def _check_resumable(path: Path) -> None:
+    """Fail (exit 2), naming ``path``, unless it is a readable koemorph checkpoint to resume from."""
+    from koemorph.training.checkpoint import load_checkpoint
+
+    if not path.is_file():
+        fail(f"{path}: nothing to resume", code=2)
+    try:
+        load_checkpoint(path)
+    except (ValueError, OSError) as exc:  # the loader's message names the file and the problem
+        fail(str(exc), code=2)
 
 
 def _launch_ranks(nproc: int, store, out, tracking_uri, epochs, max_minutes, params, resume, sets):
@@ -73,7 +85,7 @@ def train(
         fail(f"{store}: no feature store; run `koemorph extract MANIFEST --store {store}` first", code=2)
     out_dir = out or Path(cfg.paths.run_dir)
     if resume:
-        checkpoint_path(out_dir / "last.pt", missing="nothing to resume")
+        _check_resumable(out_dir / "last.pt")
     from koemorph.training.distributed import RankStopped
     from koemorph.training.loop import train as run_train
 
