@@ -8,7 +8,6 @@ and warms the model once per worker; each record is journalled as it arrives, an
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from koemorph.inference.postprocess import RenderConfig
@@ -45,9 +44,7 @@ def render(
 
     if not Path(input_dir).is_dir():
         raise FileNotFoundError(f"{input_dir}: not a folder")
-    if runtime not in ("torch", "onnx"):
-        raise ValueError(f"unknown runtime {runtime!r}: choose 'torch' or 'onnx'")
-    ref = dataclasses.replace(resolve_model(model, out_dir, tracking_uri), runtime=runtime)
+    ref = resolve_model(model, out_dir, tracking_uri, runtime)
     with render_lock(out_dir):
         return _render(input_dir, out_dir, ref, fmt, fps, post, store, workers, scheduler)
 

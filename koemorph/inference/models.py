@@ -17,6 +17,7 @@ import numpy as np
 from koemorph import grid
 
 MODEL_DIR = ".render_models"  # MLflow downloads, inside OUT_DIR (workers must see them)
+RUNTIMES = ("torch", "onnx")  # onnx: blocks run by onnxruntime on the checkpoint's export
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
@@ -30,7 +31,7 @@ class ModelRef:
     source: str  # what the user passed
     fps: int  # the model's native (features) fps
     features: dict  # the checkpoint's FeaturesConfig as a dict
-    runtime: str = "torch"  # "torch", or "onnx": blocks run by onnxruntime on the checkpoint's export
+    runtime: str = "torch"  # one of RUNTIMES
 
 
 def _download(spec: str, out_dir: str | Path, tracking_uri: str | None) -> Path:
@@ -53,15 +54,20 @@ def _download(spec: str, out_dir: str | Path, tracking_uri: str | None) -> Path:
     return local
 
 
-def resolve_model(spec: str, out_dir: str | Path, tracking_uri: str | None = None) -> ModelRef:
+def resolve_model(
+    spec: str, out_dir: str | Path, tracking_uri: str | None = None, runtime: str = "torch"
+) -> ModelRef:
     """A checkpoint path, or an MLflow URI (``runs:/<run_id>/<path>``, ``models:/<name>/<version>``)
-    downloaded with ``mlflow.artifacts.download_artifacts`` into ``OUT_DIR/.render_models/``.
+    downloaded with ``mlflow.artifacts.download_artifacts`` into ``OUT_DIR/.render_models/``, to be
+    run by ``runtime`` (:data:`RUNTIMES`).
 
     Tracking URI: ``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
     """
     from koemorph.io.audio import sha256_file
     from koemorph.training.checkpoint import load_checkpoint
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     run_id = None
     if spec.startswith(MLFLOW_SCHEMES):
         if spec.startswith("runs:/"):
@@ -81,6 +87,7 @@ def resolve_model(spec: str, out_dir: str | Path, tracking_uri: str | None = Non
         spec,
         int(ckpt["fps"]),
         dict(ckpt["config"]["features"]),
+        runtime,
     )
 
 

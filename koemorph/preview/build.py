@@ -42,9 +42,7 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
     from koemorph.inference.models import resolve_model
     from koemorph.inference.render import RenderJob, render_values
 
-    if runtime not in ("torch", "onnx"):
-        raise ValueError(f"unknown runtime {runtime!r}: choose 'torch' or 'onnx'")
-    ref = dataclasses.replace(resolve_model(spec, work_dir), runtime=runtime)
+    ref = resolve_model(spec, work_dir, runtime=runtime)
     job = RenderJob(
         str(Path(audio).resolve()),
         Path(audio).name,
