@@ -13,12 +13,14 @@ for every engine in turn as the held-out fold:
    and score them (:func:`koemorph.evaluation.evaluate.evaluate`, the code of ``koemorph
    evaluate``, with the ridge and mean-pose baselines fit on the fold's train split).
 
-Printed per fold and method (model, ridge, mean pose): Pearson r of the mouth, expression and
-closure groups (mean over files of the mean over non-flat channels), lip r (Pearson of the lip
-aperture ``jawOpen - mouthClose`` per file, mean over files), bilabial closure recall and the
-false-closure rate on open vowels (segments from each file's ``.phones.json``, pooled counts),
-and the jawOpen sync lag (ms, mean over files); then Pearson r per mouth/key channel over the
-pooled frames. ``--set KEY=VALUE`` overrides the config of every fold (e.g. ``model.kind=simplified``).
+Printed per fold and method (model, ridge, mean pose): lip r and closure r (Pearson r per channel
+over every held-out frame pooled, mean over the 18 ``LIP_NAMES`` / the 4 ``CLOSURE_NAMES`` of
+:mod:`koemorph.blendshapes`), Pearson r of the mouth and expression groups (mean over files of the
+mean over non-flat channels), bilabial closure recall and the false-closure rate on open vowels
+(segments from each file's ``.phones.json``, pooled counts;
+:func:`koemorph.evaluation.metrics.closure_scores`), and the jawOpen sync lag (ms, mean over
+files); then Pearson r per mouth/key channel over the pooled frames. ``--set KEY=VALUE``
+overrides the config of every fold (e.g. ``model.kind=simplified``).
 Everything goes under ``--out``: per fold the manifest, store, run, renders and ``generalise.json``.
 """
 
@@ -37,7 +39,6 @@ from koemorph import blendshapes as bs
 
 METHODS = ("model", "ridge", "mean_pose")
 ROWS = list(bs.MOUTH_NAMES) + [n for n in bs.KEY_NAMES if n not in bs.MOUTH_NAMES]
-JAW, CLOSE = bs.INDEX["jawOpen"], bs.INDEX["mouthClose"]
 
 
 def log(message: str) -> None:
@@ -86,7 +87,9 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
     fold.mkdir(parents=True, exist_ok=True)
     sets = ["data.split_by=engine", f"data.holdout_engine={engine}", *args.set]
     cfg = load_config(None, overrides=sets)
-    manifest, store = fold / "manifest.jsonl", fold / "features.zarr"
+    stores = Path(args.stores) / f"holdout-{engine}" if args.stores else fold
+    stores.mkdir(parents=True, exist_ok=True)
+    manifest, store = fold / "manifest.jsonl", stores / "features.zarr"
     result = build_manifest(corpus, manifest, cfg.data)
     counts = {s: sum(e.split == s for e in result.entries) for s in ("train", "val", "test")}
     log(f"[{engine}] manifest: {counts} files, {len(result.problems)} problem(s)")
@@ -124,18 +127,17 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
     return scores
 
 
-def lip_r(preds: list, truths: list) -> float:
-    """Mean over files of Pearson r of the lip aperture ``jawOpen - mouthClose`` (NaN if flat)."""
-    rs = []
-    for p, y in zip(preds, truths):
-        a, b = p[:, JAW] - p[:, CLOSE], y[:, JAW] - y[:, CLOSE]
-        if a.std() > 1e-6 and b.std() > 1e-6:
-            rs.append(float(np.corrcoef(a, b)[0, 1]))
-    return float(np.mean(rs)) if rs else float("nan")
+def pooled_r(preds: list, truths: list, names, flat_std: float) -> float:
+    """Pearson r per channel of ``names`` over every held-out frame pooled, mean over the non-flat ones."""
+    from koemorph.evaluation.metrics import channel_pearson
+
+    r = channel_pearson(np.concatenate(preds), np.concatenate(truths), flat_std)[bs.indices(names)]
+    return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
 
 
 def fold_scores(ev, ecfg) -> dict:
-    """Per method: group r, lip r, closure recall / false closures (pooled), sync lag; per channel r."""
+    """Per method: pooled lip and closure r, per-file group r, closure recall / false closures
+    (pooled counts), sync lag; per channel pooled r."""
     from koemorph.evaluation.metrics import channel_pearson
 
     summary = ev.summary(ecfg)
@@ -144,10 +146,10 @@ def fold_scores(ev, ecfg) -> dict:
         agg, truths = summary[m], [ev.truths[i] for i in ev.truth_index[m]]
         out["methods"][m] = {
             "files": len(truths),
+            "lip r": pooled_r(ev.preds[m], truths, bs.LIP_NAMES, ecfg.flat_std),
+            "closure r": pooled_r(ev.preds[m], truths, bs.CLOSURE_NAMES, ecfg.flat_std),
             "mouth r": agg.get("mouth/pearson"),
             "expression r": agg.get("expression/pearson"),
-            "closure r": agg.get("closure/pearson"),
-            "lip r": lip_r(ev.preds[m], truths),
             "closure recall": agg.get("micro/closure/recall"),
             "false closures": agg.get("micro/closure/false_closure_rate"),
             "sync lag ms": agg.get("sync_lag_ms"),
@@ -169,10 +171,10 @@ def print_fold(s: dict) -> None:
         print(f"   {note}")
     print(f"{'group':22s}" + "".join(f"{m:>10s}" for m in methods))
     for key in (
+        "lip r",
+        "closure r",
         "mouth r",
         "expression r",
-        "closure r",
-        "lip r",
         "closure recall",
         "false closures",
         "sync lag ms",
@@ -185,7 +187,7 @@ def print_fold(s: dict) -> None:
 
 def print_overall(folds: list[dict]) -> None:
     print("\n== all folds: mean over held-out engines")
-    keys = ("mouth r", "closure r", "lip r", "closure recall", "false closures", "sync lag ms")
+    keys = ("lip r", "closure r", "mouth r", "closure recall", "false closures", "sync lag ms")
     print(f"{'fold':14s}{'method':>10s}" + "".join(f"{k:>16s}" for k in keys))
     for s in folds:
         for m in (m for m in METHODS if m in s["methods"]):
@@ -210,6 +212,11 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/generalise")
+    ap.add_argument(
+        "--stores",
+        default="",
+        help="keep the folds' feature stores here (shared by runs with one feature config)",
+    )
     args = ap.parse_args(argv)
     import torch
 

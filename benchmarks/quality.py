@@ -74,7 +74,7 @@ def predict_split(model, cfg, store: str | Path, split: str = "test") -> tuple[l
                 data["egemaps"],
                 cache.fps,
                 chunk=256,
-                pad_mel=cache.mel_pad,
+                pad_mel=cache.frame_pad,
                 pad_egemaps=0.0,
             )
         )

@@ -97,6 +97,14 @@ EXPRESSION_NAMES = _group("eye", "brow", "cheek", "nose")  # 24: upper face and 
 MOUTH_INDICES = indices(MOUTH_NAMES)
 EXPRESSION_INDICES = indices(EXPRESSION_NAMES)
 
+# The lips of speech: jaw opening and the lip shapes that articulate sounds (not jaw/mouth sideways
+# moves, frowns, dimples or the tongue). The benchmarks' "lip r" is pooled Pearson r over these.
+LIP_NAMES = (
+    "jawOpen", "mouthClose", "mouthFunnel", "mouthPucker", "mouthRollLower", "mouthRollUpper",
+    "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight",
+    "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "mouthStretchLeft", "mouthStretchRight", "mouthSmileLeft", "mouthSmileRight",
+)  # fmt: skip
 # Lips closed or pressed: the channels that carry bilabials (p, b, m).
 CLOSURE_NAMES = ("mouthClose", "mouthPressLeft", "mouthPressRight", "mouthRollLower")
 # Channels plotted and reported first: jaw, lips, smile, blink, brow.
@@ -109,3 +117,4 @@ UPPER_FACE_NAMES = tuple(
 assert NUM_BLENDSHAPES == 52 and len(set(ARKIT_NAMES)) == 52
 assert len(MOUTH_NAMES) == 28 and len(EXPRESSION_NAMES) == 24
 assert set(MOUTH_NAMES).isdisjoint(EXPRESSION_NAMES)
+assert len(LIP_NAMES) == 18 and set(LIP_NAMES) <= set(MOUTH_NAMES) and set(CLOSURE_NAMES) <= set(LIP_NAMES)

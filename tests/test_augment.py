@@ -75,7 +75,7 @@ def test_egemaps_offset_is_fixed_per_row_and_feature_and_skips_zero_rows():
 
 def test_batches_are_seeded_by_position_not_by_call_order():
     class Cache:
-        mel_mean, mel_std, mel_pad = MEAN, STD, PAD
+        mel_mean, mel_std, mel_pad, n_mels, n_phones = MEAN, STD, PAD, F, 0
 
     batch = {
         "mel": torch.from_numpy(_mel()),
@@ -91,6 +91,20 @@ def test_batches_are_seeded_by_position_not_by_call_order():
     assert torch.equal(a["mel"], b["mel"]) and not torch.equal(a["mel"], c["mel"])
     assert a["targets"] is batch["targets"]
     assert not torch.equal(a["mel"], batch["mel"])
+
+
+def test_phone_columns_of_the_frame_input_are_not_augmented():
+    class Cache:
+        mel_mean, mel_std, mel_pad, n_mels, n_phones = MEAN, STD, PAD, F, 40
+
+    mel = torch.from_numpy(_mel())
+    phones = torch.zeros(*mel.shape[:2], 40)
+    phones[..., 3] = 1.0
+    batch = {"mel": torch.cat([mel, phones], -1), "egemaps": None}
+    out = augment_batch(batch, batch_rng(0, 0, 0), AugmentConfig(), Cache)["mel"]
+    alone = augment_batch({"mel": mel, "egemaps": None}, batch_rng(0, 0, 0), AugmentConfig(), Cache)["mel"]
+    assert out.shape == batch["mel"].shape and torch.equal(out[..., F:], phones)
+    assert torch.equal(out[..., :F], alone) and not torch.equal(alone, mel)
 
 
 @pytest.mark.parametrize("field", ["shift_bins", "gain_db", "tilt_db"])

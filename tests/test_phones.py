@@ -181,10 +181,16 @@ def test_stream_returns_final_rows_and_mostly_agrees_with_whole_file():
 
 
 @needs_pocketsphinx
-def test_hash_fields_fix_the_output():
-    h = ph.hash_fields(FeaturesConfig(fps=60))
-    assert h["fps"] == 60 and h["decoder"] == ph.DECODER_SETTINGS and h["phones"] == list(ph.PHONES)
+def test_the_cache_hash_covers_what_fixes_the_output():
+    from koemorph.config import DataConfig
+    from koemorph.data.extract import array_hashes
+
+    h = ph.hash_constants()
+    assert h["decoder"] == ph.DECODER_SETTINGS and h["phones"] == list(ph.PHONES)
     assert h["pocketsphinx"] == "5.1.1"
+    off, on = (array_hashes(FeaturesConfig(phones=p), DataConfig())["phones"] for p in (False, True))
+    at60 = array_hashes(FeaturesConfig(phones=True, fps=60), DataConfig())["phones"]
+    assert off is None and on is not None and at60 not in (None, on)
 
 
 @needs_pocketsphinx

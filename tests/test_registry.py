@@ -25,12 +25,14 @@ def test_hashes_are_the_ones_stores_already_hold():
     assert array_hashes(cfg.features, cfg.data) == {
         "mel": "3e278d5d007dbf2d",
         "egemaps": "cb99773976860085",
+        "phones": None,
         "targets": "60c9d44a7438a79f",
     }
     cfg = load_config(None, ["features.egemaps=false", "features.fps=60"])
     assert array_hashes(cfg.features, cfg.data) == {
         "mel": "b1454000bd57aa7f",
         "egemaps": None,
+        "phones": None,
         "targets": "7b0c7ec5b71366f4",
     }
     assert config_hash(load_config(None).model) == "b60437f2c9c39d1c"
@@ -58,7 +60,7 @@ def test_a_registered_feature_is_hashed_stored_and_summarised(tmp_path, rms_feat
         register(rms_feature)
     cfg = load_config(None, ["features.egemaps=false"])
     hashes = array_hashes(cfg.features, cfg.data)
-    assert list(hashes) == ["mel", "egemaps", "rms", "targets"] and hashes["rms"]
+    assert list(hashes) == ["mel", "egemaps", "phones", "rms", "targets"] and hashes["rms"]
     write_pair(tmp_path / "data", "train/a_0", 2.0)
     build_manifest(tmp_path / "data", tmp_path / "m.jsonl", cfg.data)
     (job,), _ = plan(load_manifest(tmp_path / "m.jsonl"), tmp_path / "s.zarr", cfg.features, cfg.data)

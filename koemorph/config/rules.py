@@ -100,8 +100,11 @@ RULES: dict[str, dict] = {
     },
     "model": {
         "kind": one_of(*MODEL_KINDS),
-        **{k: COUNT for k in ("d_model", "num_heads", "mel_bands", "conv_kernel", "decoder_hidden")},
-        **{k: NON_NEGATIVE for k in ("lookahead_s", "mel_summary", "band_overlap", "temporal_layers")},
+        **{k: COUNT for k in ("d_model", "num_heads", "conv_kernel", "decoder_hidden")},
+        **{
+            k: NON_NEGATIVE
+            for k in ("mel_bands", "lookahead_s", "mel_summary", "band_overlap", "temporal_layers")
+        },
         "context_s": POSITIVE,
         "emotion_context_s": POSITIVE,
         "dropout": within(0, 1, hi_open=True),
@@ -176,8 +179,14 @@ def check_tree(cfg) -> None:
         raise ConfigError("data.split_ratios", f"must not all be 0, got {list(cfg.data.split_ratios)}")
     if m.d_model % m.num_heads:
         raise ConfigError("model.num_heads", f"{m.num_heads} must divide model.d_model {m.d_model}")
-    if m.kind == "dual_stream" and (f.n_mels % m.mel_bands or m.num_heads % m.mel_bands):
-        raise ConfigError(
-            "model.mel_bands",
-            f"{m.mel_bands} must divide features.n_mels {f.n_mels} and model.num_heads {m.num_heads}",
-        )
+    groups = m.mel_bands + bool(f.phones)  # token groups of the frame stream
+    problem = None
+    if m.mel_bands and f.n_mels % m.mel_bands:
+        problem = f"{m.mel_bands} must divide features.n_mels {f.n_mels}"
+    elif not groups:
+        problem = "0 needs features.phones: the frame stream reads mel bands, phones or both"
+    elif m.num_heads % groups:
+        what = "the mel bands plus the phone group" if f.phones else "it"
+        problem = f"{m.mel_bands} bands: {what} ({groups}) must divide model.num_heads {m.num_heads}"
+    if m.kind == "dual_stream" and problem:
+        raise ConfigError("model.mel_bands", problem)

@@ -70,6 +70,9 @@ class FeaturesConfig:
     egemaps_context_s: float = 20.0
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
+    phones: bool = (
+        False  # recognised phones [T, 40] (PocketSphinx, extra "phones"): a voice-independent input
+    )
 
     def __post_init__(self):
         check_section("features", self)
@@ -82,7 +85,7 @@ class ModelConfig:
     kind: str = "dual_stream"  # "dual_stream" | "simplified"
     d_model: int = 256
     num_heads: int = 8
-    mel_bands: int = 4  # dual-stream: mel split along frequency into this many bands
+    mel_bands: int = 4  # dual-stream: mel split along frequency into this many bands (0: phones only)
     context_s: float = 8.5333  # mel context per output frame (256 frames at 30 fps)
     lookahead_s: float = 0.1  # future audio an output frame may see (0: causal); lips lead the sound
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)

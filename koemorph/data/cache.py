@@ -2,7 +2,8 @@
 
 Training reads only what ``koemorph extract`` wrote (never audio):
 
-* the Zarr store ``S`` (one group per file: ``mel`` [T, 80] dB, ``egemaps`` [T, 88], ``targets`` [T, 52]),
+* the Zarr store ``S`` (one group per file: ``mel`` [T, 80] dB, ``egemaps`` [T, 88], ``phones`` [T, 40]
+  phone shares, ``targets`` [T, 52]),
 * its results manifest (:func:`koemorph.data.store.read_results`: ids, splits, frame counts, config hashes),
 * its stats (:func:`koemorph.data.store.read_stats`: train-split mean/std of mel and eGeMAPS, the feature
   config).
@@ -12,6 +13,8 @@ All arrays are on the store's frame grid: row ``k`` is at ``k / fps`` seconds. N
 ``first_valid_frame`` (no complete openSMILE window yet) set to 0 (:mod:`koemorph.features.normalise`, shared
 with ``koemorph render``). Outside a file the mel is
 padded with the normalised silence floor (``features.db_floor``), eGeMAPS and targets with 0.
+With phones, the ``mel`` this returns is the model's frame input: the normalised mel bins, then the
+40 phone shares as stored (``[T, n_mels + 40]``, padded with the silence row).
 
 Whole files are loaded into memory on first use, per process (after a DataLoader fork each
 worker loads what it touches; Zarr 3 resets its IO loop after fork). With
@@ -30,6 +33,7 @@ import numpy as np
 from koemorph.data.store import FileRecord, damaged, open_arrays, read_results, read_stats
 from koemorph.errors import InputError
 from koemorph.features.normalise import normalise_egemaps, normalise_mel
+from koemorph.features.phones import NUM_PHONES, silence_row
 from koemorph.io.digest import short_hash
 from koemorph.model.windows import mel_pad_value, window
 
@@ -44,11 +48,15 @@ class FileInfo:
 class FeatureCache:
     """Normalised features and targets of the files in one store.
 
-    ``fps``, ``n_mels``, ``n_egemaps`` (0 when eGeMAPS is absent or switched off) and ``mel_pad``
-    ([n_mels] float32, the normalised ``db_floor``) describe every array this returns.
+    ``fps``, ``n_mels``, ``n_egemaps`` (0 when eGeMAPS is absent or switched off), ``n_phones`` (40 with
+    ``use_phones``, else 0), ``mel_pad`` ([n_mels] float32, the normalised ``db_floor``) and
+    ``frame_pad`` ([n_mels + n_phones]: ``mel_pad``, then the phones' silence row) describe every
+    array this returns. ``use_phones`` on a store without phones is an :class:`InputError`.
     """
 
-    def __init__(self, store: str | Path, use_egemaps: bool = True, in_memory: bool = True):
+    def __init__(
+        self, store: str | Path, use_egemaps: bool = True, in_memory: bool = True, use_phones: bool = False
+    ):
         self.store = Path(store)
         self.records: list[FileRecord] = read_results(self.store)
         self.stats = read_stats(self.store)
@@ -70,12 +78,25 @@ class FeatureCache:
         if self.use_egemaps:
             self.ege_mean = np.asarray(self.stats["egemaps"]["mean"], np.float32)
             self.ege_std = np.asarray(self.stats["egemaps"]["std"], np.float32)
+        self._init_phones(use_phones)
         self.files = {r.id: FileInfo(r.id, r.split, int(r.num_frames)) for r in self.records}
         self._check_groups()
         self.in_memory = in_memory
         self._loaded: dict[str, dict] = {}
         self._handles: dict[str, dict] = {}
         self._pid = os.getpid()
+
+    def _init_phones(self, use_phones: bool) -> None:
+        self.use_phones = bool(use_phones)
+        missing = [r.id for r in self.records if "phones" not in (r.arrays or ())]
+        if self.use_phones and missing:
+            raise InputError(
+                self.store / missing[0],
+                "no phones array: extract with features.phones=true (pip install 'koemorph[phones]')",
+            )
+        self.n_phones = NUM_PHONES if self.use_phones else 0
+        phone_pad = silence_row() if self.use_phones else np.zeros(0, np.float32)
+        self.frame_pad = np.concatenate([self.mel_pad, phone_pad]).astype(np.float32)
 
     def _check_groups(self) -> None:
         """InputError naming the first group whose listed arrays are not all readable (cheap: no decoding)."""
@@ -137,6 +158,8 @@ class FeatureCache:
             return self._loaded[file_id]
         arrays = self._arrays(file_id)
         out = {"mel": self._normalise("mel", arrays["mel"][:], 0, 0), "egemaps": None, "targets": None}
+        if self.use_phones:
+            out["mel"] = np.concatenate([out["mel"], np.asarray(arrays["phones"][:], np.float32)], axis=1)
         if self.use_egemaps:
             first = int(arrays["egemaps"].attrs.get("first_valid_frame", 0))
             out["egemaps"] = self._normalise("egemaps", arrays["egemaps"][:], 0, first)
@@ -149,17 +172,23 @@ class FeatureCache:
     def slice(self, file_id: str, name: str, start: int, stop: int) -> np.ndarray:
         """Normalised rows ``[start, stop)`` of ``name`` for one file, padded outside the file.
 
-        Pads: mel -> ``mel_pad``; egemaps, targets -> 0. In memory this slices the loaded file;
-        otherwise it reads only the Zarr chunks that overlap ``[start, stop)``.
+        Pads: mel -> ``frame_pad`` (with phones, ``mel`` is the frame input, see the class);
+        egemaps, targets -> 0. In memory this slices the loaded file; otherwise it reads only the
+        Zarr chunks that overlap ``[start, stop)``.
         """
-        pad = self.mel_pad if name == "mel" else 0.0
+        pad = self.frame_pad if name == "mel" else 0.0
         if self.in_memory:
             return window(self.load(file_id)[name], start, stop, pad)
+        part, lo = self._read_rows(file_id, name, start, stop)
+        if name == "mel" and self.use_phones:
+            part = np.concatenate([part, self._read_rows(file_id, "phones", start, stop)[0]], axis=1)
+        return window(part, start - lo, stop - lo, pad)
+
+    def _read_rows(self, file_id: str, name: str, start: int, stop: int) -> tuple[np.ndarray, int]:
+        """``(rows, lo)``: the normalised stored rows of ``[start, stop)`` that exist, from row ``lo``."""
         arr = self._arrays(file_id)[name]
         n = arr.shape[0]
         lo, hi = min(max(0, start), n), max(0, min(n, stop))
         first = int(arr.attrs.get("first_valid_frame", 0)) if name == "egemaps" else 0
-        part = self._normalise(
-            name, arr[lo:hi] if hi > lo else np.zeros((0, arr.shape[1]), np.float32), lo, first
-        )
-        return window(part, start - lo, stop - lo, pad)
+        rows = arr[lo:hi] if hi > lo else np.zeros((0, arr.shape[1]), np.float32)
+        return self._normalise(name, rows, lo, first), lo

@@ -57,22 +57,40 @@ def first_valid_frame(n_frames: int, n_windows: int, features_cfg) -> int:
     return int(held.argmax()) if held.any() else int(n_frames)
 
 
-def normalise_features(mel, egemaps, first_valid: int, stats: dict, features_cfg: FeaturesConfig) -> dict:
+def normalise_features(
+    mel, egemaps, first_valid: int, stats: dict, features_cfg: FeaturesConfig, phones=None
+) -> dict:
     """Normalise one whole file's features exactly as training does.
 
     ``mel`` ``[T, n_mels]`` dB, ``egemaps`` ``[T, 88]`` raw or None, ``first_valid`` the file's first
     valid eGeMAPS frame, ``stats`` as in the module docstring, ``features_cfg`` the
-    ``FeaturesConfig`` (only ``db_floor`` and ``egemaps`` are read).
-    Returns ``{"mel": [T, n_mels], "egemaps": [T, 88] or None, "mel_pad": [n_mels]}``, float32.
+    ``FeaturesConfig`` (only ``db_floor``, ``egemaps`` and ``phones`` are read), ``phones``
+    ``[T, 40]`` phone shares (needed when ``features_cfg.phones``; kept as they are).
+    Returns ``{"mel": [T, D], "egemaps": [T, 88] or None, "mel_pad": [D]}``, float32: the model's
+    frame input, ``D = n_mels`` (then the 40 phone columns with phones, padded with the silence row).
     eGeMAPS is None when ``egemaps`` is None, the config switches it off, or ``stats`` has none.
     """
     mel_mean, mel_std = _mean_std(stats, "mel")
     out = {
         "mel": normalise_mel(mel, mel_mean, mel_std),
         "egemaps": None,
-        "mel_pad": mel_pad_value(mel_mean, mel_std, float(features_cfg.db_floor)),
+        "mel_pad": frame_pad(stats, features_cfg),
     }
     if egemaps is not None and features_cfg.egemaps and "egemaps" in stats:
         ege_mean, ege_std = _mean_std(stats, "egemaps")
         out["egemaps"] = normalise_egemaps(egemaps, ege_mean, ege_std, first_valid)
+    if features_cfg.phones:
+        if phones is None or len(phones) != len(mel):
+            raise ValueError(f"the model reads phones: pass [{len(mel)}, 40] phone shares")
+        out["mel"] = np.concatenate([out["mel"], np.asarray(phones, np.float32)], axis=1)
     return out
+
+
+def frame_pad(stats: dict, features_cfg: FeaturesConfig) -> np.ndarray:
+    """The model's frame-input row outside the audio, ``[n_mels (+ 40)]`` float32: normalised digital
+    silence (``features.db_floor``), then with ``features_cfg.phones`` the phones' silence row."""
+    from koemorph.features.phones import silence_row
+
+    mel_mean, mel_std = _mean_std(stats, "mel")
+    pad = mel_pad_value(mel_mean, mel_std, float(features_cfg.db_floor))
+    return np.concatenate([pad, silence_row()]).astype(np.float32) if features_cfg.phones else pad

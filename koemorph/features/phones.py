@@ -48,6 +48,7 @@ PHONES: tuple[str, ...] = (
 )
 # fmt: on
 PHONE_INDEX = {p: i for i, p in enumerate(PHONES)}
+NUM_PHONES = len(PHONES)  # P, the width of every output
 NOISE_FILLER, SPEECH_FILLER = "+NSN+", "+SPN+"
 
 SPHINX_RATE = 100  # PocketSphinx frames per second
@@ -72,18 +73,24 @@ def available() -> bool:
     return True
 
 
-def hash_fields(cfg: FeaturesConfig) -> dict:
-    """Everything that fixes :func:`phone_features`' output, for a feature-cache hash."""
+def hash_constants() -> dict:
+    """What fixes :func:`phone_features`' output besides the grid (the feature-cache hash adds fps and
+    sample rate): the phone set, the decoder settings, the PocketSphinx version, the encoding."""
     from importlib.metadata import version
 
     return {
-        "fps": int(cfg.fps),
-        "sample_rate": grid.SAMPLE_RATE,
         "phones": list(PHONES),
         "decoder": dict(DECODER_SETTINGS),
         "pocketsphinx": version("pocketsphinx"),
         "encoding": ENCODING_VERSION,
     }
+
+
+def silence_row() -> np.ndarray:
+    """``[P]`` float32: the row of a frame outside the audio (all silence), the pad of phone windows."""
+    row = np.zeros(len(PHONES), dtype=np.float32)
+    row[PHONE_INDEX[SILENCE]] = 1.0
+    return row
 
 
 def new_decoder(cmn: str):

@@ -9,7 +9,8 @@ in [-1, 1], with one row per grid frame (``T = grid.num_frames_for_samples(N, cf
 
 ``koemorph extract`` hashes, computes and stores every enabled feature through this registry,
 and ``koemorph render`` computes its features through it. :func:`register` adds one (as
-``lhotse``'s ``register_extractor`` does); the built-ins are ``mel`` and ``egemaps``.
+``lhotse``'s ``register_extractor`` does); the built-ins are ``mel``, ``egemaps`` and ``phones``
+(:mod:`koemorph.features.phones`, off unless ``features.phones``).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class Feature:
     dim: Callable[[FeaturesConfig], int]  # D of the [T, D] output
     compute: Callable[[np.ndarray, FeaturesConfig], tuple[np.ndarray, dict]]
     enabled: Callable[[FeaturesConfig], bool] = lambda cfg: True
+    constants: Callable[[], dict] = dict  # what else fixes the values (decoder settings, versions)
 
     def config_values(self, cfg: FeaturesConfig) -> dict:
-        """``{hash key: value}`` of the fields this feature depends on (hashed with the grid by extract)."""
-        return {key: getattr(cfg, field) for key, field in self.fields.items()}
+        """``{hash key: value}`` of the fields and constants this feature depends on (hashed with the
+        grid by extract)."""
+        return {**{key: getattr(cfg, field) for key, field in self.fields.items()}, **self.constants()}
 
 
 FEATURES: dict[str, Feature] = {}
@@ -72,6 +75,18 @@ def _egemaps(samples: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, dict
     return aligned.astype(np.float32), attrs
 
 
+def _phones(samples: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, dict]:
+    from koemorph.features.phones import phone_features
+
+    return phone_features(samples, cfg), {}
+
+
+def _phone_constants() -> dict:
+    from koemorph.features.phones import hash_constants
+
+    return hash_constants()
+
+
 register(
     Feature(
         "mel",
@@ -87,5 +102,15 @@ register(
         lambda cfg: 88,
         _egemaps,
         enabled=lambda cfg: bool(cfg.egemaps),
+    )
+)
+register(
+    Feature(
+        "phones",
+        {},
+        lambda cfg: 40,  # koemorph.features.phones.NUM_PHONES (a test checks they agree)
+        _phones,
+        enabled=lambda cfg: bool(cfg.phones),
+        constants=_phone_constants,
     )
 )

@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from koemorph import blendshapes
-from koemorph.model.windows import Spans, mel_pad_value, window
+from koemorph.features.normalise import frame_pad
+from koemorph.model.windows import Spans, window
 
 OPSET = 17
 
@@ -75,7 +76,7 @@ class BlockGraph(nn.Module):
 
 def _metadata(model, meta: dict, use_egemaps: bool) -> dict[str, str]:
     cfg, stats = meta["config"].features, meta["stats"]
-    pad = mel_pad_value(stats["mel"]["mean"], stats["mel"]["std"], cfg.db_floor)
+    pad = frame_pad(stats, cfg)
     return {
         "channels": json.dumps(list(blendshapes.ARKIT_NAMES)),
         "fps": json.dumps(int(meta["fps"])),
@@ -93,7 +94,8 @@ def _metadata(model, meta: dict, use_egemaps: bool) -> dict[str, str]:
 def _example(model, use_egemaps: bool, span: int):
     """Trace inputs for a block of ``span`` outputs, and their names and dynamic axes."""
     spans: Spans = model.spans
-    names, inputs = ["mel"], [torch.zeros(1, span + spans.context - 1 + spans.lookahead, model.n_mels)]
+    width = model.n_mels + model.n_phones  # the frame input: mel bins (then phone shares)
+    names, inputs = ["mel"], [torch.zeros(1, span + spans.context - 1 + spans.lookahead, width)]
     axes = {"mel": {1: "mel_frames"}, "blendshapes": {1: "outputs"}}
     if use_egemaps:
         names.append("egemaps")

@@ -2,7 +2,8 @@
 with the same feature settings, else computed with the training extractors.
 
 All arrays are on the time grid (frame ``k`` at ``k / fps`` s, 16 kHz audio): log-mel
-``[T, n_mels]`` (dB re full scale) and eGeMAPS ``[T, 88]``, ``T = num_frames_for_samples(N, fps)``.
+``[T, n_mels]`` (dB re full scale), eGeMAPS ``[T, 88]`` and phone shares ``[T, 40]``,
+``T = num_frames_for_samples(N, fps)``.
 A store group is used only when its audio sha256, frame count and per-array config hashes (those of
 :func:`koemorph.data.extract.array_hashes` for the wanted feature settings) all match.
 """
@@ -36,31 +37,36 @@ def _wanted_hashes(features, array_hashes) -> dict:
     from koemorph.config import DataConfig
 
     hashes = array_hashes(features, DataConfig())
-    return {k: hashes[k] for k in ("mel", "egemaps") if hashes.get(k) is not None}
+    return {k: hashes[k] for k in ("mel", "egemaps", "phones") if hashes.get(k) is not None}
 
 
 def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
-    """``(mel, egemaps or None, first_valid)`` raw from a store group, or None if it does not match
-    (another audio sha256, another frame count, or arrays made with other feature settings ``cfg``)."""
+    """``(mel, egemaps or None, first_valid, phones or None)`` raw from a store group, or None if it does
+    not match (another audio sha256, another frame count, or arrays made with other feature settings
+    ``cfg``). Phones are read when ``cfg.phones``."""
     from koemorph.data.extract import array_hashes
     from koemorph.data.store import open_arrays, read_group_attrs
 
     attrs = read_group_attrs(store, group)
     want = _wanted_hashes(cfg, array_hashes)
+    if not use_ege:
+        want.pop("egemaps", None)
     if not attrs or attrs.get("audio_sha256") != audio_sha256 or attrs.get("num_frames") != n_frames:
         return None
-    if any((attrs.get("hashes") or {}).get(k) != v for k, v in want.items() if k == "mel" or use_ege):
+    if any((attrs.get("hashes") or {}).get(k) != v for k, v in want.items()):
         return None
     arrays = open_arrays(store, group)
-    if use_ege and "egemaps" not in arrays:
+    if any(k not in arrays for k in want):
         return None
     ege = arrays["egemaps"][:] if use_ege else None
     first = int(arrays["egemaps"].attrs.get("first_valid_frame", 0)) if use_ege else n_frames
-    return np.asarray(arrays["mel"][:], np.float32), ege, first
+    phones = np.asarray(arrays["phones"][:], np.float32) if "phones" in want else None
+    return np.asarray(arrays["mel"][:], np.float32), ege, first, phones
 
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
-    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad"}, source)``.
+    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad"}, source)``
+    (:func:`koemorph.features.normalise.normalise_features`: with phones, ``mel`` is the frame input).
 
     ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
     when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
@@ -74,15 +80,18 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     if job.store and job.store_group:
         cached = stored_features(job.store, job.store_group, audio_sha256, cfg, use_ege, n_frames)
         if cached is not None:
-            mel, ege, first = cached
-            return normalise_features(mel, ege, first, meta["stats"], cfg), f"store:{job.store_group}"
+            mel, ege, first, phones = cached
+            out = normalise_features(mel, ege, first, meta["stats"], cfg, phones)
+            return out, f"store:{job.store_group}"
     from koemorph.features.registry import FEATURES
 
-    (mel, _), ege, first = FEATURES["mel"].compute(samples, cfg), None, n_frames
+    (mel, _), ege, first, phones = FEATURES["mel"].compute(samples, cfg), None, n_frames, None
     if use_ege:
         ege, attrs = FEATURES["egemaps"].compute(samples, cfg)
         first = attrs["first_valid_frame"]
-    return normalise_features(mel, ege, first, meta["stats"], cfg), "computed"
+    if cfg.phones:
+        phones, _ = FEATURES["phones"].compute(samples, cfg)
+    return normalise_features(mel, ege, first, meta["stats"], cfg, phones), "computed"
 
 
 def raw_mel(store, group, samples: np.ndarray, audio_sha256: str, cfg) -> tuple[np.ndarray, str]:

@@ -50,13 +50,8 @@ class IncrementalForward:
         self.emotion: dict[int, torch.Tensor] = {}  # update index -> [52, d]
 
     def _encode(self, rows: np.ndarray) -> torch.Tensor:
-        """Band tokens of mel rows ``[r, n_mels]`` (normalised): ``[r, bands, d_band]``."""
-        ms = self.ms
-        mel = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None]
-        x = ms.band_in(mel.reshape(1, mel.shape[1], ms.bands, ms.width)) + ms.band_embedding
-        if ms.summary is not None:
-            x = x + ms.summary(mel).unsqueeze(2)
-        return ms.band_out(x)[0]
+        """Tokens of frame-feature rows ``[r, D]`` (normalised): ``[r, groups, d_band]``."""
+        return self.ms.encode(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None])[0]
 
     def mel_tokens(self, mel: np.ndarray, lo: int) -> torch.Tensor:
         """Tokens of the window ``mel`` ``[W, n_mels]`` whose first row is stream frame ``lo``

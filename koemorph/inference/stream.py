@@ -101,6 +101,12 @@ class Streamer:
 
         self.model, self.meta, self.name = model, meta, name
         self.cfg = meta["config"].features
+        if self.cfg.phones:
+            raise StreamError(
+                name,
+                "this model reads recognised phones (features.phones), which streaming does not decode "
+                "yet; stream a model trained without phones",
+            )
         self.fps, self.spans = int(meta["fps"]), model.spans
         self.mel_mean, self.mel_std = _mean_std(meta["stats"], "mel")
         self.mel_pad = mel_pad_value(self.mel_mean, self.mel_std, float(self.cfg.db_floor))

@@ -2,7 +2,8 @@
 
 ``build_model(model_cfg, features_cfg, n_mels=80, n_egemaps=88)`` returns the network named by
 ``model_cfg.kind`` (``"dual_stream"`` or ``"simplified"``); ``n_egemaps=0`` builds a mel-only model
-(eGeMAPS switched off). Its ``spans`` attribute (:class:`koemorph.model.windows.Spans`) gives the block
+(eGeMAPS switched off); with ``features_cfg.phones`` its frame input also carries the 40 phone
+shares after the mel bins. Its ``spans`` attribute (:class:`koemorph.model.windows.Spans`) gives the block
 geometry the data loader must produce.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from koemorph.config import FeaturesConfig, ModelConfig
+from koemorph.features.phones import NUM_PHONES
 from koemorph.model.windows import Spans, spans
 
 
@@ -24,10 +26,11 @@ def build_model(
     geometry = spans(model_cfg, features_cfg)
     if not features_cfg.egemaps:
         n_egemaps = 0
+    n_phones = NUM_PHONES if features_cfg.phones else 0
     if model_cfg.kind == "dual_stream":
-        return DualStreamModel(model_cfg, geometry, n_mels=n_mels, n_egemaps=n_egemaps)
+        return DualStreamModel(model_cfg, geometry, n_mels=n_mels, n_egemaps=n_egemaps, n_phones=n_phones)
     if model_cfg.kind == "simplified":
-        return SimplifiedModel(model_cfg, geometry, n_mels=n_mels)
+        return SimplifiedModel(model_cfg, geometry, n_mels=n_mels, n_phones=n_phones)
     raise ValueError(f"unknown model kind {model_cfg.kind!r}: choose 'dual_stream' or 'simplified'")
 
 

@@ -1,7 +1,8 @@
 """Dual-stream model: frequency-band mel stream + eGeMAPS emotion stream.
 
 Input contract (see :mod:`koemorph.model.windows` for C, L, E, step): a block covers outputs
-``[a, a+S)`` of one file; ``mel`` ``[B, S+C-1+L, n_mels]`` (normalised, file frames
+``[a, a+S)`` of one file; ``mel`` ``[B, S+C-1+L, n_mels + n_phones]`` (the frame features:
+normalised log-mel, then with ``features.phones`` the 40 recognised-phone shares; file frames
 ``[a-(C-1), a+S+L)``), ``egemaps`` ``[B, S+E-1, 88]`` or None (file frames ``[a-(E-1), a+S)``),
 ``positions`` ``[B, n]`` ascending in ``[0, S)``. Output position ``p`` (file frame ``a+p``)
 sees mel frames ``[a+p-(C-1), a+p+L]`` and eGeMAPS frames ``[a+p-(E-1), a+p]`` only.
@@ -24,6 +25,11 @@ the bands' head outputs are concatenated (``mel_bands * heads_per_band * head_di
 the decoder's first Linear (after the fusion LayerNorm) mixes them. There is no separate output
 projection per stream: it would run on every (position, query) row, ``B*n*52`` rows of 256x256,
 the largest matmul of a dense block, and the decoder's Linear already mixes heads and bands.
+
+Phones (``n_phones = 40``, off by default): the recognised phone shares of each frame
+(:mod:`koemorph.features.phones`, a speaker-independent input) form one more token group beside
+the bands, with its own input layer and heads, over the same window; ``mel_bands = 0`` leaves
+phones alone in the frame stream.
 
 Emotion stream: tokens are the eGeMAPS vectors at frames
 ``t, t-step, t-2*step, ...`` (``n_tokens = ceil(E/step)`` = 67 at 30 fps, one per 300 ms eGeMAPS
@@ -103,8 +109,26 @@ class CausalTemporal(nn.Module):
         return self.norm(y.reshape(b, g, d, -1).permute(0, 3, 1, 2))
 
 
+def _token_groups(n_mels: int, bands: int, phones: int, num_heads: int, d_model: int) -> int:
+    """Token groups of the frame stream (the mel bands, plus one with phones); ValueError if the
+    bands do not split ``n_mels`` or the groups do not share ``num_heads`` evenly."""
+    groups = bands + (phones > 0)
+    if bands < 0 or groups < 1 or (bands and n_mels % bands) or num_heads % groups or d_model % num_heads:
+        raise ValueError(
+            f"mel_bands {bands} must divide n_mels {n_mels} (0 only with phones), the token groups "
+            f"({groups}: bands, plus 1 with phones) num_heads {num_heads}, and that d_model {d_model}"
+        )
+    return groups
+
+
 class BandMelStream(nn.Module):
-    """``mel [B, T, n_mels]`` -> per-query mel features ``[B, n, Nq, d_model]`` at ``positions``."""
+    """Frame features ``[B, T, n_mels + n_phones]`` -> per-query features ``[B, n, Nq, d_model]`` at
+    ``positions``.
+
+    Token groups: the ``bands`` mel bands (0 bands: the mel is not used), then, with ``phones > 0``,
+    one group for the recognised phone shares (the last ``phones`` columns; its own input layer and
+    embedding, the shared output MLP and the same window). Every group owns ``num_heads / groups`` heads.
+    """
 
     def __init__(
         self,
@@ -119,22 +143,23 @@ class BandMelStream(nn.Module):
         summary: int = 0,
         overlap: int = 0,
         temporal: int = 0,
+        phones: int = 0,
     ):
         super().__init__()
-        if bands < 1 or n_mels % bands or num_heads % bands or d_model % num_heads:
-            raise ValueError(
-                f"mel_bands {bands} must divide n_mels {n_mels} and num_heads {num_heads}, "
-                f"and num_heads must divide d_model {d_model}"
-            )
-        self.bands, self.width, self.kernel, self.overlap = bands, n_mels // bands, kernel, overlap
+        groups = _token_groups(n_mels, bands, phones, num_heads, d_model)
+        self.bands, self.groups, self.kernel, self.overlap = bands, groups, kernel, overlap
+        self.n_mels, self.phones, self.width = n_mels, phones, n_mels // bands if bands else 0
         head_dim = d_model // num_heads
-        d_band = (num_heads // bands) * head_dim  # token width per band
+        d_band = (num_heads // groups) * head_dim  # token width per group
         # a valid causal conv over `kernel` frames of the band's bins (+ `overlap` bins each side)
-        self.band_in = nn.Linear(kernel * (self.width + 2 * overlap), d_model)
-        self.band_embedding = nn.Parameter(torch.randn(bands, d_model) * 0.1)
-        # rank-`summary` projection of the whole spectrum, added to every band's pre-activation
+        self.band_in = nn.Linear(kernel * (self.width + 2 * overlap), d_model) if bands else None
+        self.band_embedding = nn.Parameter(torch.randn(bands, d_model) * 0.1) if bands else None
+        self.phone_in = nn.Linear(kernel * phones, d_model) if phones else None
+        # rank-`summary` projection of the whole frame (mel and phones), added to every group's pre-activation
         self.summary = (
-            nn.Sequential(nn.Linear(kernel * n_mels, summary, bias=False), nn.Linear(summary, d_model))
+            nn.Sequential(
+                nn.Linear(kernel * (n_mels + phones), summary, bias=False), nn.Linear(summary, d_model)
+            )
             if summary > 0
             else None
         )
@@ -148,12 +173,12 @@ class BandMelStream(nn.Module):
                 f"conv_kernel {kernel} + temporal receptive field must lie in [1, context {spans.context}]"
             )
         offsets, ages = mel_window(spans, self.receptive)
-        slopes = alibi_slopes(bands, num_heads // bands) if locality else None
+        slopes = alibi_slopes(groups, num_heads // groups) if locality else None
         self.attention = WindowAttention(
             d_model,
             d_band,
-            bands,
-            num_heads // bands,
+            groups,
+            num_heads // groups,
             head_dim,
             head_dim,
             offsets,
@@ -162,7 +187,8 @@ class BandMelStream(nn.Module):
             slopes=slopes,
         )
 
-    def forward(self, queries: torch.Tensor, mel: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _band_tokens(self, mel: torch.Tensor) -> torch.Tensor:
+        """``mel [B, T, n_mels]`` -> band pre-activations ``[B, T-K+1, bands, d_model]``."""
         b, t, _ = mel.shape
         o = self.overlap
         if o:  # bands of width + 2*overlap bins, edge bins repeated outside the spectrum
@@ -170,13 +196,31 @@ class BandMelStream(nn.Module):
             split = padded.unfold(2, self.width + 2 * o, self.width)  # [B, T, bands, width + 2o]
         else:
             split = mel.reshape(b, t, self.bands, self.width)
-        x = self.band_in(stack_frames(split, self.kernel)) + self.band_embedding  # [B, T-K+1, bands, d]
+        return self.band_in(stack_frames(split, self.kernel)) + self.band_embedding
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Per-frame tokens ``[B, T-K+1, groups, d_band]`` of frame features ``[B, T, n_mels + phones]``
+        (before the temporal layers): row ``j`` stands for frame ``j + K - 1``."""
+        if frames.shape[-1] != self.n_mels + self.phones:
+            raise ValueError(
+                f"frame features have {frames.shape[-1]} columns; the model needs n_mels {self.n_mels} "
+                f"+ phones {self.phones}"
+            )
+        parts = []
+        if self.bands:
+            parts.append(self._band_tokens(frames[..., : self.n_mels]))
+        if self.phones:
+            parts.append(self.phone_in(stack_frames(frames[..., self.n_mels :], self.kernel)).unsqueeze(2))
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # [B, T-K+1, groups, d]
         if self.summary is not None:
-            x = x + self.summary(stack_frames(mel, self.kernel)).unsqueeze(2)
-        tokens = self.band_out(x)  # [B, T-K+1, bands, d_band]
+            x = x + self.summary(stack_frames(frames, self.kernel)).unsqueeze(2)
+        return self.band_out(x)
+
+    def forward(self, queries: torch.Tensor, frames: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        tokens = self.encode(frames)  # [B, T-K+1, groups, d_band]
         if self.temporal is not None:
-            tokens = self.temporal(tokens)  # [B, T-R+1, bands, d_band]
-        return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]: bands concatenated
+            tokens = self.temporal(tokens)  # [B, T-R+1, groups, d_band]
+        return self.attention(queries, tokens, positions)  # [B, n, Nq, d_model]: groups concatenated
 
 
 class EmotionStream(nn.Module):
@@ -258,10 +302,12 @@ class DualStreamModel(nn.Module):
 
     kind = "dual_stream"
 
-    def __init__(self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 88):
+    def __init__(
+        self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 88, n_phones: int = 0
+    ):
         super().__init__()
         d, heads, drop = model_cfg.d_model, model_cfg.num_heads, model_cfg.dropout
-        self.spans, self.n_mels, self.n_egemaps = spans, n_mels, n_egemaps
+        self.spans, self.n_mels, self.n_egemaps, self.n_phones = spans, n_mels, n_egemaps, n_phones
         self.temperature = float(model_cfg.temperature)
         n = blendshapes.NUM_BLENDSHAPES
         self.queries = query_init(n, d)
@@ -278,6 +324,7 @@ class DualStreamModel(nn.Module):
             model_cfg.mel_summary,
             model_cfg.band_overlap,
             model_cfg.temporal_layers,
+            n_phones,
         )
         if n_egemaps > 0:
             self.emotion_stream = EmotionStream(n_egemaps, d, heads, spans, drop, locality)

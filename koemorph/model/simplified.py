@@ -44,12 +44,14 @@ class SimplifiedModel(nn.Module):
 
     kind = "simplified"
 
-    def __init__(self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 0):
+    def __init__(
+        self, model_cfg: ModelConfig, spans: Spans, n_mels: int = 80, n_egemaps: int = 0, n_phones: int = 0
+    ):
         super().__init__()
         d, heads, drop = model_cfg.d_model, model_cfg.num_heads, model_cfg.dropout
         if d % heads:
             raise ValueError(f"num_heads {heads} must divide d_model {d}")
-        self.spans, self.n_mels, self.n_egemaps = spans, n_mels, 0
+        self.spans, self.n_mels, self.n_egemaps, self.n_phones = spans, n_mels, 0, n_phones
         self.kernel = int(model_cfg.conv_kernel)
         if not 1 <= self.kernel <= spans.context:
             raise ValueError(f"conv_kernel {self.kernel} must lie in [1, context {spans.context}]")
@@ -59,7 +61,7 @@ class SimplifiedModel(nn.Module):
         self.mel_stream = nn.ModuleDict(
             {
                 "encoder": nn.Sequential(
-                    nn.Linear(self.kernel * n_mels, d),
+                    nn.Linear(self.kernel * (n_mels + n_phones), d),
                     nn.ReLU(),
                     nn.Dropout(drop),
                     nn.Linear(d, d),

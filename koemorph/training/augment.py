@@ -104,11 +104,13 @@ def augment_egemaps(ege, rng: np.random.Generator, sigma: float, rows=None):
 
 
 def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache, rows=None) -> dict:
-    """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` and ``egemaps`` augmented;
-    ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel statistics. Others are shared.
-    ``rows``: see :func:`augment_mel` (None: the batch is the whole batch)."""
+    """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` (its mel bins) and
+    ``egemaps`` augmented; ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel
+    statistics. Others are shared. ``rows``: see :func:`augment_mel` (None: the batch is the whole batch)."""
     out = dict(batch)
-    out["mel"] = augment_mel(batch["mel"], rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad, rows)
+    mel = batch["mel"][..., : cache.n_mels]  # with phones, the frame input's mel bins (phones stay)
+    mel = augment_mel(mel, rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad, rows)
+    out["mel"] = torch.cat([mel, batch["mel"][..., cache.n_mels :]], dim=-1) if cache.n_phones else mel
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
         out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise, rows)
     return out

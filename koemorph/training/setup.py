@@ -184,9 +184,11 @@ def open_store(cfg: Config, store: Path, ckpt: dict | None, overrides: dict) -> 
     ``overrides`` and the store's feature parameters (fps, mel, eGeMAPS as available and asked for).
     """
     values = ckpt["config"] if ckpt is not None else to_dict(cfg)
-    cache = FeatureCache(store, use_egemaps=bool(values["features"]["egemaps"]))
+    want = values["features"]
+    cache = FeatureCache(store, use_egemaps=bool(want["egemaps"]), use_phones=bool(want.get("phones")))
     known = {k: v for k, v in cache.features.items() if k in FeaturesConfig.__dataclass_fields__}
-    features = {**values["features"], **known, "egemaps": cache.use_egemaps, "fps": cache.fps}
+    used = {"egemaps": cache.use_egemaps, "phones": cache.use_phones, "fps": cache.fps}
+    features = {**values["features"], **known, **used}
     train = {**values["train"], **overrides}
     return load_config(None, extra={**values, "train": train, "features": features}), cache
 
@@ -194,7 +196,8 @@ def open_store(cfg: Config, store: Path, ckpt: dict | None, overrides: dict) -> 
 def build_optimised_model(cfg: Config, cache: FeatureCache, train_ids: list[str], device, fresh: bool):
     """``(model, AdamW, scale)``: the network on ``device`` (decoder bias at the train mean pose when
     ``fresh``), AdamW with weight decay on matrices only, the loss's per-channel scale ``[52]`` or None."""
-    model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps).to(device)
+    model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps)
+    model = model.to(device)
     train_targets = np.concatenate([cache.load(i)["targets"] for i in train_ids])
     if fresh and hasattr(model.decoder, "init_bias"):  # start at the train mean pose
         model.decoder.init_bias(train_targets.mean(0))

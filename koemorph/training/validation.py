@@ -58,7 +58,7 @@ def validate(model, cache, ids: list[str], loss_cfg, device, scale=None) -> tupl
                 data["egemaps"],
                 cache.fps,
                 chunk=256,
-                pad_mel=cache.mel_pad,
+                pad_mel=cache.frame_pad,
                 pad_egemaps=0.0,
             )
             pred = np.asarray(pred, np.float32)
