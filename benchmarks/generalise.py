@@ -74,27 +74,15 @@ def held_out_truth(manifest: Path, fold: Path) -> Path:
     return truth
 
 
-def run_fold(corpus: Path, engine: str, args) -> dict:
-    """Manifest, extract, train, render, evaluate with ``engine`` held out; returns the fold's scores."""
-    from koemorph.config import load_config
-    from koemorph.data.manifest import build_manifest
-    from koemorph.evaluation.evaluate import evaluate
+def train_fold(cfg, store: Path, fold: Path, engine: str, args) -> dict:
+    """``koemorph train`` on the fold's store; with ``--reuse``, a finished run's checkpoint instead."""
+    from koemorph.training.checkpoint import load_checkpoint
     from koemorph.training.loop import train
-    from pipeline.extract import extract
-    from pipeline.render import render
 
-    fold = Path(args.out) / f"holdout-{engine}"
-    fold.mkdir(parents=True, exist_ok=True)
-    sets = ["data.split_by=engine", f"data.holdout_engine={engine}", *args.set]
-    cfg = load_config(None, overrides=sets)
-    stores = Path(args.stores) / f"holdout-{engine}" if args.stores else fold
-    stores.mkdir(parents=True, exist_ok=True)
-    manifest, store = fold / "manifest.jsonl", stores / "features.zarr"
-    result = build_manifest(corpus, manifest, cfg.data)
-    counts = {s: sum(e.split == s for e in result.entries) for s in ("train", "val", "test")}
-    log(f"[{engine}] manifest: {counts} files, {len(result.problems)} problem(s)")
-    ex = extract(manifest, store, cfg, workers=args.workers)
-    log(f"[{engine}] extract: {ex.get('error files', 0)} error file(s)")
+    best = fold / "run" / "best.pt"
+    if args.reuse and best.is_file():
+        log(f"[{engine}] train: reusing {best}")
+        return {"steps": int(load_checkpoint(best)["step"]), "best_checkpoint": best, "last": best}
     t0 = time.perf_counter()
     res = train(
         cfg,
@@ -105,6 +93,30 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
         progress=False,
     )
     log(f"[{engine}] train: {res['steps']} steps in {time.perf_counter() - t0:.0f} s, best {res['best']}")
+    return res
+
+
+def run_fold(corpus: Path, engine: str, args) -> dict:
+    """Manifest, extract, train, render, evaluate with ``engine`` held out; returns the fold's scores."""
+    from koemorph.config import load_config
+    from koemorph.data.manifest import build_manifest
+    from koemorph.evaluation.evaluate import evaluate
+    from pipeline.extract import extract
+    from pipeline.render import render
+
+    fold = Path(args.out) / f"holdout-{engine}"
+    fold.mkdir(parents=True, exist_ok=True)
+    sets = ["data.split_by=engine", f"data.holdout_engine={engine}", *args.set]
+    cfg = load_config(args.params or None, overrides=sets)
+    stores = Path(args.stores) / f"holdout-{engine}" if args.stores else fold
+    stores.mkdir(parents=True, exist_ok=True)
+    manifest, store = fold / "manifest.jsonl", stores / "features.zarr"
+    result = build_manifest(corpus, manifest, cfg.data)
+    counts = {s: sum(e.split == s for e in result.entries) for s in ("train", "val", "test")}
+    log(f"[{engine}] manifest: {counts} files, {len(result.problems)} problem(s)")
+    ex = extract(manifest, store, cfg, workers=args.workers)
+    log(f"[{engine}] extract: {ex.get('error files', 0)} error file(s)")
+    res = train_fold(cfg, store, fold, engine, args)
     truth = held_out_truth(manifest, fold)
     checkpoint = str(res["best_checkpoint"] or res["last"])
     rendered = render(
@@ -208,8 +220,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-minutes", type=float, default=20.0, help="wall-clock training per fold")
     ap.add_argument("--folds", default="", help="only these held-out engines (comma-separated)")
+    ap.add_argument("--params", default="", help="a recipe (params YAML) for every fold; --set goes on top")
     ap.add_argument("--set", action="append", default=[], help="config override for every fold")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--reuse", action="store_true", help="render a fold's finished run (run/best.pt) again")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="runs/generalise")
     ap.add_argument(

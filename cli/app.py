@@ -136,8 +136,8 @@ ModelOpt = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="Checkpoint or MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>);"
-        " default: paths.run_dir/best.pt.",
+        help="Checkpoint, MLflow URI (runs:/<run_id>/<path>, models:/<name>/<version>) or 'default':"
+        " the model shipped with koemorph (`koemorph model-info`), also used when left out.",
     ),
 ]
 

@@ -23,7 +23,7 @@ ORDER = (
     "evaluate",
     "summary",
 )
-ORDER += ("preview", "export", "stream")
+ORDER += ("preview", "export", "stream", "model-info", "package-model")
 app.registered_commands.sort(key=lambda command: ORDER.index(command.name))
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def render(
         summary = run_render(
             input_dir,
             out,
-            str(model or Path(paths.run_dir) / "best.pt"),  # resolved and checked by the loader
+            model or "default",  # resolved and checked by the loader
             fmt=cfg.render.format,
             fps=cfg.render.fps or None,
             post=cfg.render,
@@ -240,3 +240,45 @@ def summary_cmd(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None):
     for label, text in pipeline_summary(cfg):
         table.add_row(label, Text(text))  # plain text: `.[ui]` is not markup
     Console().print(table)
+
+
+@app.command("model-info")
+def model_info(
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The card as JSON.")] = False,
+):
+    """Print a model's card: inputs, training data (every voice), held-out scores and licence."""
+    import json
+
+    from koemorph.inference import bundled
+
+    try:
+        card = bundled.describe(bundled.resolve(model))
+    except (OSError, ValueError) as exc:
+        fail(str(exc), code=2)
+    typer.echo(json.dumps(card, indent=1) if as_json else bundled.format_card(card))
+
+
+@app.command("package-model")
+def package_model(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `koemorph train`.")],
+    corpus: Annotated[Path, typer.Option("--corpus", help="The demo corpus it was trained on.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Release checkpoint to write.")],
+    scores: Annotated[
+        Path | None, typer.Option("--scores", help="benchmarks/generalise.py's JSON for the same recipe.")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="The model's name on its card.")] = "default",
+):
+    """Write a release checkpoint: what rendering needs, plus a model card (`koemorph model-info`)."""
+    import json
+
+    from koemorph.inference import bundled
+    from koemorph.training.checkpoint import load_checkpoint
+
+    try:
+        folds = json.loads(scores.read_text()) if scores else None
+        card = bundled.make_card(load_checkpoint(checkpoint), corpus, folds, name)
+        bundled.package(checkpoint, out, card)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"{checkpoint}: {exc}", code=2)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")

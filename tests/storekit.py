@@ -46,14 +46,17 @@ def write_pair(root: Path, rel: str, seconds: float, seed: int, fps: int = 30) -
     write_jsonl_track(root / f"{rel}.jsonl", np.clip(values, 0, 1), fps)
 
 
-def build_store(tmp: Path, files, egemaps: bool = False, fps: int = 30, workers: int = 1) -> Path:
-    """``files``: ``[(split, seconds), ...]``. Returns the store path (``tmp/features.zarr``)."""
+def build_store(
+    tmp: Path, files, egemaps: bool = False, fps: int = 30, workers: int = 1, overrides=()
+) -> Path:
+    """``files``: ``[(split, seconds), ...]``; ``overrides``: more ``--set`` style config values.
+    Returns the store path (``tmp/features.zarr``)."""
     from pipeline.extract import extract
 
     data = tmp / "data"
     for i, (split, seconds) in enumerate(files):
         write_pair(data, f"{split}/spk{i}_{i:03d}", seconds, seed=i, fps=fps)
-    cfg = load_config(None, [f"features.egemaps={str(egemaps).lower()}", f"features.fps={fps}"])
+    cfg = load_config(None, [f"features.egemaps={str(egemaps).lower()}", f"features.fps={fps}", *overrides])
     manifest = tmp / "m.jsonl"
     build_manifest(data, manifest, cfg.data)
     store = tmp / "features.zarr"

@@ -296,6 +296,22 @@ def test_losses_mask_and_consistency():
     assert t["consistency"].item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_closure_loss_counts_open_lips_at_truth_closures_with_slack():
+    jaw, close = blendshapes.INDEX["jawOpen"], blendshapes.INDEX["mouthClose"]
+    target, pred = torch.zeros(1, 8, 52), torch.zeros(1, 8, 52)
+    target[0, 4, close] = 0.6  # the truth closes at frame 4: aperture -0.6
+    pred[0, :, jaw], pred[0, :, close] = 0.3, 0.1  # the prediction stays open: aperture 0.2
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    cfg = replace(LossConfig(), closure=1.0)
+    assert compute_losses(_out(pred), target, mask, cfg, True)[1]["closure"].item() == pytest.approx(0.64 / 8)
+    assert "closure" not in compute_losses(_out(pred), target, mask, LossConfig(), True)[1]
+    pred[0, 6, close] = 0.9  # closes two frames late: counted in a dense block, not at sparse positions
+    assert compute_losses(_out(pred), target, mask, cfg, True)[1]["closure"].item() == pytest.approx(0.0)
+    assert compute_losses(_out(pred), target, mask, cfg, False)[1]["closure"].item() == pytest.approx(0.08)
+    mask[0, 6] = False  # a padded frame never counts as a closure
+    assert compute_losses(_out(pred), target, mask, cfg, True)[1]["closure"].item() == pytest.approx(0.64 / 7)
+
+
 def test_build_model_errors():
     with pytest.raises(ValueError):
         small("transformer")

@@ -5,7 +5,15 @@ override that (``--set section.key=value``). DVC tracks the same keys, and MLflo
 flattened tree, so the three never disagree.
 """
 
-from koemorph.config.load import config_hash, flatten, load_config, parse_override, read_params, to_dict
+from koemorph.config.load import (
+    config_hash,
+    flatten,
+    load_config,
+    load_section,
+    parse_override,
+    read_params,
+    to_dict,
+)
 from koemorph.config.rules import ConfigError
 from koemorph.config.tree import (
     AugmentConfig,
@@ -45,6 +53,7 @@ __all__ = [
     "config_hash",
     "flatten",
     "load_config",
+    "load_section",
     "parse_bound",
     "parse_clamp_table",
     "parse_override",

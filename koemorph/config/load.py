@@ -107,6 +107,12 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
+def load_section(cls, values: dict, name: str):
+    """One section of the tree (e.g. a checkpoint's ``FeaturesConfig``) from plain ``values``, checked
+    by its own rules only (the rules spanning sections need the whole tree)."""
+    return _build(cls, values, name)
+
+
 def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():

@@ -120,7 +120,11 @@ RULES: dict[str, dict] = {
     },
     "augment": {k: NON_NEGATIVE for k in ("shift_bins", "gain_db", "tilt_db", "egemaps_noise")},
     "loss": {
-        k: NON_NEGATIVE for k in ("mse", "l1", "perceptual", "velocity", "consistency", "channel_floor")
+        **{
+            k: NON_NEGATIVE
+            for k in ("mse", "l1", "perceptual", "velocity", "consistency", "channel_floor", "closure")
+        },
+        "closure_below": within(-1, 1),
     },
     "optim": {
         "lr": POSITIVE,

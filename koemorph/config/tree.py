@@ -145,6 +145,8 @@ class LossConfig:
     velocity: float = 0.1  # prediction deltas vs target deltas along time (dense blocks)
     consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
     channel_floor: float = 0.05  # > 0: each channel's error divided by max(its train std, floor); 0: off
+    closure: float = 0.0  # lips that stay open where the truth closes them (see closure_below)
+    closure_below: float = -0.2  # truth lips closed: jawOpen - mouthClose at or below this
 
     def __post_init__(self):
         check_section("loss", self)

@@ -20,12 +20,12 @@ from koemorph import grid
 def store_index(store: str | Path, features: dict) -> dict[str, str]:
     """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
     match the checkpoint's feature config (the store's results: :func:`koemorph.data.store.read_results`)."""
-    from koemorph.config import load_config
+    from koemorph.config import FeaturesConfig, load_section
     from koemorph.data.extract import array_hashes
     from koemorph.data.store import read_results
 
     records = read_results(store)
-    want = _wanted_hashes(load_config(None, extra={"features": features}).features, array_hashes)
+    want = _wanted_hashes(load_section(FeaturesConfig, features, "features"), array_hashes)
     return {
         r.audio_sha256: r.id
         for r in records

@@ -1,7 +1,8 @@
 """Model references for ``koemorph render``: what ``--model`` names, resolved to a local checkpoint,
 and the per-process model cache the workers render with.
 
-``--model`` is a checkpoint path or an MLflow artifact URI (``runs:/<run_id>/<path>``,
+``--model`` is a checkpoint path, ``default`` (the model shipped in the package,
+:mod:`koemorph.inference.bundled`) or an MLflow artifact URI (``runs:/<run_id>/<path>``,
 ``models:/<name>/<version>``, ``mlflow-artifacts:/...``); URIs are downloaded into
 ``OUT_DIR/.render_models/`` (inside the output folder, so that every worker sees them).
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from koemorph import grid
+from koemorph.inference import bundled
 
 MODEL_DIR = ".render_models"  # MLflow downloads, inside OUT_DIR (workers must see them)
 RUNTIMES = ("torch", "onnx")  # onnx: blocks run by onnxruntime on the checkpoint's export
@@ -74,9 +76,9 @@ def resolve_model(
             run_id = spec[len("runs:/") :].strip("/").split("/")[0]
         local = _download(spec, out_dir, tracking_uri)
     else:
-        local = Path(spec)
+        local = Path(bundled.resolve(spec))
         if not local.is_file():
-            raise FileNotFoundError(f"{spec}: no such checkpoint file")
+            raise FileNotFoundError(f"{local}: no such checkpoint file")
     ckpt = load_checkpoint(local)
     sha = sha256_file(local)
     run_id = run_id or (ckpt.get("mlflow_run_id") if spec.startswith(MLFLOW_SCHEMES) else None)

@@ -20,6 +20,10 @@ The frames are those ``koemorph render`` writes for the same audio, with the sam
 * eGeMAPS (models that use it): window ``j`` ending at ``(j + 1) * step`` s, held over frames as
   ``extract`` aligns them, from :class:`koemorph.features.streaming.EgemapsStream`; frames wait
   until their window exists;
+* recognised phones (models that read them): :class:`koemorph.features.phones.PhoneStream` decodes
+  as the audio comes, with a running cepstral mean (carried from one utterance to the next), and a
+  frame also waits until its phones are decided. These differ from the whole-file phones ``render``
+  uses, so a phone model's streamed frames are close to its rendered ones, not equal;
 * the learned smoothing state is carried from block to block and reset at utterance starts.
 
 State is bounded whatever the stream length: the mel analysis tail (``n_fft`` samples + one
@@ -96,27 +100,20 @@ class Streamer:
     """
 
     def __init__(self, model, meta: dict, rate: int = grid.SAMPLE_RATE, name: str = "<stream>", egemaps=True):
-        from koemorph.features.normalise import _mean_std
-        from koemorph.model.windows import mel_pad_value
+        from koemorph.features.normalise import _mean_std, frame_pad
 
         self.model, self.meta, self.name = model, meta, name
         self.cfg = meta["config"].features
-        if self.cfg.phones:
-            raise StreamError(
-                name,
-                "this model reads recognised phones (features.phones), which streaming does not decode "
-                "yet; stream a model trained without phones",
-            )
         self.fps, self.spans = int(meta["fps"]), model.spans
         self.mel_mean, self.mel_std = _mean_std(meta["stats"], "mel")
-        self.mel_pad = mel_pad_value(self.mel_mean, self.mel_std, float(self.cfg.db_floor))
+        self.mel_pad = frame_pad(meta["stats"], self.cfg)  # the frame input's pad (mel, then phones)
         self.use_egemaps = bool(
             egemaps and self.cfg.egemaps and "egemaps" in meta["stats"] and getattr(model, "n_egemaps", 0) > 0
         )
         self.smooth = getattr(model, "smoothing", None) is not None
         self.rate = self._check_rate(rate)
         self.chunks = 0
-        self._ege = None
+        self._ege, self._phones = None, None
         model.eval()
         self.reset()
 
@@ -157,6 +154,12 @@ class Streamer:
             )
         self._mel = np.zeros((0, int(self.cfg.n_mels)), dtype=np.float32)  # normalised rows from _mel0
         self._mel0 = 0
+        self._phone_rows = np.zeros((0, 40), dtype=np.float32)  # phone rows from _mel0 (phone models)
+        if self.cfg.phones:
+            from koemorph.features.phones import PhoneStream
+
+            # a new utterance of the same session starts from the live CMN the last one reached
+            self._phones = PhoneStream(self.fps, cmn=self._phones.cmn if self._phones else None)
         self.close()
         if self.use_egemaps:
             from koemorph.features.streaming import EgemapsStream
@@ -226,6 +229,14 @@ class Streamer:
         if self._ege is not None:
             self._ege.push(x, final=final)
         n_mel = self._mels.next_frame  # mel rows computed so far
+        if self._phones is not None:  # frames wait for their phones to be decided too
+            rows = (
+                self._phones.push(x)
+                if not final
+                else np.concatenate([self._phones.push(x), self._phones.finish()])
+            )
+            self._phone_rows = np.concatenate([self._phone_rows, rows])
+            n_mel = min(n_mel, self._mel0 + len(self._phone_rows))
         stop = n_mel if final else max(self.next_frame, n_mel - self.spans.lookahead)
         if self._ege is not None and not final:
             stop = max(self.next_frame, self._ege.frames_ready(stop))
@@ -248,7 +259,11 @@ class Streamer:
 
         sp = self.spans
         lo, hi = sp.mel_frames(a, span)
-        m = window(self._mel, lo - self._mel0, hi - self._mel0, self.mel_pad)  # padded before 0, past the end
+        held = self._mel
+        if self._phones is not None:  # the frame input: mel rows, then their phone rows
+            n = min(len(held), len(self._phone_rows))
+            held = np.concatenate([held[:n], self._phone_rows[:n]], axis=1)
+        m = window(held, lo - self._mel0, hi - self._mel0, self.mel_pad)  # padded before 0, past the end
         if self._inc is not None:
             rows_of = None if self._ege is None else self._ege.rows
             with torch.no_grad():
@@ -270,6 +285,7 @@ class Streamer:
         keep = self.next_frame - (self.spans.context - 1)
         if keep > self._mel0:
             self._mel = self._mel[keep - self._mel0 :].copy()
+            self._phone_rows = self._phone_rows[keep - self._mel0 :].copy()
             self._mel0 = keep
         if self._ege is not None:
             self._ege.forget_before(self.next_frame - (self.spans.emotion_context - 1))

@@ -16,9 +16,10 @@ Terms (unweighted, means over real frames and channels):
 ``mse``, ``l1``; ``perceptual`` = MSE over the mouth names + MSE over the expression names
 (:mod:`koemorph.blendshapes` groups); ``velocity`` = MSE of ``pred[t]-pred[t-1]`` against
 ``target[t]-target[t-1]`` (dense only); ``consistency`` = MSE between the raw ``x_t`` and the
-detached smoothed ``y_{t-1}`` (dense and smoothed only). ``total`` = Σ ``cfg.<term>`` · term over
-the terms computed. Returns ``(total, {name: 0-dim tensor})`` with slash-free names, ``total``
-included (detached, for logging).
+detached smoothed ``y_{t-1}`` (dense and smoothed only); ``closure`` (:func:`closure_term`, when
+``cfg.closure > 0``) = how far the lips stay open where the truth closes them. ``total`` =
+Σ ``cfg.<term>`` · term over the terms computed. Returns ``(total, {name: 0-dim tensor})`` with
+slash-free names, ``total`` included (detached, for logging).
 """
 
 from __future__ import annotations
@@ -51,6 +52,30 @@ def channel_scale(std, floor: float) -> torch.Tensor | None:
     return s / s.square().mean().sqrt()
 
 
+JAW, CLOSE = blendshapes.INDEX["jawOpen"], blendshapes.INDEX["mouthClose"]
+CLOSURE_SLACK = 2  # dense blocks: a closure may come this many frames early or late
+
+
+def closure_term(pred, target, mask, below: float, consecutive: bool, rows=None) -> torch.Tensor:
+    """Lips left open at the truth's closures: mean over real frames of ``relu(a_pred - a_true)²`` on
+    the frames whose truth aperture ``a = jawOpen - mouthClose`` is ``<= below`` (else 0).
+
+    ``pred``/``target`` ``[B, n, 52]`` in blendshape units. In a dense block ``a_pred`` is the
+    smallest predicted aperture within ``CLOSURE_SLACK`` frames (same row), so a closure a frame or two
+    off still counts: MSE alone rewards a shallow dip spread over the uncertain time, the metric an
+    animator sees is whether the lips close at all.
+    """
+    a_pred = pred[..., JAW] - pred[..., CLOSE]  # [B, n]
+    a_true = target[..., JAW] - target[..., CLOSE]
+    if consecutive and pred.shape[1] > 1:
+        open_ = a_pred.masked_fill(~mask, float("inf")).unsqueeze(1)  # padding never counts as closed
+        k = 2 * CLOSURE_SLACK + 1
+        a_pred = -torch.nn.functional.max_pool1d(-open_, k, stride=1, padding=CLOSURE_SLACK).squeeze(1)
+    closed = mask & (a_true <= below)
+    gap = torch.where(closed, torch.relu(a_pred - a_true), torch.zeros_like(a_true))
+    return _masked_mean(gap.square().unsqueeze(-1), mask, rows)
+
+
 def compute_losses(
     out: dict,
     target: torch.Tensor,
@@ -68,7 +93,7 @@ def compute_losses(
         raise ValueError(f"prediction {tuple(pred.shape)}, target {tuple(target.shape)}: need [B, n, 52]")
     if mask is None:
         mask = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
-    target = target.to(pred.dtype)
+    target = target_raw = target.to(pred.dtype)
     if scale is not None:  # every term in scaled units (see channel_scale); `pred is raw` is kept
         scale = scale.to(pred)
         smoothed = pred is not raw
@@ -88,6 +113,10 @@ def compute_losses(
         terms["velocity"] = _masked_mean((d_pred - d_tgt).square(), pair, n_pair)
         if pred is not raw:  # the model smoothed: y_{t-1} is pred[t-1]
             terms["consistency"] = _masked_mean((raw[:, 1:] - pred[:, :-1].detach()).square(), pair, n_pair)
+    if cfg.closure > 0:
+        terms["closure"] = closure_term(
+            out["blendshapes"], target_raw, mask, cfg.closure_below, consecutive, n_mask
+        )
     total = sum(float(getattr(cfg, name)) * value for name, value in terms.items())
     terms["total"] = total.detach()
     return total, terms

@@ -1,0 +1,157 @@
+"""The phone input end to end: extracted into the store, read by the cache as the model's frame
+input, trained on, rendered (from the store and recomputed), packaged with a model card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from koemorph.config import load_config
+from koemorph.errors import InputError
+from koemorph.features import phones as ph
+from koemorph.model import build_model
+from koemorph.training.checkpoint import load_model
+from pipeline.render import render
+from tests.checkpointkit import SMALL, save_untrained, widen
+from tests.storekit import build_store
+
+pytest.importorskip("pocketsphinx")
+
+PHONES = ["features.phones=true", "model.mel_bands=1"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phones")
+    store = build_store(root, [("train", 3.0), ("train", 2.0), ("val", 2.0)], overrides=PHONES)
+    stats = json.loads((root / "features.stats.json").read_text())
+    cfg = load_config(None, SMALL + PHONES + ["features.egemaps=false"])
+    torch.manual_seed(0)
+    model = widen(build_model(cfg.model, cfg.features), hidden_bias=True)
+    ckpt = save_untrained(root / "model.pt", model, cfg, {"mel": stats["mel"], "ids": stats["ids"]})
+    return {"root": root, "store": store, "ckpt": ckpt, "data": root / "data"}
+
+
+def test_the_cache_appends_phone_shares_to_the_mel(env):
+    from koemorph.data.cache import FeatureCache
+
+    cache = FeatureCache(env["store"], use_egemaps=False, use_phones=True)
+    plain = FeatureCache(env["store"], use_egemaps=False)
+    fid = "train__spk0_000"
+    frames, mel = cache.load(fid)["mel"], plain.load(fid)["mel"]
+    assert cache.n_phones == 40 and frames.shape == (mel.shape[0], 80 + 40)
+    assert np.array_equal(frames[:, :80], mel) and np.allclose(frames[:, 80:].sum(1), 1.0)
+    assert np.array_equal(cache.frame_pad, np.concatenate([plain.mel_pad, ph.silence_row()]))
+    n = frames.shape[0]
+    window = cache.slice(fid, "mel", n - 5, n + 5)
+    assert np.array_equal(window[:5], frames[-5:]) and (window[5:] == cache.frame_pad).all()
+    lazy = FeatureCache(env["store"], use_egemaps=False, use_phones=True, in_memory=False)
+    assert np.array_equal(lazy.slice(fid, "mel", -3, 40), cache.slice(fid, "mel", -3, 40))
+
+
+def test_a_store_without_phones_is_named(tmp_path):
+    from koemorph.data.cache import FeatureCache
+
+    store = build_store(tmp_path, [("train", 1.0)])
+    with pytest.raises(InputError, match="no phones array: extract with features.phones=true") as info:
+        FeatureCache(store, use_egemaps=False, use_phones=True)
+    assert "train__spk0_000" in str(info.value)
+
+
+def test_rendered_values_are_the_model_on_the_training_frames(env, tmp_path):
+    from koemorph.data.cache import FeatureCache
+    from koemorph.io.tracks import read_track
+    from koemorph.model.infer import predict_file
+
+    computed, stored = tmp_path / "computed", tmp_path / "stored"
+    render(env["data"], computed, str(env["ckpt"]), workers=0)
+    render(env["data"], stored, str(env["ckpt"]), workers=0, store=env["store"])
+    model, _ = load_model(env["ckpt"])
+    cache = FeatureCache(env["store"], use_egemaps=False, use_phones=True)
+    f = cache.load("train__spk0_000")
+    want = predict_file(model, f["mel"], None, 30, pad_mel=cache.frame_pad)
+    for out in (stored, computed):
+        got = read_track(out / "train/spk0_000.jsonl").values
+        assert got.shape == want.shape and np.abs(got - want).max() <= 2e-5
+    silent = f["mel"].copy()
+    silent[:, 80:] = ph.silence_row()
+    no_phones = predict_file(model, silent, None, 30, pad_mel=cache.frame_pad)
+    assert np.abs(no_phones - want).max() > 1e-3  # the phones reach the output
+
+
+def test_a_short_run_trains_on_phones_and_renders(env, tmp_path):
+    from koemorph.training.loop import train
+
+    cfg = load_config(None, SMALL + PHONES + ["features.egemaps=false", "train.epochs=1"])
+    res = train(cfg, env["store"], out_dir=tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    model, meta = load_model(res["last"])
+    assert meta["config"].features.phones and model.mel_stream.groups == 2 and model.n_phones == 40
+    summary = render(env["data"], tmp_path / "r", str(res["last"]), workers=0, store=env["store"])
+    assert summary["ok files"] == 3 and summary["error files"] == 0
+
+
+def test_phones_alone_need_no_mel_bands():
+    cfg = load_config(None, SMALL + ["features.phones=true", "model.mel_bands=0", "model.mel_summary=0"])
+    model = build_model(cfg.model, cfg.features).eval()
+    spans = model.spans
+    frames = torch.zeros(1, 6 + spans.context - 1 + spans.lookahead, 120)
+    frames[..., 80 + ph.PHONE_INDEX["M"]] = 1.0
+    out = model(frames, None, torch.arange(6)[None])["blendshapes"]
+    assert out.shape == (1, 6, 52) and model.mel_stream.groups == 1
+    mel_moved = frames.clone()
+    mel_moved[..., :80] = 5.0
+    assert torch.equal(model(mel_moved, None, torch.arange(6)[None])["blendshapes"], out)  # mel unread
+
+
+def test_a_phone_model_streams_its_frames_as_phones_are_decided(env, tmp_path):
+    import soundfile as sf
+
+    from koemorph.inference.stream import Streamer
+    from koemorph.io.tracks import read_track
+
+    audio, _ = sf.read(env["data"] / "train/spk0_000.wav", dtype="float32")
+    streamer = Streamer.from_checkpoint(env["ckpt"])
+    parts = [streamer.push(audio[a : a + 528]) for a in range(0, audio.size, 528)]  # 33 ms chunks
+    early = sum(len(p) for p in parts)
+    parts.append(streamer.flush())
+    values = np.concatenate([p.values for p in parts])
+    render(env["data"], tmp_path / "r", str(env["ckpt"]), workers=0)
+    rendered = read_track(tmp_path / "r/train/spk0_000.jsonl").values
+    assert values.shape == rendered.shape and np.isfinite(values).all()
+    assert [p.start for p in parts] == list(np.cumsum([0] + [len(p) for p in parts[:-1]]))
+    assert early >= 0.5 * len(values)  # frames come while the audio plays, not all at the end
+
+
+def test_package_model_writes_a_card_that_model_info_prints(env, tmp_path):
+    from cli.main import app
+    from koemorph.inference.bundled import describe
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    voices = {f"spk{i}": {"engine": "espeak", "synth_voice": f"en+v{i}", "gender": "f"} for i in range(3)}
+    origin = {f"spk{i}_{i:03d}": {"engine": "espeak", "voice": f"spk{i}"} for i in range(3)}
+    meta = {"engines": ["espeak"], "minutes": 0.1, "seed": 0, "voices": voices, "origin": origin}
+    (corpus / "corpus.json").write_text(json.dumps(meta))
+    fold = {"engine": "espeak", "methods": {"model": {"lip r": 0.61}, "ridge": {"lip r": 0.33}}}
+    (tmp_path / "scores.json").write_text(json.dumps([fold]))
+    out = tmp_path / "release.pt"
+    runner = CliRunner()
+    args = ["package-model", str(env["ckpt"]), "--corpus", str(corpus), "-o", str(out)]
+    result = runner.invoke(app, [*args, "--scores", str(tmp_path / "scores.json")])
+    assert result.exit_code == 0, result.output
+    card = describe(out)
+    assert [v["voice"] for v in card["data"]["voices"]] == ["spk0", "spk1"]  # the train split's voices
+    assert card["inputs"] == ["log-mel", "phones"] and "MIT" in card["licence"]
+    assert "optimizer" not in torch.load(out, weights_only=True)
+    printed = runner.invoke(app, ["model-info", "--model", str(out)])
+    assert printed.exit_code == 0 and "spk1" in printed.output and "0.610" in printed.output
+    plain = runner.invoke(app, ["model-info", "--model", str(env["ckpt"])])
+    assert plain.exit_code == 0 and "no model card" in plain.output
+    missing = runner.invoke(app, ["model-info", "--model", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2 and "nope.pt: no such checkpoint file" in missing.output
+    renders = render(env["data"], tmp_path / "r", str(out), workers=0)
+    assert renders["ok files"] == 3
