@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean-demo
+.PHONY: demo test lint install clean-demo default-model
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
 	$(BIN)/koemorph summary
+
+## make default-model: the bundled model from its recipe (params/default-model.yaml): a 30-minute
+## corpus from three engines (needs the Debian packages flite, festival and festvox voices), 20 minutes
+## of training, then koemorph/bundled/default.pt with its card (held-out scores: docs/default-model-scores.json)
+DM_PARAMS := --params params/default-model.yaml
+default-model: $(STAMP)
+	$(BIN)/koemorph demo-data $(DM_PARAMS)
+	$(BIN)/koemorph manifest $(DM_PARAMS)
+	$(BIN)/koemorph extract $(DM_PARAMS)
+	$(BIN)/koemorph train $(DM_PARAMS) --tracking-uri sqlite:///build/default-model/mlflow.db
+	$(BIN)/koemorph package-model build/default-model/run/best.pt --corpus build/default-model/corpus \
+		--scores docs/default-model-scores.json -o koemorph/bundled/default.pt
 
 ## make lint: ruff (pinned in the test extra) checks and format-checks the whole tree
 lint: $(STAMP)

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,7 @@ def original_windows(
 
 
 def training(
-    kind: str,
+    kind,  # a model kind (default config), or a whole Config
     cache: FeatureCache,
     dataset: BlockDataset,
     sampler: Sampler,
@@ -137,7 +138,11 @@ def training(
     from koemorph.training.diagnostics import StepMeter
     from koemorph.training.step import train_step
 
-    cfg = load_config(None, extra={"model": {"kind": kind}, "sampling": {"num_workers": workers}})
+    base = load_config(None) if isinstance(kind, str) else kind  # a model kind, or a whole config
+    kind = kind if isinstance(kind, str) else base.model.kind
+    cfg = replace(
+        base, model=replace(base.model, kind=kind), sampling=replace(base.sampling, num_workers=workers)
+    )
     seed_everything(0)
     model = build_model(cfg.model, cfg.features, n_mels=cache.n_mels, n_egemaps=cache.n_egemaps)
     model.decoder.init_bias(np.concatenate([cache.load(i)["targets"] for i in cache.ids("train")]).mean(0))
@@ -211,6 +216,7 @@ def main() -> None:
     ap.add_argument("--ranks", default="", help="e.g. 1,2: only the data-parallel comparison (torchrun)")
     ap.add_argument("--minutes", type=float, default=1.0, help="training time per data-parallel run")
     ap.add_argument("--device", default="cpu", help="train.device of the data-parallel runs (cpu | cuda)")
+    ap.add_argument("--recipe", default="", help="a params YAML whose model is timed too (e.g. with phones)")
     args = ap.parse_args()
     if args.ranks:
         with tempfile.TemporaryDirectory() as tmp:
@@ -278,8 +284,10 @@ def main() -> None:
 
     # ---------------------------------------------------------------- training steps
     print(f"\ntraining ({args.steps} timed steps per model after {args.warmup} untimed, default config)")
+    base = None
     for kind in ("dual_stream", "simplified"):
         res = training(kind, cache, dataset, sampler, args.steps, args.warmup, args.workers)
+        base = base or res
         share = res["data_wait_share"]
         print(
             f"  {kind:12s} {res['params']:>9,} params: {res['windows_per_s']:7.1f} windows/s "
@@ -287,6 +295,24 @@ def main() -> None:
             f"(goal < {100 * WAIT_GOAL:.0f}%: {'MET' if share < WAIT_GOAL else 'NOT MET'}), "
             f"{res['cpu_per_step']:.3f} CPU s/step"
         )
+    if args.recipe:
+        recipe(args, sampler, base)
+
+
+def recipe(args, sampler, base: dict) -> None:
+    """The dual-stream model as ``--recipe`` (a params YAML) configures it, on the same store and the
+    same batches, against the default dual-stream run (ratio of windows/s and of CPU s per step)."""
+    cfg = load_config(args.recipe)
+    geometry = spans(cfg.model, cfg.features)
+    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones)
+    ids = cache.ids("train")
+    dataset = BlockDataset(cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context)
+    res = training(cfg, cache, dataset, sampler, args.steps, args.warmup, args.workers)
+    print(
+        f"  {args.recipe}: {res['params']:>9,} params: {res['windows_per_s']:7.1f} windows/s, "
+        f"x{res['windows_per_s'] / base['windows_per_s']:.2f} of the default dual-stream; "
+        f"{res['cpu_per_step']:.3f} CPU s/step (x{res['cpu_per_step'] / base['cpu_per_step']:.2f})"
+    )
 
 
 if __name__ == "__main__":

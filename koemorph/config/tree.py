@@ -70,9 +70,7 @@ class FeaturesConfig:
     egemaps_context_s: float = 20.0
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
-    phones: bool = (
-        False  # recognised phones [T, 40] (PocketSphinx, extra "phones"): a voice-independent input
-    )
+    phones: bool = False  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
 
     def __post_init__(self):
         check_section("features", self)
