@@ -20,13 +20,20 @@ import click
 import typer
 
 BUG_HINT = "this is a bug in koemorph: please report it with the traceback above"
-EGEMAPS_MISSING = """eGeMAPS features are on (features.egemaps: true, the default) but openSMILE \
+EGEMAPS_MISSING = """eGeMAPS features are on (features.egemaps: true) but openSMILE \
 cannot be imported ({cause}).
 Either install it (audEERING research-only licence, see README "Licences"):
     pip install "koemorph[egemaps]"        (in a source checkout: pip install -e ".[egemaps]")
 or extract without eGeMAPS (a mel-only model; fine for commercial use):
     koemorph extract --set features.egemaps=false
     (or for every command: set `egemaps: false` under `features:` in params.yaml)"""
+
+PHONES_MISSING = """phone features are on (features.phones: true, the default) but PocketSphinx \
+cannot be imported ({cause}).
+Either install it (BSD licence, its US English model included):
+    pip install "koemorph[phones]"         (in a source checkout: pip install -e ".[phones]")
+or extract without phones (a model that generalises less to new voices):
+    koemorph extract --set features.phones=false"""
 
 
 class CommandError(Exception):
@@ -122,14 +129,18 @@ def fail(message: str, code: int = 1):
     raise CommandError(message, code)
 
 
-def need_opensmile(features) -> None:
-    """Fail with both ways out if eGeMAPS is on and openSMILE (the `egemaps` extra) is missing."""
-    if not features.egemaps:
-        return
-    try:
-        import opensmile  # noqa: F401
-    except (ImportError, OSError) as exc:
-        fail(EGEMAPS_MISSING.format(cause=exc), code=2)
+def need_extras(features) -> None:
+    """Fail with both ways out if eGeMAPS or phones are on and their extra (openSMILE, PocketSphinx)
+    is missing."""
+    for on, module, message in (
+        (features.egemaps, "opensmile", EGEMAPS_MISSING),
+        (features.phones, "pocketsphinx", PHONES_MISSING),
+    ):
+        if on:
+            try:
+                __import__(module)
+            except (ImportError, OSError) as exc:
+                fail(message.format(cause=exc), code=2)
 
 
 ModelOpt = Annotated[

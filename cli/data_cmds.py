@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.app import ParamsOpt, SetOpt, app, config_from, fail, need_opensmile, print_failures, print_summary
+from cli.app import ParamsOpt, SetOpt, app, config_from, fail, need_extras, print_failures, print_summary
 
 
 @app.command("params")
@@ -147,7 +147,8 @@ def extract(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ):
-    """Cache log-mel, eGeMAPS and targets per file on the frame grid in a Zarr store (resumable).
+    """Cache log-mel, recognised phones (eGeMAPS if on) and targets per file on the frame grid in a
+    Zarr store (resumable).
 
     eGeMAPS uses openSMILE, whose licence is research-only: `--set features.egemaps=false` for
     commercial work (see README).
@@ -156,7 +157,7 @@ def extract(
     manifest, store = manifest or Path(cfg.paths.manifest), store or Path(cfg.paths.store)
     if not manifest.is_file():
         fail(f"{manifest}: no manifest; run `koemorph manifest DATA_DIR -o {manifest}` first", code=2)
-    need_opensmile(cfg.features)
+    need_extras(cfg.features)
     from koemorph.data.store import sidecar
     from pipeline.extract import extract as run_extract
 

@@ -14,6 +14,8 @@ from koemorph.model import build_model
 from koemorph.training.checkpoint import save_checkpoint
 
 SMALL = [
+    "features.egemaps=true",  # the mel + eGeMAPS model (tests of the phone input add features.phones=true)
+    "features.phones=false",
     "model.d_model=32",
     "model.num_heads=4",
     "model.mel_bands=4",

@@ -112,29 +112,50 @@ def _cli(args, cwd: Path, pythonpath: list[Path]) -> subprocess.CompletedProcess
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _missing(tmp_path: Path, module: str) -> Path:
+    """A folder whose ``module`` fails to import as in a plain ``pip install koemorph``."""
+    fake = tmp_path / f"no_{module}"
+    (fake / module).mkdir(parents=True)
+    (fake / module / "__init__.py").write_text(
+        f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n"
+    )
+    return fake
+
+
 def test_extract_without_opensmile_says_how_to_install_it_or_switch_it_off(tmp_path):
     """A real process where `import opensmile` fails as in a plain `pip install koemorph`."""
-    fake = tmp_path / "no_opensmile"
-    (fake / "opensmile").mkdir(parents=True)
-    (fake / "opensmile" / "__init__.py").write_text(
-        "raise ModuleNotFoundError(\"No module named 'opensmile'\", name='opensmile')\n"
-    )
+    fake = _missing(tmp_path, "opensmile")
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("")
     args = ["extract", manifest, "--store", tmp_path / "s.zarr"]
-    proc = _cli(args, tmp_path, [fake, ROOT])
+    proc = _cli([*args, "--set", "features.egemaps=true"], tmp_path, [fake, ROOT])
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "error: eGeMAPS features are on (features.egemaps: true, the default)" in proc.stderr
+    assert "error: eGeMAPS features are on (features.egemaps: true)" in proc.stderr
     assert "No module named 'opensmile'" in proc.stderr
     assert 'pip install "koemorph[egemaps]"' in proc.stderr
     assert 'pip install -e ".[egemaps]"' in proc.stderr  # brackets survive: no Rich markup
     assert "koemorph extract --set features.egemaps=false" in proc.stderr
     assert "`egemaps: false` under `features:` in params.yaml" in proc.stderr
     assert not (tmp_path / "s.zarr").exists()
-    off = _cli([*args, "--set", "features.egemaps=false"], tmp_path, [fake, ROOT])
-    assert off.returncode == 0, off.stderr  # the same process without eGeMAPS needs no openSMILE
+    off = _cli(args, tmp_path, [fake, ROOT])
+    assert off.returncode == 0, off.stderr  # the default, without eGeMAPS, needs no openSMILE
     assert "openSMILE" not in off.stderr + off.stdout
+
+
+def test_extract_without_pocketsphinx_says_how_to_install_it_or_switch_it_off(tmp_path):
+    fake = _missing(tmp_path, "pocketsphinx")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    args = ["extract", manifest, "--store", tmp_path / "s.zarr"]
+    proc = _cli(args, tmp_path, [fake, ROOT])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "error: phone features are on (features.phones: true, the default)" in proc.stderr
+    assert "No module named 'pocketsphinx'" in proc.stderr and 'pip install "koemorph[phones]"' in proc.stderr
+    assert "koemorph extract --set features.phones=false" in proc.stderr
+    assert not (tmp_path / "s.zarr").exists()
+    off = _cli([*args, "--set", "features.phones=false"], tmp_path, [fake, ROOT])
+    assert off.returncode == 0, off.stderr
 
 
 def _app_raising(exc: Exception) -> typer.Typer:

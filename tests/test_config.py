@@ -50,7 +50,7 @@ def test_hash_changes_with_any_field():
         ),
         ("model.num_heads=3", "model.num_heads: 3 must divide model.d_model 256"),
         ("model.mel_bands=3", "model.mel_bands: 3 must divide features.n_mels 80"),
-        ("model.mel_bands=0", "model.mel_bands: 0 needs features.phones"),
+        ("model.mel_bands=4", "model.mel_bands: 4 bands: the mel bands plus the phone group (5) must divide"),
         ("features.fps=45", "features.fps: 45 is not supported (valid: 30, 60)"),
         ("features.n_mels=0", "features.n_mels: must be >= 1, got 0"),
         ("features.fmax=12000", "features.fmax: must be in [0, 8000.0], got 12000.0"),

@@ -16,9 +16,10 @@ from koemorph.model.layers import TemporalSmoothing, WindowAttention
 
 torch.set_num_threads(2)
 SMALL = ModelConfig(
-    d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
+    d_model=32, num_heads=4, mel_bands=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
 )
-SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 + 3 mel frames, 30 eGeMAPS frames, tokens every 3
+# 15 + 3 mel frames, 30 eGeMAPS frames, tokens every 3
+SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1, egemaps=True, phones=False)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_default_model_block_matches_generic(generic, dense_calls):
     positions (not a multiple of the tile nor of the token step). The mel stream takes the dense
     shortcut; the emotion stream its distinct windows (random rows: every window distinct)."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(), FeaturesConfig()).eval()
+    model = build_model(ModelConfig(mel_bands=4), FeaturesConfig(egemaps=True, phones=False)).eval()
     sp, n = model.spans, 37
     g = torch.Generator().manual_seed(1)
     mel = torch.randn(2, n + sp.context - 1 + sp.lookahead, 80, generator=g)
@@ -185,7 +186,7 @@ def test_emotion_distinct_windows(case, monkeypatch):
     9 frames (at any phase) and constant padding give one window per 9 positions; the result equals
     the training path's (every position computed) on dense and sparse positions."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(), FeaturesConfig()).eval()
+    model = build_model(ModelConfig(mel_bands=4), FeaturesConfig(egemaps=True, phones=False)).eval()
     stream, sp, n = model.emotion_stream, model.spans, 100
     b = 1 if case in ("runs", "random") else 2
     held = torch.randn(b, (n + sp.emotion_context) // sp.step + 2, 88).repeat_interleave(sp.step, 1)

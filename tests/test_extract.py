@@ -56,8 +56,11 @@ def dataset(tmp_path):
     return tmp_path, manifest
 
 
+MEL_EGEMAPS = ["features.egemaps=true", "features.phones=false"]  # these tests follow eGeMAPS' arrays
+
+
 def run(manifest, store, scheduler, *overrides):
-    return extract(manifest, store, load_config(None, list(overrides)), scheduler=scheduler)
+    return extract(manifest, store, load_config(None, [*MEL_EGEMAPS, *overrides]), scheduler=scheduler)
 
 
 @pytest.mark.parametrize("fps", [30, 60])

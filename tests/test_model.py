@@ -21,9 +21,10 @@ KINDS = ("dual_stream", "simplified")
 OPTIONS = {"mel_summary": 8, "band_overlap": 2, "temporal_layers": 2, "conv_kernel": 2}  # band-stream options
 MODELS = [("dual_stream", {}), ("simplified", {}), ("dual_stream", OPTIONS)]
 SMALL = ModelConfig(
-    d_model=32, num_heads=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
+    d_model=32, num_heads=4, mel_bands=4, decoder_hidden=16, context_s=0.5, emotion_context_s=1.0, dropout=0.0
 )
-SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1)  # 15 mel frames, 30 eGeMAPS frames, tokens every 3
+# 15 mel frames, 30 eGeMAPS frames, tokens every 3
+SMALL_FEATURES = FeaturesConfig(egemaps_step_s=0.1, egemaps=True, phones=False)
 
 
 def small(kind="dual_stream", features=SMALL_FEATURES, n_egemaps=88, seed=0, **changes):
@@ -61,7 +62,8 @@ def test_spans_and_window():
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("fps", (30, 60))
 def test_shapes_dense_and_sparse(kind, fps):
-    model = build_model(replace(ModelConfig(kind=kind), d_model=32, num_heads=4), FeaturesConfig(fps=fps))
+    features = FeaturesConfig(fps=fps, egemaps=True, phones=False)
+    model = build_model(replace(ModelConfig(kind=kind), d_model=32, num_heads=4, mel_bands=4), features)
     sp = model.spans
     assert sp.context == round(8.5333 * fps)
     mel, eg, _ = block(model, 2, 40)
@@ -96,7 +98,7 @@ def test_every_parameter_gets_a_gradient(kind, options):
     target = torch.rand(2, 12, 52)
     mask = torch.ones(2, 12, dtype=torch.bool)
     total, terms = compute_losses(out, target, mask, LossConfig(), consecutive=True)
-    assert set(terms) == {"mse", "l1", "perceptual", "velocity", "consistency", "total"}
+    assert set(terms) == {"mse", "l1", "perceptual", "velocity", "consistency", "closure", "total"}
     total.backward()
     assert check_gradients(model) == []
     norms = grad_norms(model)
@@ -304,7 +306,8 @@ def test_closure_loss_counts_open_lips_at_truth_closures_with_slack():
     mask = torch.ones(1, 8, dtype=torch.bool)
     cfg = replace(LossConfig(), closure=1.0)
     assert compute_losses(_out(pred), target, mask, cfg, True)[1]["closure"].item() == pytest.approx(0.64 / 8)
-    assert "closure" not in compute_losses(_out(pred), target, mask, LossConfig(), True)[1]
+    off = replace(LossConfig(), closure=0.0)
+    assert "closure" not in compute_losses(_out(pred), target, mask, off, True)[1]
     pred[0, 6, close] = 0.9  # closes two frames late: counted in a dense block, not at sparse positions
     assert compute_losses(_out(pred), target, mask, cfg, True)[1]["closure"].item() == pytest.approx(0.0)
     assert compute_losses(_out(pred), target, mask, cfg, False)[1]["closure"].item() == pytest.approx(0.08)

@@ -21,21 +21,22 @@ from tests.test_extract import write_pair
 
 def test_hashes_are_the_ones_stores_already_hold():
     """Measured with the code before the registry and the shared hash: existing stores stay valid."""
-    cfg = load_config(None)
+    cfg = load_config(None, ["features.egemaps=true", "features.phones=false", "model.mel_bands=4"])
     assert array_hashes(cfg.features, cfg.data) == {
         "mel": "3e278d5d007dbf2d",
         "egemaps": "cb99773976860085",
         "phones": None,
         "targets": "60c9d44a7438a79f",
     }
-    cfg = load_config(None, ["features.egemaps=false", "features.fps=60"])
+    cfg = load_config(None, ["features.phones=false", "features.fps=60"])
     assert array_hashes(cfg.features, cfg.data) == {
         "mel": "b1454000bd57aa7f",
         "egemaps": None,
         "phones": None,
         "targets": "7b0c7ec5b71366f4",
     }
-    assert config_hash(load_config(None).model) == "b60437f2c9c39d1c"
+    old_default = load_config(None, ["model.mel_bands=4", "features.phones=false"]).model
+    assert config_hash(old_default) == "b60437f2c9c39d1c"
 
 
 @pytest.fixture
@@ -58,7 +59,7 @@ def rms_feature():
 def test_a_registered_feature_is_hashed_stored_and_summarised(tmp_path, rms_feature):
     with pytest.raises(ValueError, match="'rms' is already registered"):
         register(rms_feature)
-    cfg = load_config(None, ["features.egemaps=false"])
+    cfg = load_config(None, ["features.phones=false"])
     hashes = array_hashes(cfg.features, cfg.data)
     assert list(hashes) == ["mel", "egemaps", "phones", "rms", "targets"] and hashes["rms"]
     write_pair(tmp_path / "data", "train/a_0", 2.0)
@@ -86,8 +87,10 @@ def test_builtin_features_match_their_extractors():
     samples = tone(1.0)
     mel, attrs = registry.FEATURES["mel"].compute(samples, cfg)
     np.testing.assert_array_equal(mel, log_mel(samples, cfg))
-    assert attrs == {} and [f.name for f in registry.enabled(cfg)] == ["mel", "egemaps"]
-    assert [f.name for f in registry.enabled(load_config(None, ["features.egemaps=false"]).features)] == [
+    assert attrs == {} and [f.name for f in registry.enabled(cfg)] == ["mel", "phones"]
+    both = load_config(None, ["features.egemaps=true"]).features
+    assert [f.name for f in registry.enabled(both)] == ["mel", "egemaps", "phones"]
+    assert [f.name for f in registry.enabled(load_config(None, ["features.phones=false"]).features)] == [
         "mel"
     ]
 

@@ -66,11 +66,11 @@ class FeaturesConfig:
     fmin: float = 80.0
     fmax: float = 8000.0
     db_floor: float = -100.0  # dB re amplitude 1.0 (fixed, never per window or file)
-    egemaps: bool = True  # research-only licence: switch off for commercial use
+    egemaps: bool = False  # openSMILE's research-only licence: no products from models trained on it
     egemaps_context_s: float = 20.0
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
-    phones: bool = False  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
+    phones: bool = True  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
 
     def __post_init__(self):
         check_section("features", self)
@@ -83,7 +83,7 @@ class ModelConfig:
     kind: str = "dual_stream"  # "dual_stream" | "simplified"
     d_model: int = 256
     num_heads: int = 8
-    mel_bands: int = 4  # dual-stream: mel split along frequency into this many bands (0: phones only)
+    mel_bands: int = 1  # dual-stream: mel split along frequency into this many bands (0: phones only)
     context_s: float = 8.5333  # mel context per output frame (256 frames at 30 fps)
     lookahead_s: float = 0.1  # future audio an output frame may see (0: causal); lips lead the sound
     emotion_context_s: float = 20.0  # eGeMAPS context per output frame (tokens every features.egemaps_step_s)
@@ -143,7 +143,7 @@ class LossConfig:
     velocity: float = 0.1  # prediction deltas vs target deltas along time (dense blocks)
     consistency: float = 0.2  # raw prediction vs the detached smoothed state (dense blocks)
     channel_floor: float = 0.05  # > 0: each channel's error divided by max(its train std, floor); 0: off
-    closure: float = 0.0  # lips that stay open where the truth closes them (see closure_below)
+    closure: float = 0.2  # lips that stay open where the truth closes them (see closure_below)
     closure_below: float = -0.2  # truth lips closed: jawOpen - mouthClose at or below this
 
     def __post_init__(self):
