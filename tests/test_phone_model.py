@@ -155,3 +155,15 @@ def test_package_model_writes_a_card_that_model_info_prints(env, tmp_path):
     assert missing.exit_code == 2 and "nope.pt: no such checkpoint file" in missing.output
     renders = render(env["data"], tmp_path / "r", str(out), workers=0)
     assert renders["ok files"] == 3
+
+
+def test_the_onnx_runtime_renders_a_phone_model_as_torch_does(env, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from koemorph.io.tracks import read_track
+
+    outs = {}
+    for runtime in ("torch", "onnx"):
+        summary = render(env["data"], tmp_path / runtime, str(env["ckpt"]), workers=0, runtime=runtime)
+        assert summary["ok files"] == 3, summary
+        outs[runtime] = read_track(tmp_path / runtime / "train/spk0_000.jsonl").values
+    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1e-4
