@@ -464,3 +464,19 @@ def test_previous_format_checkpoint_still_loads(learned, tmp_path):
     expected = np.random.random(3)
     set_rng_state(old["rng"])
     assert np.array_equal(np.random.random(3), expected)
+
+
+def test_a_checkpoint_from_before_phones_loads_as_it_was_trained(learned, tmp_path):
+    """Configs written before ``features.phones`` and ``loss.closure`` existed get the values that
+    applied then (no phones, no closure loss), not today's defaults, and render as before."""
+    from koemorph.training.checkpoint import load_model
+
+    ckpt = load_checkpoint(learned[2] / "last.pt")
+    assert not ckpt["config"]["features"]["phones"]
+    del ckpt["config"]["features"]["phones"], ckpt["config"]["loss"]["closure"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    model, meta = load_model(tmp_path / "old.pt")
+    assert not meta["config"].features.phones and meta["config"].loss.closure == 0.0
+    assert model.n_phones == 0
+    res = render_cli(tmp_path, tmp_path / "old.pt")
+    assert res.exit_code == 0, res.output

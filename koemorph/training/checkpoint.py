@@ -25,6 +25,9 @@ from koemorph.io.atomic import atomic_path
 
 FORMAT_VERSION = 2  # 2: numpy RNG state as a tensor and plain values (1: a numpy array)
 REQUIRED = ("model", "config", "stats", "fps", "blendshape_order")  # what rendering needs
+# Config keys added after checkpoints were written, with the value that applied to those (not today's
+# default): a checkpoint without them was trained without phones and without the closure loss.
+ADDED_KEYS = {("features", "phones"): False, ("loss", "closure"): 0.0}
 
 
 def rng_state() -> dict:
@@ -114,6 +117,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, safely (see the module docstring).
 
+    Config keys added since the file was written get the values that applied then (:data:`ADDED_KEYS`).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for one that
     is empty, not a checkpoint, holds anything but tensors and plain values (refused unread: nothing
     in it runs), or whose blendshape order differs from koemorph's.
@@ -133,6 +137,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: not a koemorph checkpoint (no {', '.join(missing)})")
     if ckpt["blendshape_order"] != list(ARKIT_NAMES):
         raise ValueError(f"{path}: blendshape order differs from koemorph's {ORDER_NAME}")
+    for (section, key), value in ADDED_KEYS.items():
+        if isinstance(ckpt["config"].get(section), dict):
+            ckpt["config"][section].setdefault(key, value)
     return ckpt
 
 
