@@ -81,7 +81,8 @@ def stream_cmd(
         str | None, typer.Argument(help="Audio file, or '-' / nothing for raw PCM on stdin.")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Checkpoint (default: paths.run_dir/best.pt).")
+        str | None,
+        typer.Option("--model", help="Checkpoint, or 'default': the bundled model (also when left out)."),
     ] = None,
     chunk_s: Annotated[float, typer.Option("--chunk-s", help="Chunk length in seconds.")] = 0.033,
     realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file source in real time.")] = False,
@@ -112,8 +113,10 @@ def stream_cmd(
     from koemorph.inference import live
     from koemorph.inference.stream import Streamer
 
-    cfg = config_from(params, set_)
-    ckpt = model or str(Path(cfg.paths.run_dir) / "best.pt")
+    config_from(params, set_)  # a bad params file or --set stops here, as for every command
+    from koemorph.inference.bundled import resolve
+
+    ckpt = resolve(model)
     try:
         rate, chunks, name = live.open_source(source, mic, rate, fmt, channels, chunk_s, realtime)
         streamer = Streamer.from_checkpoint(ckpt, rate=rate, name=name, threads=threads)
