@@ -56,7 +56,7 @@ def test_the_cache_appends_phone_shares_to_the_mel(env):
 def test_a_store_without_phones_is_named(tmp_path):
     from koemorph.data.cache import FeatureCache
 
-    store = build_store(tmp_path, [("train", 1.0)])
+    store = build_store(tmp_path, [("train", 1.0)], overrides=["features.phones=false"])
     with pytest.raises(InputError, match="no phones array: extract with features.phones=true") as info:
         FeatureCache(store, use_egemaps=False, use_phones=True)
     assert "train__spk0_000" in str(info.value)

@@ -83,7 +83,7 @@ def assert_readable(store: Path, file_id: str) -> None:
     attrs = read_group_attrs(store, file_id)
     assert attrs is not None and check_group(store / file_id, attrs["arrays"]) == []
     arrays = open_arrays(store, file_id)
-    assert sorted(arrays) == ["egemaps", "mel", "targets"]
+    assert sorted(arrays) == ["mel", "phones", "targets"]  # the default features
     for arr in arrays.values():
         assert arr[:].shape[0] == attrs["num_frames"]
 
@@ -150,13 +150,13 @@ def test_a_damaged_group_is_named_by_train_and_recomputed_by_extract(tmp_path, s
     (store / damaged_id / "mel" / "c" / "0" / "0").unlink()
     with pytest.raises(InputError, match=rf"{damaged_id}: damaged group: array 'mel' lacks chunk\(s\) \[0\]"):
         FeatureCache(store)
-    egemaps_before = (store / damaged_id / "egemaps" / "c" / "0" / "0").read_bytes()
+    phones_before = (store / damaged_id / "phones" / "c" / "0" / "0").read_bytes()
 
     summary = extract(manifest, store, load_config(None), scheduler=scheduler)
     assert summary["ok files"] == 1 and summary["cached files"] == 2
     by_id = {r["id"]: r for r in read_jsonl(sidecar(store, "results.jsonl"))}
     assert by_id[damaged_id]["computed"] == ["mel"]
-    assert (store / damaged_id / "egemaps" / "c" / "0" / "0").read_bytes() == egemaps_before
+    assert (store / damaged_id / "phones" / "c" / "0" / "0").read_bytes() == phones_before
     cache = FeatureCache(store)
     assert cache.load(damaged_id)["mel"].shape == (by_id[damaged_id]["num_frames"], 80)
 
