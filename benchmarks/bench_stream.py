@@ -3,11 +3,12 @@
     python benchmarks/bench_stream.py [--model best.pt] [--seconds 60] [--chunk-s 0.033]
         [--latency-seconds 20] [--memory-minutes 60] [--streams 2]
 
-Without ``--model`` a default-size dual-stream model with eGeMAPS (untrained weights, stats from the
-benchmark audio) is built in a temporary folder: speed does not depend on the weights. Audio is
+Without ``--model`` a default-size dual-stream model of the default config (untrained weights, stats
+from the benchmark audio) is built in a temporary folder: speed does not depend on the weights;
+``--model koemorph/bundled/default.pt`` times the bundled model. Audio is
 the synthetic speech-like signal of the demo corpus. Prints, from one run:
 
-(a) RTF per stream on one core (CPU s per audio s), eGeMAPS on, ``--chunk-s`` chunks as fast as
+(a) RTF per stream on one core (CPU s per audio s), ``--chunk-s`` chunks as fast as
     possible, against the baselines measured here: the whole-file path (features + ``predict_file``,
     what ``render`` does) and the naive eGeMAPS update (one openSMILE call on the last 20 s every
     0.3 s);
@@ -45,7 +46,8 @@ def rss_mb() -> float:
 
 
 def build_model(path: Path, audio: np.ndarray) -> Path:
-    """A default-config dual-stream checkpoint with eGeMAPS, stats from ``audio``."""
+    """A default-config dual-stream checkpoint, feature stats (mel, and eGeMAPS for configs that use
+    it) from ``audio``."""
     import torch
 
     from koemorph.config import load_config, to_dict
@@ -186,7 +188,10 @@ def main() -> None:
     cpu, wall, frames = stream_once(model, x, args.chunk_s)
     render_cpu, naive = offline_baselines(model, x)
     ms, dur = args.chunk_s * 1000, args.seconds
-    print(f"(a) one stream, one core, eGeMAPS on, {ms:.0f} ms chunks, {dur:.0f} s audio:")
+    from koemorph.inference.bundled import describe
+
+    inputs = " + ".join(describe(model)["inputs"])
+    print(f"(a) one stream, one core, model inputs {inputs}, {ms:.0f} ms chunks, {dur:.0f} s audio:")
     print(f"    RTF {cpu / dur:.4f} CPU (wall {wall / dur:.4f}), {frames} frames (goal <= 0.1)")
     cpu_100, _, _ = stream_once(model, x, 0.1)
     print(
