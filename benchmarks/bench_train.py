@@ -228,7 +228,7 @@ def main() -> None:
     geometry = spans(cfg.model, cfg.features)
 
     w0, c0 = time.perf_counter(), cpu_s()
-    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps)
+    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones)
     ids = cache.ids("train")
     for fid in ids:
         cache.load(fid)
@@ -247,7 +247,9 @@ def main() -> None:
     epoch_wall = mem["wall"] / args.epochs
     mem_bps, mem_fps = mem["blocks"] / mem["wall"], mem["frames"] / mem["wall"]
     with_load = mem["frames"] / args.epochs / (epoch_wall + load["wall"])
-    lazy_cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, in_memory=False)
+    lazy_cache = FeatureCache(
+        args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones, in_memory=False
+    )
     lazy = pipeline(
         BlockDataset(lazy_cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context),
         sampler,
