@@ -52,42 +52,28 @@ def default_checkpoint(path: Path, wavs: list[Path]) -> Path:
     """An untrained default model, saved with feature stats from a few corpus files."""
     import torch
 
-    from koemorph.config import load_config, to_dict
+    from koemorph.config import load_config
     from koemorph.features.egemaps import egemaps
     from koemorph.features.mel import log_mel
     from koemorph.model import build_model
-    from koemorph.training.checkpoint import save_checkpoint
+    from koemorph.training.checkpoint import save_untrained
 
     cfg = load_config(None)
-    mels, eges = [], []
+    values: dict[str, list] = {"mel": [], **({"egemaps": []} if cfg.features.egemaps else {})}
     for wav in wavs[:4]:
         x = load_audio(wav)
-        mels.append(log_mel(x, cfg.features))
-        eges.append(egemaps(x, cfg.features)[1])
+        values["mel"].append(log_mel(x, cfg.features))
+        if cfg.features.egemaps:
+            values["egemaps"].append(egemaps(x, cfg.features)[1])  # the windows, not the held frames
     stats = {
         name: {
             "mean": np.concatenate(a).mean(0).tolist(),
             "std": np.maximum(np.concatenate(a).std(0), 1e-5).tolist(),
         }
-        for name, a in (("mel", mels), ("egemaps", eges))
+        for name, a in values.items()
     }
     torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.features)
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats=stats,
-        fps=cfg.features.fps,
-        run_id=None,
-    )
+    return save_untrained(path, build_model(cfg.model, cfg.features), cfg, stats)
 
 
 def dask_render(corpus: Path, out: Path, ckpt: Path, workers: int) -> dict:

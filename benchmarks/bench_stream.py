@@ -50,36 +50,21 @@ def build_model(path: Path, audio: np.ndarray) -> Path:
     it) from ``audio``."""
     import torch
 
-    from koemorph.config import load_config, to_dict
-    from koemorph.features.egemaps import egemaps
+    from koemorph.config import load_config
     from koemorph.features.mel import log_mel
     from koemorph.model import build_model as build
-    from koemorph.training.checkpoint import save_checkpoint
+    from koemorph.training.checkpoint import save_untrained
 
     cfg = load_config(None, [])
     mel = log_mel(audio, cfg.features)
-    _, native, _ = egemaps(audio, cfg.features)
-    stats = {
-        "mel": {"mean": mel.mean(0).tolist(), "std": (mel.std(0) + 1e-3).tolist()},
-        "egemaps": {"mean": native.mean(0).tolist(), "std": (native.std(0) + 1e-3).tolist()},
-    }
+    stats = {"mel": {"mean": mel.mean(0).tolist(), "std": (mel.std(0) + 1e-3).tolist()}}
+    if cfg.features.egemaps:
+        from koemorph.features.egemaps import egemaps
+
+        native = egemaps(audio, cfg.features)[1]
+        stats["egemaps"] = {"mean": native.mean(0).tolist(), "std": (native.std(0) + 1e-3).tolist()}
     torch.manual_seed(0)
-    model = build(cfg.model, cfg.features)
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats=stats,
-        fps=cfg.features.fps,
-        run_id=None,
-    )
+    return save_untrained(path, build(cfg.model, cfg.features), cfg, stats)
 
 
 def stream_once(model: str, x: np.ndarray, chunk_s: float) -> tuple[float, float, int]:

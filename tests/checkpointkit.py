@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from koemorph.config import load_config, to_dict
+from koemorph.config import load_config
 from koemorph.features.mel import log_mel
 from koemorph.model import build_model
-from koemorph.training.checkpoint import save_checkpoint
+from koemorph.training.checkpoint import save_untrained
 
 SMALL = [
     "features.egemaps=true",  # the mel + eGeMAPS model (tests of the phone input add features.phones=true)
@@ -45,26 +45,6 @@ def widen(model: torch.nn.Module, hidden_bias: bool = False) -> torch.nn.Module:
             if name.startswith("decoder") and name.endswith("bias") and (hidden_bias or p.numel() in (1, 52)):
                 p.zero_()
     return model
-
-
-def save_untrained(path: Path, model: torch.nn.Module, cfg, stats: dict) -> Path:
-    """``model`` saved as a checkpoint of no training run (step 0, a fresh SGD optimiser) with ``cfg``
-    and the feature ``stats``; it renders, streams and exports like a trained one."""
-    return save_checkpoint(
-        path,
-        model=model,
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        schedule={},
-        epoch=0,
-        batch=0,
-        step=0,
-        best=None,
-        bad_validations=0,
-        config=to_dict(cfg),
-        stats=stats,
-        fps=cfg.features.fps,
-        run_id=None,
-    )
 
 
 def random_checkpoint(path: Path, overrides: list[str], samples: np.ndarray) -> Path:

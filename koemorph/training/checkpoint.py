@@ -114,6 +114,29 @@ def save_checkpoint(
     return path
 
 
+def save_untrained(path: str | Path, model, cfg, stats: dict) -> Path:
+    """``model`` saved as a checkpoint of no training run (step 0, a fresh SGD optimiser) with the
+    :class:`koemorph.config.Config` ``cfg`` and the feature ``stats``: it renders, streams and exports
+    like a trained one (for benchmarks and tests, whose speed does not depend on the weights)."""
+    from koemorph.config import to_dict
+
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        schedule={},
+        epoch=0,
+        batch=0,
+        step=0,
+        best=None,
+        bad_validations=0,
+        config=to_dict(cfg),
+        stats=stats,
+        fps=cfg.features.fps,
+        run_id=None,
+    )
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, safely (see the module docstring).
 
