@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 
 # glibc malloc in local workers. Dask's default MALLOC_TRIM_THRESHOLD_=65536 hands freed memory back
 # to the OS at once (and fixes the mmap threshold at 128 kB), so every large temporary is faulted in
@@ -11,10 +14,28 @@ import os
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(64 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored, so that processes started inside inherit SIG_IGN through exec; the handler
+    comes back on exit. Outside the main thread, where handlers cannot change, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 def dask_client(workers: int | None, scheduler: str | None):
     """A client on ``scheduler`` (or $DASK_SCHEDULER_ADDRESS), else on a new LocalCluster.
 
-    Local workers are processes with one thread each: the work is CPU-bound Python/C.
+    Local workers are processes with one thread each: the work is CPU-bound Python/C. Ctrl-C is the
+    driver's: a terminal signals the whole process group, and a worker killed by it mid-task can leave
+    its nanny and the driver's shutdown hanging. So the worker processes start with SIGINT ignored
+    (inherited through exec); the price is that a Ctrl-C during the cluster's start (a second or
+    two) is ignored too.
     """
     import dask
     from distributed import Client, LocalCluster
@@ -30,7 +51,7 @@ def dask_client(workers: int | None, scheduler: str | None):
         "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
     }
     malloc = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
-    with dask.config.set(malloc):  # must be in the environment before the worker process starts
+    with _sigint_ignored(), dask.config.set(malloc):  # malloc: in the environment before the spawn
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", env=env
         )
