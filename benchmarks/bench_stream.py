@@ -1,10 +1,12 @@
 """Benchmark streaming inference (``koemorph stream``): speed, concurrent streams, latency, memory.
 
     python benchmarks/bench_stream.py [--model best.pt] [--seconds 60] [--chunk-s 0.033]
-        [--latency-seconds 20] [--memory-minutes 60] [--streams 2]
+        [--latency-seconds 20] [--memory-minutes 60] [--streams 2] [--set KEY=VALUE ...]
 
-Without ``--model`` a default-size dual-stream model of the default config (untrained weights, stats
-from the benchmark audio) is built in a temporary folder: speed does not depend on the weights;
+Without ``--model`` a default-size dual-stream model of the default config with the ``--set``
+overrides (untrained weights, stats from the benchmark audio) is built in a temporary folder: speed
+does not depend on the weights; the seeds' model with eGeMAPS is ``--set features.egemaps=true
+--set features.phones=false --set model.mel_bands=4``;
 ``--model koemorph/bundled/default.pt`` times the bundled model. Audio is
 the synthetic speech-like signal of the demo corpus. Prints, from one run:
 
@@ -45,9 +47,9 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
-def build_model(path: Path, audio: np.ndarray) -> Path:
-    """A default-config dual-stream checkpoint, feature stats (mel, and eGeMAPS for configs that use
-    it) from ``audio``."""
+def build_model(path: Path, audio: np.ndarray, overrides: list[str]) -> Path:
+    """A dual-stream checkpoint of the default config with ``overrides``, feature stats (mel, and
+    eGeMAPS for configs that use it) from ``audio``."""
     import torch
 
     from koemorph.config import load_config
@@ -55,7 +57,7 @@ def build_model(path: Path, audio: np.ndarray) -> Path:
     from koemorph.model import build_model as build
     from koemorph.training.checkpoint import save_untrained
 
-    cfg = load_config(None, [])
+    cfg = load_config(None, overrides)
     mel = log_mel(audio, cfg.features)
     stats = {"mel": {"mean": mel.mean(0).tolist(), "std": (mel.std(0) + 1e-3).tolist()}}
     if cfg.features.egemaps:
@@ -164,12 +166,13 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=20.0)
     ap.add_argument("--memory-minutes", type=float, default=60.0)
     ap.add_argument("--streams", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args()
     from koemorph.demo.synth import speechlike
 
     x = speechlike(args.seconds, seed=1)
     tmp = tempfile.TemporaryDirectory(prefix="bench_stream-")
-    model = args.model or str(build_model(Path(tmp.name) / "model.pt", x))
+    model = args.model or str(build_model(Path(tmp.name) / "model.pt", x, args.set))
     cpu, wall, frames = stream_once(model, x, args.chunk_s)
     render_cpu, naive = offline_baselines(model, x)
     ms, dur = args.chunk_s * 1000, args.seconds

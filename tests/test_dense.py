@@ -1,5 +1,6 @@
-"""Exact inference shortcuts: the dense attention path (koemorph.model.dense) and closed-form smoothing
-agree with the generic code to float tolerance."""
+"""Exact inference shortcuts: the dense attention path (koemorph.model.dense), the one-output window
+of a stream's frame-by-frame call, and closed-form smoothing agree with the generic code to float
+tolerance."""
 
 from __future__ import annotations
 
@@ -173,7 +174,7 @@ def test_uniform_prefix_is_summed_once(uniform, generic, dense_calls):
     pos = torch.arange(40)[None]
     with torch.no_grad():
         fast = att(queries, tokens, pos)
-        scores, _, v = att._project(queries, tokens)
+        scores, v = att.frame_parts(att.query_parts(queries)[0], tokens)
     assert dense_calls == [att.dense]
     assert dense.uniform_prefix(scores, v) == max(uniform, 1)
     generic()
@@ -216,6 +217,23 @@ def test_emotion_distinct_windows(case, monkeypatch):
         assert computed == [n, 6]
     else:
         assert computed == []  # rows with different positions: the training path
+
+
+def test_one_output_over_its_window_matches_generic():
+    """A stream's call: one position whose keys are exactly the block's frames, in order."""
+    torch.manual_seed(0)
+    ages = 16 - torch.arange(20)
+    att = WindowAttention(16, 8, 2, 2, 4, 4, torch.arange(20), ages=ages, slopes=torch.rand(4)).eval()
+    queries, tokens, pos = torch.randn(5, 16), torch.randn(3, 20, 2, 8), torch.zeros(3, 1, dtype=torch.long)
+    with torch.no_grad():
+        q, age = att.query_parts(queries)
+        scores, v = att.frame_parts(q, tokens)
+        generic = att._gathered(scores, age, v, pos[:, :, None] + att.offsets)
+        assert att.in_order
+        torch.testing.assert_close(att(queries, tokens, pos), generic, atol=1e-6, rtol=1e-5)
+        att.in_order = False  # the generic path gives the same, so the shortcut must be what ran above
+        torch.testing.assert_close(att(queries, tokens, pos), generic, atol=0, rtol=0)
+        assert not WindowAttention(16, 8, 1, 2, 4, 4, torch.arange(20).flip(0)).in_order
 
 
 @pytest.mark.parametrize("with_state", (False, True))

@@ -5,9 +5,12 @@ its whole window (``C - 1 + L`` mel rows, ``E`` eGeMAPS rows). Two parts of that
 call to call, and are cached here (same functions on the same rows, so the same values up to
 float rounding; the streaming tests compare with ``render``):
 
-* the mel stream's per-frame band tokens (:class:`~koemorph.model.dual_stream.BandMelStream`
-  with one-frame tokens and no temporal layers): each mel row is encoded once, when it arrives;
-  rows before the stream start (and past its end, at the flush) are the padding rows;
+* the mel stream's per-frame work (:class:`~koemorph.model.dual_stream.BandMelStream` with
+  one-frame tokens and no temporal layers): each frame-feature row is encoded once, when it
+  arrives, into its attention parts (the frame part of every head's and query's score, and the
+  values: :meth:`~koemorph.model.layers.WindowAttention.frame_parts`); the queries' part is
+  computed once per utterance; rows before the stream start (and past its end, at the flush)
+  are the padding rows;
 * the emotion stream's output: it depends on the held eGeMAPS windows only, which change once per
   update (every ``step`` frames), so it is computed once per update when ``step`` frames are a
   whole number of eGeMAPS updates.
@@ -38,44 +41,52 @@ def supports(model) -> bool:
 
 
 class IncrementalForward:
-    """Cached tokens and emotion outputs of one utterance (make a new one per utterance)."""
+    """Cached per-frame attention parts and emotion outputs of one utterance (a new one per utterance)."""
 
     def __init__(self, model, pad_row: np.ndarray, frames_per_update: int | None):
         self.model, self.ms = model, model.mel_stream
-        self.pad_row = pad_row  # [n_mels] normalised silence: the rows outside the stream
+        self.pad_row = pad_row  # [D] normalised frame features of silence: the rows outside the stream
         self.per_update = frames_per_update  # eGeMAPS updates every this many frames (None: no cache)
-        self.tokens = None  # [rows, bands, d_band] of mel rows [t0, t0 + rows)
+        self.q, self.age_scores = self.ms.attention.query_parts(model.queries)
+        self.scores = None  # [1, H, Nq, rows]: the frame part of every score, mel rows [t0, t0 + rows)
+        self.values = None  # [1, H, rows, dv]
         self.t0 = 0
-        self.pad_token = None
+        self.pad = None  # (scores, values) of one padding row
         self.emotion: dict[int, torch.Tensor] = {}  # update index -> [52, d]
 
-    def _encode(self, rows: np.ndarray) -> torch.Tensor:
-        """Tokens of frame-feature rows ``[r, D]`` (normalised): ``[r, groups, d_band]``."""
-        return self.ms.encode(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None])[0]
+    def _parts(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention parts of normalised frame-feature rows ``[r, D]``: ``([1, H, Nq, r], [1, H, r, dv])``."""
+        tokens = self.ms.encode(torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))[None])
+        return self.ms.attention.frame_parts(self.q, tokens)
 
-    def mel_tokens(self, mel: np.ndarray, lo: int) -> torch.Tensor:
-        """Tokens of the window ``mel`` ``[W, n_mels]`` whose first row is stream frame ``lo``
-        (windows move forward; rows before frame 0 are padding)."""
+    def mel_parts(self, mel: np.ndarray, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention parts of the window ``mel`` ``[W, D]`` whose first row is stream frame ``lo``
+        (windows move forward; rows before frame 0 are padding): ``([1, H, Nq, W], [1, H, W, dv])``."""
         hi = lo + mel.shape[0]
-        t1 = self.t0 + (0 if self.tokens is None else self.tokens.shape[0])
+        t1 = self.t0 + (0 if self.scores is None else self.scores.shape[-1])
         start = max(lo, 0, t1)
         if hi > start:
-            new = self._encode(mel[start - lo :])
-            if self.tokens is None:
-                self.tokens, self.t0 = new, start
+            scores, values = self._parts(mel[start - lo :])
+            if self.scores is None:
+                self.scores, self.values, self.t0 = scores, values, start
             else:
-                self.tokens = torch.cat([self.tokens, new])
+                self.scores = torch.cat([self.scores, scores], dim=3)
+                self.values = torch.cat([self.values, values], dim=2)
         keep = max(lo, 0) - self.t0  # rows no later window sees
         if keep > 0:
-            self.tokens, self.t0 = self.tokens[keep:], self.t0 + keep
-        parts = []
-        if lo < 0:
-            if self.pad_token is None:
-                self.pad_token = self._encode(self.pad_row[None])
-            parts.append(self.pad_token.expand(min(-lo, mel.shape[0]), -1, -1))
+            self.scores, self.values = self.scores[..., keep:], self.values[:, :, keep:]
+            self.t0 += keep
+        if lo >= 0:
+            a, b = lo - self.t0, hi - self.t0
+            return self.scores[..., a:b], self.values[:, :, a:b]
+        if self.pad is None:
+            self.pad = self._parts(self.pad_row[None])
+        n_pad = min(-lo, mel.shape[0])
+        scores, values = [self.pad[0].expand(-1, -1, -1, n_pad)], [self.pad[1].expand(-1, -1, n_pad, -1)]
         if hi > 0:
-            parts.append(self.tokens[max(lo, 0) - self.t0 : hi - self.t0])
-        return torch.cat(parts)
+            scores.append(self.scores[..., : hi - self.t0])
+            values.append(self.values[:, :, : hi - self.t0])
+        return torch.cat(scores, dim=3), torch.cat(values, dim=2)
 
     def emotion_output(self, a: int, span: int, rows_of) -> torch.Tensor:
         """Emotion stream output for frames ``[a, a + span)``: ``[1, span, 52, d]``. ``rows_of(lo, hi)``
@@ -102,7 +113,8 @@ class IncrementalForward:
         positions = torch.arange(span)[None]
         use_emotion = rows_of is not None and model.emotion_stream is not None
         w = model.stream_weights(use_emotion)
-        fused = self.ms.attention(model.queries, self.mel_tokens(mel, lo)[None], positions)
+        scores, values = self.mel_parts(mel, lo)
+        fused = self.ms.attention.attend(scores, values, self.age_scores, positions)
         fused = fused.mul_(w[:, :1]).add_(model.queries)
         if use_emotion:
             fused = fused.addcmul_(self.emotion_output(a, span, rows_of), w[:, 1:])

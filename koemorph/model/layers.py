@@ -64,6 +64,7 @@ class WindowAttention(nn.Module):
         self.v_proj = nn.Linear(d_token, heads_per_group * value_dim)
         offsets = torch.as_tensor(offsets, dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
+        self.in_order = bool(torch.equal(offsets, torch.arange(len(offsets))))  # key k = token frame p + k
         self.pos_key = nn.Parameter(torch.randn(len(offsets), self.heads, key_dim) * 0.1)
         prior = torch.zeros(self.heads, 1, 1, len(offsets))
         if ages is not None and slopes is not None:
@@ -75,7 +76,18 @@ class WindowAttention(nn.Module):
         self.dense = DenseWindow(offsets)  # plain object: no parameters, nothing in the state_dict
 
     def forward(self, queries: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        frame_scores, age_scores, v = self._project(queries, tokens)
+        q, age_scores = self.query_parts(queries)
+        return self.attend(*self.frame_parts(q, tokens), age_scores, positions)
+
+    def attend(self, frame_scores, v, age_scores, positions: torch.Tensor) -> torch.Tensor:
+        """``forward`` from its parts (:meth:`frame_parts`, :meth:`query_parts`): output position ``p``
+        attends to the token frames ``p + offsets`` -> ``[B, n, Nq, H * value_dim]``."""
+        w = self.offsets.shape[0]
+        if positions.shape[1] == 1 and self.in_order and frame_scores.shape[-1] == w and not positions.any():
+            # one output whose keys are the block's frames in order (a stream's frame-by-frame call)
+            attn = torch.softmax(frame_scores + age_scores.squeeze(2), dim=-1)  # [B, H, Nq, W]
+            out = torch.matmul(attn, v).permute(0, 2, 1, 3)  # [B, Nq, H, dv]
+            return self.dropout(out.reshape(out.shape[0], 1, out.shape[1], -1))
         shift = self.dense.shift(frame_scores, positions)
         if shift is not None:  # dense inference block: no [B, H, Nq, n, W] tensors at all
             return self.dropout(self.dense.attend(frame_scores, age_scores.squeeze(2), v, shift))
@@ -87,21 +99,28 @@ class WindowAttention(nn.Module):
         ``k`` (keys in the order of ``offsets``) for each of ``n`` outputs -> ``[B, n, Nq, H * value_dim]``.
         ``forward`` is ``at_rows`` with ``index = positions + offsets``; callers that hold only the rows their
         windows see (:class:`~koemorph.model.dual_stream.EmotionStream` at inference) pass their own."""
-        frame_scores, age_scores, v = self._project(queries, tokens)
+        q, age_scores = self.query_parts(queries)
+        frame_scores, v = self.frame_parts(q, tokens)
         return self.dropout(self._gathered(frame_scores, age_scores, v, index))
 
-    def _project(self, queries: torch.Tensor, tokens: torch.Tensor):
-        """``(frame_scores [B, H, Nq, T], age_scores [H, Nq, 1, W], v [B, H, T, dv])``."""
+    def query_parts(self, queries: torch.Tensor):
+        """What depends on the queries only: ``(q [Nq, H, dk] scaled by 1/sqrt(dk), age_scores
+        [H, Nq, 1, W])``, the age part of every score with the locality prior."""
+        nq, h, dk = queries.shape[0], self.heads, self.key_dim
+        q = self.q_proj(queries).view(nq, h, dk) * (1.0 / math.sqrt(dk))
+        age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior
+        return q, age_scores
+
+    def frame_parts(self, q: torch.Tensor, tokens: torch.Tensor):
+        """What each token frame gives, independent of the others: ``(frame_scores [B, H, Nq, T],
+        v [B, H, T, dv])`` of ``tokens`` ``[B, T, G, d_token]`` (``q`` from :meth:`query_parts`)."""
         b, t, g, _ = tokens.shape
         if g != self.groups:
             raise ValueError(f"expected {self.groups} token groups, got {g}")
-        nq, h, dk, dh = queries.shape[0], self.heads, self.key_dim, self.value_dim
-        q = self.q_proj(queries).view(nq, h, dk) * (1.0 / math.sqrt(dk))
+        h, dk, dh = self.heads, self.key_dim, self.value_dim
         k = self.k_proj(tokens).view(b, t, h, dk)  # group g's tokens give heads g*hpg .. (g+1)*hpg - 1
         v = self.v_proj(tokens).view(b, t, h, dh).transpose(1, 2)  # [B, H, T, dv]
-        frame_scores = torch.einsum("bthd,qhd->bhqt", k, q)  # [B, H, Nq, T]: once per frame
-        age_scores = torch.einsum("whd,qhd->hqw", self.pos_key, q).unsqueeze(2) + self.prior  # [H, Nq, 1, W]
-        return frame_scores, age_scores, v
+        return torch.einsum("bthd,qhd->bhqt", k, q), v
 
     @staticmethod
     def _gathered(frame_scores, age_scores, v, index) -> torch.Tensor:
