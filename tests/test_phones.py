@@ -181,6 +181,35 @@ def test_stream_returns_final_rows_and_mostly_agrees_with_whole_file():
 
 
 @needs_pocketsphinx
+@pytest.mark.parametrize("rule", ["pause", "longest"])
+def test_a_long_stream_cuts_decoder_utterances_and_holds_little(rule, monkeypatch):
+    """Three sentences with pauses, streamed with the cut rule scaled down (after 3 s of audio in a
+    pause, or at 2 s in any case): several decoder utterances, one row per grid frame, the same
+    phones as the uncut stream on most frames (measured 98 % and 91 %), and only the codes of a few
+    frames of earlier utterances held."""
+    x = np.concatenate(
+        [speak(t)[0] for t in ("Bob met a maple man.", "Pam ate a plum.", "Mom bought bread and ham.")]
+    )
+    uncut = ph.PhoneStream(30)
+    want = np.concatenate([*(uncut.push(x[a : a + 533]) for a in range(0, x.size, 533)), uncut.finish()])
+    assert uncut.utterances == 1
+    monkeypatch.setattr(ph, "CUT_AFTER_S", 3.0 if rule == "pause" else 99.0)
+    monkeypatch.setattr(ph, "CUT_MAX_S", 99.0 if rule == "pause" else 2.0)
+    stream = ph.PhoneStream(30)
+    rows, held = [], 0
+    for a in range(0, x.size, 533):  # 33.3 ms chunks, not whole 10-ms hops
+        rows.append(stream.push(x[a : a + 533]))
+        held = max(held, len(stream._codes))  # earlier utterances' codes still held
+    rows = np.concatenate([*rows, stream.finish()])
+    check_rows(rows)
+    assert rows.shape == want.shape == (grid.num_frames_for_samples(x.size, 30), P)
+    assert stream.utterances >= (2 if rule == "pause" else x.size // 32000)
+    assert held <= 20  # 0.2 s of decoder frames (measured: 9)
+    agree = (rows.argmax(1) == want.argmax(1)).mean()
+    assert agree > 0.8, f"cut and uncut streams agree on {agree:.0%} of frames"
+
+
+@needs_pocketsphinx
 def test_the_cache_hash_covers_what_fixes_the_output():
     from koemorph.config import DataConfig
     from koemorph.data.extract import array_hashes

@@ -29,6 +29,7 @@ Two decoders:
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 
@@ -62,6 +63,10 @@ SPHINX_HALF_WINDOW = 205  # half of the 410-sample analysis window (0.025625 s a
 DECODER_SETTINGS = {"lw": 0.5, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dither": True, "seed": 1}
 ENCODING_VERSION = 1  # bump when the frame mapping or the row encoding changes
 STREAM_SETTLE_SEGMENTS = 1  # streaming: a frame is decided once this many segments start after it
+# streaming: the decoder's utterance ends in a pause of CUT_PAUSE_S once it holds CUT_AFTER_S of audio,
+# and at CUT_MAX_S in any case (the decoder's memory and per-chunk work grow with its utterance)
+CUT_AFTER_S, CUT_PAUSE_S, CUT_MAX_S = 20.0, 0.2, 60.0
+LAGS_KEPT = 10_000  # PhoneStream.lags_s: the last this many frames
 
 
 def available() -> bool:
@@ -197,8 +202,9 @@ def sphinx_owner(first: int, last: int, fps: int) -> np.ndarray:
     return (2 * centre * fps + grid.SAMPLE_RATE) // (2 * grid.SAMPLE_RATE)
 
 
-def encode(codes: np.ndarray, k0: int, k1: int, fps: int) -> np.ndarray:
-    """Rows ``[k1 - k0, P]`` float32 of grid frames ``k0..k1-1`` from per-PocketSphinx-frame label codes.
+def encode(codes: np.ndarray, k0: int, k1: int, fps: int, first: int = 0) -> np.ndarray:
+    """Rows ``[k1 - k0, P]`` float32 of grid frames ``k0..k1-1`` from per-PocketSphinx-frame label codes
+    (``codes[i]`` is PocketSphinx frame ``first + i`` of the stream).
 
     Each PocketSphinx frame belongs to the grid frame nearest its centre (:func:`sphinx_owner`); a
     grid row is the mean of its frames' rows (:data:`ROW_TABLE`), i.e. the share of its time given
@@ -213,9 +219,9 @@ def encode(codes: np.ndarray, k0: int, k1: int, fps: int) -> np.ndarray:
         out = np.zeros((n, len(PHONES)), dtype=np.float32)
         out[:, 0] = 1.0
         return out
-    nearest = np.clip(grid_to_sphinx(k0, k1, fps), 0, len(codes) - 1)
+    nearest = np.clip(grid_to_sphinx(k0, k1, fps) - first, 0, len(codes) - 1)
     lo, hi = max(int(nearest[0]) - 4, 0), min(int(nearest[-1]) + 5, len(codes))
-    owner = sphinx_owner(lo, hi, fps) - k0
+    owner = sphinx_owner(first + lo, first + hi, fps) - k0
     mine = (owner >= 0) & (owner < n)
     sums = np.zeros((n, len(PHONES)), dtype=np.float64)
     np.add.at(sums, owner[mine], ROW_TABLE[codes[lo:hi][mine]])
@@ -245,11 +251,16 @@ class PhoneStream:
     ``push(chunk)`` returns ``[n, P]`` float32 rows (as :func:`phone_features`) for the next grid
     frames at ``fps`` whose PocketSphinx frames are all decided; ``finish()`` ends the utterance and
     returns the rest, so that the rows of all calls together number
-    ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, per returned frame, how
-    far the audio pushed so far ran ahead of the frame's time when it was returned (seconds).
+    ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, for the last
+    :data:`LAGS_KEPT` returned frames, how far the audio pushed so far ran ahead of the frame's time
+    when it was returned (seconds).
 
-    Live CMN starts from the acoustic model's prior mean and needs seconds of speech to settle. A
-    session can carry it over: pass ``cmn``, the :attr:`cmn` of an earlier stream of the same voice.
+    Bounded state for a stream of any length: the decoder's utterance ends in the first pause of at
+    least :data:`CUT_PAUSE_S` after :data:`CUT_AFTER_S` of audio (or at :data:`CUT_MAX_S` in any
+    case) and a new one starts on the next 10-ms frame; only the label codes of frames not yet
+    returned are held. Live CMN starts from the acoustic model's prior mean and needs seconds of
+    speech to settle; it runs on across those cuts, and a session can carry it over: pass ``cmn``,
+    the :attr:`cmn` of an earlier stream of the same voice.
     """
 
     def __init__(self, fps: int, cmn: str | None = None):
@@ -258,48 +269,89 @@ class PhoneStream:
         if cmn is not None:
             self._dec.set_cmn(cmn)
         self._dec.start_utt()
-        self._n_samples = 0
+        self._n_samples = 0  # samples pushed
+        self._pending = np.zeros(0, dtype=np.float32)  # under one 10-ms hop, not yet given to the decoder
+        self._utt_first = 0  # stream PocketSphinx frame where the decoder's utterance starts
+        self._codes = np.zeros(0, dtype=np.int64)  # decided codes of earlier utterances, from _first
+        self._first = 0
         self._emitted = 0  # grid frames returned so far
         self._finished = False
-        self.lags_s: list[float] = []
+        self.utterances = 1  # decoder utterances so far
+        self.lags_s: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Feed ``[n]`` float32 samples at 16 kHz; returns the newly decided rows ``[m, P]``."""
         if self._finished:
             raise RuntimeError("PhoneStream.push after finish()")
-        x = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        if x.size:
-            self._dec.process_raw(to_pcm16(x), False, False)
-            self._n_samples += x.size
+        x = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float32).reshape(-1)])
+        self._n_samples += x.size - self._pending.size
+        whole = x.size - x.size % SPHINX_HOP  # the decoder gets whole 10-ms hops: utterances cut on one
+        if whole:
+            self._dec.process_raw(to_pcm16(x[:whole]), False, False)
+        self._pending = x[whole:]
         segments = _segments(self._dec)
+        fed = self._n_samples - self._pending.size
+        if self._cut_now(segments, fed):
+            return self._end_utterance(fed // SPHINX_HOP, self._total())
         if len(segments) <= STREAM_SETTLE_SEGMENTS:
             return np.zeros((0, len(PHONES)), dtype=np.float32)
-        decided = segments[-STREAM_SETTLE_SEGMENTS][1]  # PocketSphinx frames before this are decided
+        decided = self._utt_first + segments[-STREAM_SETTLE_SEGMENTS][1]  # frames before it are decided
         # grid frames before the owner of the first undecided PocketSphinx frame own decided ones only
         upto = min(int(sphinx_owner(decided, decided + 1, self.fps)[0]), self._total())
-        return self._emit(frame_labels(segments, decided), upto)
+        return self._emit(self._with(frame_labels(segments, decided - self._utt_first)), upto)
 
     def finish(self) -> np.ndarray:
         """End the utterance; returns the rows of all grid frames not yet returned."""
         if self._finished:
             return np.zeros((0, len(PHONES)), dtype=np.float32)
-        self._dec.end_utt()
+        if self._pending.size:
+            self._dec.process_raw(to_pcm16(self._pending), False, False)
         self._finished = True
+        self._dec.end_utt()
         codes = frame_labels(_segments(self._dec), int(self._dec.n_frames()))
-        return self._emit(codes, self._total())
+        return self._emit(self._with(codes), self._total())
 
     @property
     def cmn(self) -> str:
         """The live cepstral mean now (comma-separated numbers), to start a later stream from."""
         return self._dec.get_cmn()
 
+    def _cut_now(self, segments, fed: int) -> bool:
+        """Whether the decoder's utterance ends here: in a pause, long enough, or at the longest."""
+        length = fed / grid.SAMPLE_RATE - self._utt_first / SPHINX_RATE
+        if length >= CUT_MAX_S:
+            return True
+        if length < CUT_AFTER_S or not segments or label_code(segments[-1][0]) != 0:
+            return False
+        return (int(self._dec.n_frames()) - segments[-1][1]) / SPHINX_RATE >= CUT_PAUSE_S
+
+    def _end_utterance(self, boundary: int, upto: int) -> np.ndarray:
+        """End the decoder's utterance at stream frame ``boundary`` (all audio fed), start the next;
+        returns the rows of the grid frames that own frames before ``boundary`` only."""
+        self._dec.end_utt()
+        n = boundary - self._utt_first  # frames past it (the front end's last, padded ones) are dropped
+        codes = self._with(frame_labels(_segments(self._dec), n)[:n])
+        self._codes = codes  # decided for good
+        self._utt_first = boundary
+        self._dec.start_utt()
+        self.utterances += 1
+        return self._emit(codes, min(upto, int(sphinx_owner(boundary, boundary + 1, self.fps)[0])))
+
+    def _with(self, utterance_codes: np.ndarray) -> np.ndarray:
+        """Codes from stream frame ``_first``: the held ones, then the current utterance's."""
+        return np.concatenate([self._codes[: self._utt_first - self._first], utterance_codes])
+
     def _total(self) -> int:
         return grid.num_frames_for_samples(self._n_samples, self.fps)
 
     def _emit(self, codes: np.ndarray, upto: int) -> np.ndarray:
-        """Rows of grid frames ``_emitted..upto-1``; their lags are recorded."""
-        rows = encode(codes, self._emitted, upto, self.fps)
+        """Rows of grid frames ``_emitted..upto-1`` (``codes`` from stream frame ``_first``); their lags
+        are recorded, and held codes no later row needs are dropped."""
+        rows = encode(codes, self._emitted, upto, self.fps, self._first)
         now = self._n_samples / grid.SAMPLE_RATE
         self.lags_s.extend((now - grid.frame_times(upto, self.fps)[self._emitted :]).tolist())
         self._emitted = max(self._emitted, upto)
+        drop = min(int(grid_to_sphinx(self._emitted, self._emitted + 1, self.fps)[0]) - 8, self._utt_first)
+        if drop > self._first:
+            self._codes, self._first = self._codes[drop - self._first :], drop
         return rows
