@@ -330,7 +330,7 @@ class PhoneStream:
         returns the rows of the grid frames that own frames before ``boundary`` only."""
         self._dec.end_utt()
         n = boundary - self._utt_first  # frames past it (the front end's last, padded ones) are dropped
-        codes = self._with(frame_labels(_segments(self._dec), n)[:n])
+        codes = self._with(frame_labels(_segments(self._dec), n))
         self._codes = codes  # decided for good
         self._utt_first = boundary
         self._dec.start_utt()
