@@ -126,6 +126,35 @@ def test_a_phone_model_streams_its_frames_as_phones_are_decided(env, tmp_path):
     assert early >= 0.5 * len(values)  # frames come while the audio plays, not all at the end
 
 
+@pytest.mark.parametrize("chunk_s", [0.01, 0.033, 0.1, 1.0])
+def test_a_live_phone_model_streams_exactly_its_rendered_frames(env, tmp_path, chunk_s):
+    """``features.phones_decoding: live``: render computes the phones a stream decodes, so streaming
+    in any chunks gives render's frames; the second utterance too (the decoder's mean starts over)."""
+    import soundfile as sf
+
+    from koemorph.inference.stream import Streamer
+    from koemorph.io.tracks import read_track
+    from tests.test_phones import speak
+
+    live = SMALL + PHONES + ["features.egemaps=false", "features.phones_decoding=live"]
+    cfg = load_config(None, live)
+    torch.manual_seed(0)
+    model = widen(build_model(cfg.model, cfg.features), hidden_bias=True)
+    stats = json.loads((env["root"] / "features.stats.json").read_text())
+    ckpt = save_untrained(tmp_path / "live.pt", model, cfg, {"mel": stats["mel"], "ids": stats["ids"]})
+    (tmp_path / "in").mkdir()
+    x = speak("Bob met a maple man by the pool.")[0]
+    sf.write(tmp_path / "in" / "a.wav", x, 16_000, subtype="FLOAT")
+    render(tmp_path / "in", tmp_path / "out", str(ckpt), workers=0)
+    want = read_track(tmp_path / "out" / "a.jsonl").values
+    streamer, n = Streamer.from_checkpoint(ckpt), round(chunk_s * 16_000)
+    for _ in range(2):
+        parts = [streamer.push(x[a : a + n]).values for a in range(0, x.size, n)]
+        got = np.concatenate([*parts, streamer.flush().values])
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
+    assert np.ptp(want, axis=0).max() > 0.05  # the outputs move: the comparison means something
+
+
 def test_package_model_writes_a_card_that_model_info_prints(env, tmp_path):
     from cli.main import app
     from koemorph.inference.bundled import describe

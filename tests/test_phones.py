@@ -210,6 +210,20 @@ def test_a_long_stream_cuts_decoder_utterances_and_holds_little(rule, monkeypatc
 
 
 @needs_pocketsphinx
+def test_stream_rows_do_not_depend_on_the_chunks_and_are_the_live_features():
+    x, _ = speak("Her view was calm and deep among a maple, and Bob sat by the pool.")
+    want = ph.phone_features(x, FeaturesConfig(fps=30, phones_decoding="live"))
+    whole = ph.phone_features(x, FeaturesConfig(fps=30))
+    assert want.shape == whole.shape and (want.argmax(1) != whole.argmax(1)).any()  # another decoding
+    for sizes in ([160], [533], [1600], [16000], [1600, 320, 4000, 7]):
+        stream, parts, a, i = ph.PhoneStream(30), [], 0, 0
+        while a < x.size:
+            parts.append(stream.push(x[a : a + sizes[i % len(sizes)]]))
+            a, i = a + sizes[i % len(sizes)], i + 1
+        assert np.array_equal(np.concatenate([*parts, stream.finish()]), want), sizes
+
+
+@needs_pocketsphinx
 def test_the_cache_hash_covers_what_fixes_the_output():
     from koemorph.config import DataConfig
     from koemorph.data.extract import array_hashes
@@ -219,7 +233,8 @@ def test_the_cache_hash_covers_what_fixes_the_output():
     assert h["pocketsphinx"] == "5.1.1"
     off, on = (array_hashes(FeaturesConfig(phones=p), DataConfig())["phones"] for p in (False, True))
     at60 = array_hashes(FeaturesConfig(phones=True, fps=60), DataConfig())["phones"]
-    assert off is None and on is not None and at60 not in (None, on)
+    live = array_hashes(FeaturesConfig(phones=True, phones_decoding="live"), DataConfig())["phones"]
+    assert off is None and on is not None and at60 not in (None, on) and live not in (None, on, at60)
 
 
 @needs_pocketsphinx

@@ -97,6 +97,7 @@ RULES: dict[str, dict] = {
         "egemaps_context_s": POSITIVE,
         "egemaps_step_s": POSITIVE,
         "egemaps_guard_s": NON_NEGATIVE,
+        "phones_decoding": one_of("whole", "live"),
     },
     "model": {
         "kind": one_of(*MODEL_KINDS),

@@ -71,6 +71,7 @@ class FeaturesConfig:
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
     phones: bool = True  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
+    phones_decoding: str = "whole"  # whole: whole file, batch CMN | live: as a stream decodes them
 
     def __post_init__(self):
         check_section("features", self)

@@ -17,14 +17,16 @@ phones in alphabetical order): one-hot inside a phone, split across a phone boun
 (speech the decoder cannot name) is spread evenly over the 39 speech phones. Every row sums to 1.
 Audio with no decoded segment (too short) is silence.
 
-Two decoders:
+Two decodings (``features.phones_decoding``):
 
-* :func:`phone_features` decodes a whole file in one utterance with *batch* cepstral mean
-  normalisation (the mean of the whole file): a pure function of the samples and the frame rate.
-* :class:`PhoneStream` takes 16 kHz chunks as they arrive with *live* CMN (a running mean) and
-  returns rows for the grid frames whose phone is decided: frames before the start of the last
-  :data:`STREAM_SETTLE_SEGMENTS` segments of the current partial hypothesis. A returned row is never
-  revised.
+* ``"whole"`` (:func:`phone_features`) decodes a whole file in one utterance with *batch* cepstral
+  mean normalisation (the mean of the whole file): a pure function of the samples and the frame rate.
+* ``"live"``: :class:`PhoneStream` takes 16 kHz chunks as they arrive with *live* CMN (a running
+  mean) and returns rows for the grid frames whose phone is decided: frames before the start of the
+  last :data:`STREAM_SETTLE_SEGMENTS` segments of the current partial hypothesis. A returned row is
+  never revised, and the rows do not depend on the chunk sizes (the decoder takes the audio 10 ms
+  at a time and decides after each hop), so a file's ``"live"`` rows are exactly what a stream of
+  it gives. The streamer decodes live for both kinds of model.
 """
 
 from __future__ import annotations
@@ -235,11 +237,16 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
 
     ``samples``: ``[N]`` float32 mono at 16 kHz in [-1, 1]. Row ``k`` is the share of the time around
     ``k / cfg.fps`` s given to each of :data:`PHONES` (:func:`encode`; mostly one-hot, ``+SPN+``
-    spread evenly over the speech phones); every row sums to 1. Whole-file allphone decoding with
-    batch CMN; only ``cfg.fps`` is read. An empty input gives ``[0, P]``; audio too short to decode
-    gives silence rows.
+    spread evenly over the speech phones); every row sums to 1. ``cfg.phones_decoding``: ``"whole"``,
+    whole-file allphone decoding with batch CMN; ``"live"``, the rows :class:`PhoneStream` returns
+    for the file (from the model's prior mean), which any chunking of a stream reproduces exactly.
+    Reads ``cfg.fps`` and ``cfg.phones_decoding``. An empty input gives ``[0, P]``; audio too short
+    to decode gives silence rows.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    if cfg.phones_decoding == "live":
+        stream = PhoneStream(cfg.fps)
+        return np.concatenate([stream.push(x), stream.finish()])
     n = grid.num_frames_for_samples(x.size, cfg.fps)
     segments, n_sphinx = decode_segments(x)
     return encode(frame_labels(segments, n_sphinx), 0, n, cfg.fps)
@@ -249,7 +256,8 @@ class PhoneStream:
     """Incremental phone rows from 16 kHz chunks, live CMN; rows once returned are final.
 
     ``push(chunk)`` returns ``[n, P]`` float32 rows (as :func:`phone_features`) for the next grid
-    frames at ``fps`` whose PocketSphinx frames are all decided; ``finish()`` ends the utterance and
+    frames at ``fps`` whose PocketSphinx frames are all decided, the same rows for any chunking of
+    the same audio (from the same ``cmn``); ``finish()`` ends the utterance and
     returns the rest, so that the rows of all calls together number
     ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, for the last
     :data:`LAGS_KEPT` returned frames, how far the audio pushed so far ran ahead of the frame's time
@@ -270,7 +278,8 @@ class PhoneStream:
             self._dec.set_cmn(cmn)
         self._dec.start_utt()
         self._n_samples = 0  # samples pushed
-        self._pending = np.zeros(0, dtype=np.float32)  # under one 10-ms hop, not yet given to the decoder
+        self._fed = 0  # samples given to the decoder: whole 10-ms hops until finish()
+        self._pending = np.zeros(0, dtype=np.float32)  # under one hop, not yet given to the decoder
         self._utt_first = 0  # stream PocketSphinx frame where the decoder's utterance starts
         self._codes = np.zeros(0, dtype=np.int64)  # decided codes of earlier utterances, from _first
         self._first = 0
@@ -283,21 +292,30 @@ class PhoneStream:
         """Feed ``[n]`` float32 samples at 16 kHz; returns the newly decided rows ``[m, P]``."""
         if self._finished:
             raise RuntimeError("PhoneStream.push after finish()")
-        x = np.concatenate([self._pending, np.asarray(chunk, dtype=np.float32).reshape(-1)])
-        self._n_samples += x.size - self._pending.size
-        whole = x.size - x.size % SPHINX_HOP  # the decoder gets whole 10-ms hops: utterances cut on one
-        if whole:
-            self._dec.process_raw(to_pcm16(x[:whole]), False, False)
-        self._pending = x[whole:]
+        x = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        self._n_samples += x.size
+        x = np.concatenate([self._pending, x])
+        hops = x.size // SPHINX_HOP
+        rows = [self._hop(x[i * SPHINX_HOP : (i + 1) * SPHINX_HOP]) for i in range(hops)]
+        self._pending = x[hops * SPHINX_HOP :]
+        return np.concatenate(rows) if rows else np.zeros((0, len(PHONES)), dtype=np.float32)
+
+    def _hop(self, hop: np.ndarray) -> np.ndarray:
+        """One 10-ms hop into the decoder, then the rows it decides. Hop by hop, whatever the chunks,
+        so that the decoder's state at every decision, and hence every row, is independent of them."""
+        self._dec.process_raw(to_pcm16(hop), False, False)
+        self._fed += SPHINX_HOP
         segments = _segments(self._dec)
-        fed = self._n_samples - self._pending.size
-        if self._cut_now(segments, fed):
-            return self._end_utterance(fed // SPHINX_HOP, self._total())
+        total = grid.num_frames_for_samples(self._fed, self.fps)
+        if self._cut_now(segments):
+            return self._end_utterance(self._fed // SPHINX_HOP, total)
         if len(segments) <= STREAM_SETTLE_SEGMENTS:
             return np.zeros((0, len(PHONES)), dtype=np.float32)
         decided = self._utt_first + segments[-STREAM_SETTLE_SEGMENTS][1]  # frames before it are decided
         # grid frames before the owner of the first undecided PocketSphinx frame own decided ones only
-        upto = min(int(sphinx_owner(decided, decided + 1, self.fps)[0]), self._total())
+        upto = min(int(sphinx_owner(decided, decided + 1, self.fps)[0]), total)
+        if upto <= self._emitted:
+            return np.zeros((0, len(PHONES)), dtype=np.float32)
         return self._emit(self._with(frame_labels(segments, decided - self._utt_first)), upto)
 
     def finish(self) -> np.ndarray:
@@ -316,9 +334,9 @@ class PhoneStream:
         """The live cepstral mean now (comma-separated numbers), to start a later stream from."""
         return self._dec.get_cmn()
 
-    def _cut_now(self, segments, fed: int) -> bool:
+    def _cut_now(self, segments) -> bool:
         """Whether the decoder's utterance ends here: in a pause, long enough, or at the longest."""
-        length = fed / grid.SAMPLE_RATE - self._utt_first / SPHINX_RATE
+        length = self._fed / grid.SAMPLE_RATE - self._utt_first / SPHINX_RATE
         if length >= CUT_MAX_S:
             return True
         if length < CUT_AFTER_S or not segments or label_code(segments[-1][0]) != 0:

@@ -106,7 +106,8 @@ def describe(path: str | Path) -> dict:
 def _summary(ckpt: dict, name: str) -> dict:
     """What any checkpoint tells of itself: inputs, frame rate, model kind, training steps and files."""
     features = ckpt["config"]["features"]
-    inputs = ["log-mel"] + (["phones"] if features.get("phones") else [])
+    live = features.get("phones_decoding") == "live"
+    inputs = ["log-mel"] + ([f"phones{' (live)' if live else ''}"] if features.get("phones") else [])
     inputs += ["eGeMAPS"] if features.get("egemaps") and "egemaps" in ckpt["stats"] else []
     return {
         "name": name,

@@ -21,14 +21,16 @@ The frames are those ``koemorph render`` writes for the same audio, with the sam
   ``extract`` aligns them, from :class:`koemorph.features.streaming.EgemapsStream`; frames wait
   until their window exists;
 * recognised phones (models that read them): :class:`koemorph.features.phones.PhoneStream` decodes
-  as the audio comes, with a running cepstral mean (carried from one utterance to the next), and a
-  frame also waits until its phones are decided. These differ from the whole-file phones ``render``
-  uses, so a phone model's streamed frames are close to its rendered ones, not equal;
+  as the audio comes, with a running cepstral mean, and a frame also waits until its phones are
+  decided. A model trained on ``features.phones_decoding: live`` phones gets exactly the rows
+  ``render`` computes (each utterance from the model's prior mean); one trained on whole-file
+  phones gets rows close to those, not equal (the running mean is carried from one utterance to
+  the next, which brings them nearer);
 * the learned smoothing state is carried from block to block and reset at utterance starts.
 
 State is bounded whatever the stream length: the mel analysis tail (``n_fft`` samples + one
 chunk), ``C - 1 + L`` mel rows, the distinct eGeMAPS windows of the last ``E`` frames (with the
-eGeMAPS engine's own ring buffers) and one smoothed frame.
+eGeMAPS engine's own ring buffers), the phone decoder's current utterance and one smoothed frame.
 """
 
 from __future__ import annotations
@@ -158,8 +160,10 @@ class Streamer:
         if self.cfg.phones:
             from koemorph.features.phones import PhoneStream
 
-            # a new utterance of the same session starts from the live CMN the last one reached
-            self._phones = PhoneStream(self.fps, cmn=self._phones.cmn if self._phones else None)
+            # a whole-file phone model gets phones nearer its own from the live CMN the session's last
+            # utterance reached; a live one gets exactly its render's from the model's prior mean
+            carry = self._phones is not None and self.cfg.phones_decoding == "whole"
+            self._phones = PhoneStream(self.fps, cmn=self._phones.cmn if carry else None)
         self.close()
         if self.use_egemaps:
             from koemorph.features.streaming import EgemapsStream

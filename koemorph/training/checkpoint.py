@@ -27,7 +27,11 @@ FORMAT_VERSION = 2  # 2: numpy RNG state as a tensor and plain values (1: a nump
 REQUIRED = ("model", "config", "stats", "fps", "blendshape_order")  # what rendering needs
 # Config keys added after checkpoints were written, with the value that applied to those (not today's
 # default): a checkpoint without them was trained without phones and without the closure loss.
-ADDED_KEYS = {("features", "phones"): False, ("loss", "closure"): 0.0}
+ADDED_KEYS = {
+    ("features", "phones"): False,
+    ("features", "phones_decoding"): "whole",
+    ("loss", "closure"): 0.0,
+}
 
 
 def rng_state() -> dict:
