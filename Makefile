@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install clean-demo default-model
+.PHONY: demo test lint install clean-demo default-model default-live-model
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,17 @@ default-model: $(STAMP)
 	$(BIN)/koemorph train $(DM_PARAMS) --tracking-uri sqlite:///build/default-model/mlflow.db
 	$(BIN)/koemorph package-model build/default-model/run/best.pt --corpus build/default-model/corpus \
 		--scores docs/default-model-scores.json -o koemorph/bundled/default.pt
+
+## make default-live-model: koemorph/bundled/default-live.pt, the model `koemorph stream` uses, from
+## params/default-live-model.yaml: the same recipe and corpus on live-decoded phones
+DLM_PARAMS := --params params/default-live-model.yaml
+default-live-model: $(STAMP)
+	$(BIN)/koemorph demo-data $(DLM_PARAMS)
+	$(BIN)/koemorph manifest $(DLM_PARAMS)
+	$(BIN)/koemorph extract $(DLM_PARAMS)
+	$(BIN)/koemorph train $(DLM_PARAMS) --tracking-uri sqlite:///build/default-live-model/mlflow.db
+	$(BIN)/koemorph package-model build/default-live-model/run/best.pt --corpus build/default-model/corpus \
+		--scores docs/default-live-model-scores.json --name default-live -o koemorph/bundled/default-live.pt
 
 ## make lint: ruff (pinned in the test extra) checks and format-checks the whole tree
 lint: $(STAMP)

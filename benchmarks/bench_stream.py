@@ -7,7 +7,7 @@ Without ``--model`` a default-size dual-stream model of the default config with 
 overrides (untrained weights, stats from the benchmark audio) is built in a temporary folder: speed
 does not depend on the weights; the seeds' model with eGeMAPS is ``--set features.egemaps=true
 --set features.phones=false --set model.mel_bands=4``;
-``--model koemorph/bundled/default.pt`` times the bundled model. Audio is
+``--model koemorph/bundled/default-live.pt`` times the bundled stream model. Audio is
 the synthetic speech-like signal of the demo corpus. Prints, from one run:
 
 (a) RTF per stream on one core (CPU s per audio s), ``--chunk-s`` chunks as fast as

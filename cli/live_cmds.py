@@ -82,7 +82,11 @@ def stream_cmd(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Checkpoint, or 'default': the bundled model (also when left out)."),
+        typer.Option(
+            "--model",
+            help="Checkpoint, or a bundled model: 'default-live' (when left out; the phones decoded "
+            "as a stream decodes them) or 'default' (render's).",
+        ),
     ] = None,
     chunk_s: Annotated[float, typer.Option("--chunk-s", help="Chunk length in seconds.")] = 0.033,
     realtime: Annotated[bool, typer.Option("--realtime", help="Pace a file source in real time.")] = False,
@@ -114,9 +118,9 @@ def stream_cmd(
     from koemorph.inference.stream import Streamer
 
     config_from(params, set_)  # a bad params file or --set stops here, as for every command
-    from koemorph.inference.bundled import resolve
+    from koemorph.inference.bundled import LIVE_NAME, resolve
 
-    ckpt = resolve(model)
+    ckpt = resolve(model, default=LIVE_NAME)
     try:
         rate, chunks, name = live.open_source(source, mic, rate, fmt, channels, chunk_s, realtime)
         streamer = Streamer.from_checkpoint(ckpt, rate=rate, name=name, threads=threads)

@@ -1,5 +1,6 @@
-"""The model shipped in the package: small, mel and phones only, with a card naming its data, and
-what `koemorph render` uses when no model is named."""
+"""The models shipped in the package: small, mel and phones only, with a card naming their data;
+what `koemorph render` (whole-file phones) and `koemorph stream` (live phones) use when no model is
+named, and the stream's frames are exactly what render writes with that model."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from koemorph.inference import bundled
 pytest.importorskip("pocketsphinx")
 
 
-def test_the_bundled_model_is_small_and_free_of_egemaps():
-    path = bundled.DEFAULT_CHECKPOINT
-    assert path.is_file() and path.stat().st_size < 15e6
+@pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
+def test_the_bundled_models_are_small_and_free_of_egemaps(name):
+    path = bundled.BUNDLED[name]
+    assert path.is_file() and sum(p.stat().st_size for p in bundled.BUNDLED.values()) < 15e6
     card = bundled.describe(path)
-    assert card["inputs"] == ["log-mel", "phones"]
+    assert card["inputs"] == ["log-mel", "phones (live)" if name == bundled.LIVE_NAME else "phones"]
     from koemorph.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
@@ -27,8 +29,9 @@ def test_the_bundled_model_is_small_and_free_of_egemaps():
     assert "optimizer" not in ckpt and ckpt["card"] == card
 
 
-def test_its_card_names_every_voice_and_the_held_out_scores():
-    card = bundled.describe(bundled.DEFAULT_CHECKPOINT)
+@pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
+def test_their_cards_name_every_voice_and_the_held_out_scores(name):
+    card = bundled.describe(bundled.BUNDLED[name])
     voices = card["data"]["voices"]
     assert {v["engine"] for v in voices} == {"espeak", "flite", "festival"} == set(card["data"]["engines"])
     assert all(v["voice"] and v["synth_voice"] and v["files"] > 0 for v in voices)
@@ -59,3 +62,23 @@ def test_render_and_model_info_use_it_when_no_model_is_named(tmp_path):
     voice_names = [v["voice"] for v in bundled.describe(bundled.DEFAULT_CHECKPOINT)["data"]["voices"]]
     assert info.exit_code == 0 and all(name in info.output for name in voice_names)
     assert "held-out engines" in info.output
+
+
+def test_stream_uses_the_live_model_and_gives_exactly_what_render_writes_with_it(tmp_path):
+    from cli.main import app
+    from koemorph.io.tracks import read_track
+    from tests.test_phones import speak
+
+    x = speak("Bob met a maple man by the pool.")[0]
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in/take.wav", x, 16000, subtype="FLOAT")
+    runner = CliRunner()
+    args = ["render", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--workers", "0"]
+    result = runner.invoke(app, [*args, "--model", bundled.LIVE_NAME])
+    assert result.exit_code == 0, result.output
+    want = read_track(tmp_path / "out/take.jsonl").values
+    streamed = runner.invoke(app, ["stream", str(tmp_path / "in/take.wav"), "--chunk-s", "0.033"])
+    assert streamed.exit_code == 0, streamed.output
+    rows = [json.loads(line) for line in streamed.stdout.splitlines() if line.startswith("{")]
+    got = np.array([r["blendshapes"] for r in rows], dtype=np.float64)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5

@@ -4,6 +4,10 @@
 :data:`DEFAULT_CHECKPOINT`, a checkpoint inside the package: trained by ``make default-model``
 (``params/default-model.yaml``) on a generated multi-engine corpus, from the log-mel and the
 recognised phones only (no eGeMAPS, whose licence forbids products built on models trained on it).
+``koemorph stream`` with no ``--model`` uses ``default-live``: the same recipe trained on the phones
+a stream decodes (``features.phones_decoding: live``, ``make default-live-model``), so that its
+features are its training features and its frames are exactly what ``render --model default-live``
+writes.
 
 :func:`package` turns a training checkpoint into a release checkpoint: the weights, config and
 feature statistics render needs (no optimiser, RNG or sampler state), plus a ``card``: a plain dict
@@ -18,8 +22,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEFAULT_NAME = "default"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "bundled" / "default.pt"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+DEFAULT_NAME = "default"  # render's model: whole-file phones
+LIVE_NAME = "default-live"  # the stream's model: the same recipe on the phones a stream decodes
+DEFAULT_CHECKPOINT = BUNDLED_DIR / "default.pt"
+BUNDLED = {DEFAULT_NAME: DEFAULT_CHECKPOINT, LIVE_NAME: BUNDLED_DIR / "default-live.pt"}
 KEEP = ("format_version", "model", "model_kind", "step", "epoch", "config", "stats", "fps")
 KEEP += ("blendshape_order", "order_name")
 LICENCE = (
@@ -29,9 +36,11 @@ LICENCE = (
 )
 
 
-def resolve(spec: str | None) -> str:
-    """``spec`` as a checkpoint path: None, ``""`` or ``"default"`` name the bundled model."""
-    return str(DEFAULT_CHECKPOINT) if spec in (None, "", DEFAULT_NAME) else spec
+def resolve(spec: str | None, default: str = DEFAULT_NAME) -> str:
+    """``spec`` as a checkpoint path: a name in :data:`BUNDLED` is a bundled model, None or ``""``
+    the bundled model named ``default``."""
+    name = default if spec in (None, "") else spec
+    return str(BUNDLED[name]) if name in BUNDLED else name
 
 
 def _voices(corpus: dict, ids: list[str]) -> list[dict]:
