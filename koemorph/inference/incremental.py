@@ -47,7 +47,8 @@ class IncrementalForward:
         self.model, self.ms = model, model.mel_stream
         self.pad_row = pad_row  # [D] normalised frame features of silence: the rows outside the stream
         self.per_update = frames_per_update  # eGeMAPS updates every this many frames (None: no cache)
-        self.q, self.age_scores = self.ms.attention.query_parts(model.queries)
+        with torch.no_grad():  # constants of the utterance: no autograd graph kept with them
+            self.q, self.age_scores = self.ms.attention.query_parts(model.queries)
         self.scores = None  # [1, H, Nq, rows]: the frame part of every score, mel rows [t0, t0 + rows)
         self.values = None  # [1, H, rows, dv]
         self.t0 = 0
