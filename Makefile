@@ -19,28 +19,28 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1 $(BIN)/dvc repro
 	$(BIN)/koemorph summary
 
+# A bundled model from its recipe, params/$(1)-model.yaml: the corpus (shared by the recipes), its
+# manifest, features and training under build/$(1)-model, then koemorph/bundled/$(1).pt with its card
+# (held-out scores: docs/$(1)-model-scores.json)
+define bundled_model
+	$(BIN)/koemorph demo-data --params params/$(1)-model.yaml
+	$(BIN)/koemorph manifest --params params/$(1)-model.yaml
+	$(BIN)/koemorph extract --params params/$(1)-model.yaml
+	$(BIN)/koemorph train --params params/$(1)-model.yaml --tracking-uri sqlite:///build/$(1)-model/mlflow.db
+	$(BIN)/koemorph package-model build/$(1)-model/run/best.pt --corpus build/default-model/corpus \
+		--scores docs/$(1)-model-scores.json --name $(1) -o koemorph/bundled/$(1).pt
+endef
+
 ## make default-model: the bundled model from its recipe (params/default-model.yaml): a 30-minute
-## corpus from three engines (needs the Debian packages flite, festival and festvox voices), 20 minutes
-## of training, then koemorph/bundled/default.pt with its card (held-out scores: docs/default-model-scores.json)
-DM_PARAMS := --params params/default-model.yaml
+## corpus from three engines (needs the Debian packages flite, festival and festvox voices), 150
+## epochs of training, then koemorph/bundled/default.pt with its card (held-out scores: docs/default-model-scores.json)
 default-model: $(STAMP)
-	$(BIN)/koemorph demo-data $(DM_PARAMS)
-	$(BIN)/koemorph manifest $(DM_PARAMS)
-	$(BIN)/koemorph extract $(DM_PARAMS)
-	$(BIN)/koemorph train $(DM_PARAMS) --tracking-uri sqlite:///build/default-model/mlflow.db
-	$(BIN)/koemorph package-model build/default-model/run/best.pt --corpus build/default-model/corpus \
-		--scores docs/default-model-scores.json -o koemorph/bundled/default.pt
+	$(call bundled_model,default)
 
 ## make default-live-model: koemorph/bundled/default-live.pt, the model `koemorph stream` uses, from
 ## params/default-live-model.yaml: the same recipe and corpus on live-decoded phones
-DLM_PARAMS := --params params/default-live-model.yaml
 default-live-model: $(STAMP)
-	$(BIN)/koemorph demo-data $(DLM_PARAMS)
-	$(BIN)/koemorph manifest $(DLM_PARAMS)
-	$(BIN)/koemorph extract $(DLM_PARAMS)
-	$(BIN)/koemorph train $(DLM_PARAMS) --tracking-uri sqlite:///build/default-live-model/mlflow.db
-	$(BIN)/koemorph package-model build/default-live-model/run/best.pt --corpus build/default-model/corpus \
-		--scores docs/default-live-model-scores.json --name default-live -o koemorph/bundled/default-live.pt
+	$(call bundled_model,default-live)
 
 ## make lint: ruff (pinned in the test extra) checks and format-checks the whole tree
 lint: $(STAMP)
