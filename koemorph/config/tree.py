@@ -129,6 +129,7 @@ class AugmentConfig:
     gain_db: float = 6.0  # level change U(-g, g) dB
     tilt_db: float = 6.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
     egemaps_noise: float = 0.2  # per-feature offset N(0, sigma) in normalised units, fixed per block
+    phone_swap: float = 0.0  # probability that a recognised speech-phone segment is shown as a random phone
 
     def __post_init__(self):
         check_section("augment", self)

@@ -10,7 +10,11 @@ microphone, with draws from ``rng`` (see :func:`batch_rng`):
 * ``tilt_db``: a spectral tilt, ``U(-t, t)`` dB from the lowest to the highest bin (microphone and
   voice quality);
 * ``egemaps_noise``: one offset ``N(0, sigma)`` per eGeMAPS feature (normalised units), the same
-  for every frame of the batch row: another speaker's pitch, loudness and timbre statistics.
+  for every frame of the batch row: another speaker's pitch, loudness and timbre statistics;
+* ``phone_swap``: each recognised speech-phone segment (a run of frames with the same largest
+  phone share) is, with this probability, shown as a phone drawn uniformly from the whole set,
+  silence included: the recogniser's confusions on a voice it decodes poorly (a p heard as L, N,
+  T or silence), so the model learns to check the phones against the mel.
 
 Padding rows (the normalised silence floor outside a file; eGeMAPS rows of 0 before the first
 complete openSMILE window) are left as they are, as ``koemorph render`` produces them. Mel is
@@ -29,7 +33,7 @@ _AUGMENT = 5  # RNG stream tag (koemorph.training.sampling uses 1-4)
 
 
 def enabled(cfg: AugmentConfig) -> bool:
-    return any(v > 0 for v in (cfg.shift_bins, cfg.gain_db, cfg.tilt_db, cfg.egemaps_noise))
+    return any(v > 0 for v in (cfg.shift_bins, cfg.gain_db, cfg.tilt_db, cfg.egemaps_noise, cfg.phone_swap))
 
 
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
@@ -103,14 +107,42 @@ def augment_egemaps(ege, rng: np.random.Generator, sigma: float, rows=None):
     return ege + offset * valid
 
 
+def swap_phones(phones, rng: np.random.Generator, p: float, rows=None):
+    """Copy of phone shares ``phones`` (torch ``[B, T, P]``, column 0 silence) where each speech
+    segment (a run of frames with the same largest share, not silence) is, with probability ``p``,
+    one-hot on a phone drawn uniformly from the ``P``. ``rows`` as in :func:`augment_mel`: one seed
+    per row of the global batch, so a row's draws do not depend on the other rows."""
+    b, t, n_phones = phones.shape
+    n, pick = _rows(b, rows)
+    seeds = rng.integers(0, 2**63, n)[pick]
+    codes = phones.argmax(-1).numpy()  # [B, T]
+    out = phones.clone()
+    for i in range(b):
+        starts = np.flatnonzero(np.r_[True, codes[i, 1:] != codes[i, :-1]])  # segment starts
+        seg_rng = np.random.default_rng(int(seeds[i]))
+        swap = (seg_rng.random(len(starts)) < p) & (codes[i, starts] != 0)
+        new = seg_rng.integers(0, n_phones, len(starts))
+        ends = np.r_[starts[1:], t]
+        for a, e, c in zip(starts[swap], ends[swap], new[swap]):
+            out[i, a:e] = 0.0
+            out[i, a:e, c] = 1.0
+    return out
+
+
 def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache, rows=None) -> dict:
-    """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` (its mel bins) and
-    ``egemaps`` augmented; ``cache`` (:class:`koemorph.data.cache.FeatureCache`) gives the mel
-    statistics. Others are shared. ``rows``: see :func:`augment_mel` (None: the batch is the whole batch)."""
+    """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` (its mel bins, and
+    its phone columns with ``phone_swap``) and ``egemaps`` augmented; ``cache``
+    (:class:`koemorph.data.cache.FeatureCache`) gives the mel statistics. Others are shared.
+    ``rows``: see :func:`augment_mel` (None: the batch is the whole batch)."""
     out = dict(batch)
-    mel = batch["mel"][..., : cache.n_mels]  # with phones, the frame input's mel bins (phones stay)
+    mel = batch["mel"][..., : cache.n_mels]  # with phones, the frame input's mel bins
     mel = augment_mel(mel, rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad, rows)
-    out["mel"] = torch.cat([mel, batch["mel"][..., cache.n_mels :]], dim=-1) if cache.n_phones else mel
+    if cache.n_phones:
+        phones = batch["mel"][..., cache.n_mels :]
+        if cfg.phone_swap > 0:
+            phones = swap_phones(phones, rng, cfg.phone_swap, rows)
+        mel = torch.cat([mel, phones], dim=-1)
+    out["mel"] = mel
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
         out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise, rows)
     return out

@@ -31,6 +31,7 @@ ADDED_KEYS = {
     ("features", "phones"): False,
     ("features", "phones_decoding"): "whole",
     ("loss", "closure"): 0.0,
+    ("augment", "phone_swap"): 0.0,
 }
 
 
