@@ -12,6 +12,7 @@ from koemorph.training.augment import (
     batch_rng,
     enabled,
     shift_matrix,
+    swap_phones,
 )
 
 F = 80
@@ -113,3 +114,39 @@ def test_each_mel_transform_changes_speech_rows(field):
     mel = _mel()
     out = _augment_mel(mel, batch_rng(0, 0, 0), cfg)
     assert np.abs(out[:, 10:] - mel[:, 10:]).mean() > 0.01
+
+
+def _phone_rows(b=64, t=60, seed=0):
+    """One-hot phone rows ``[b, t, 40]`` in segments of 2-6 frames, a third of them silence; and the codes."""
+    rng = np.random.default_rng(seed)
+    codes = np.concatenate(
+        [np.repeat(rng.choice([0, 0, *range(1, 40)], 30), rng.integers(2, 7, 30))[None, :t] for _ in range(b)]
+    )
+    return torch.nn.functional.one_hot(torch.as_tensor(codes), 40).float(), codes
+
+
+def test_phone_swap_replaces_whole_speech_segments_at_its_rate():
+    phones, codes = _phone_rows()
+    swapped = 0
+    speech = 0
+    out = swap_phones(phones, np.random.default_rng(1), 0.3)
+    new = out.argmax(-1).numpy()
+    assert torch.equal(out.sum(-1), torch.ones(out.shape[:2])) and out.max() == 1.0
+    for i in range(len(codes)):
+        starts = np.flatnonzero(np.r_[True, codes[i, 1:] != codes[i, :-1]])
+        for a, e in zip(starts, np.r_[starts[1:], codes.shape[1]]):
+            assert len(set(new[i, a:e])) == 1, "a segment is swapped whole or not at all"
+            if codes[i, a] == 0:
+                assert (new[i, a:e] == 0).all(), "silence is never swapped"
+                continue
+            speech += 1
+            swapped += new[i, a] != codes[i, a]
+    assert 0.2 < swapped / speech < 0.35  # 0.3, less the draws of the same phone (1 in 40)
+    assert torch.equal(swap_phones(phones, np.random.default_rng(1), 0.0), phones)
+
+
+def test_phone_swap_draws_per_row_of_the_global_batch():
+    phones, _ = _phone_rows(b=6)
+    whole = swap_phones(phones, np.random.default_rng(2), 0.5)
+    part = swap_phones(phones[[1, 4]], np.random.default_rng(2), 0.5, rows=(np.array([1, 4]), 6))
+    assert torch.equal(whole[[1, 4]], part) and not torch.equal(whole, phones)
