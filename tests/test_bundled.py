@@ -30,6 +30,24 @@ def test_the_bundled_models_are_small_and_free_of_egemaps(name):
 
 
 @pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
+def test_each_is_what_its_recipe_trains(name):
+    """``params/<name>-model.yaml`` (which ``make <name>-model`` runs) gives the config the shipped
+    checkpoint was trained with (the MLflow address aside): a changed default that the
+    recipe does not pin would make the recipe train another model."""
+    from pathlib import Path
+
+    from koemorph.config import load_config
+    from koemorph.config.load import to_dict
+    from koemorph.training.checkpoint import load_checkpoint
+
+    recipe = Path(__file__).resolve().parent.parent / "params" / f"{name}-model.yaml"
+    want = to_dict(load_config(recipe))
+    got = load_checkpoint(bundled.BUNDLED[name])["config"]
+    want["train"].pop("tracking_uri"), got["train"].pop("tracking_uri")
+    assert got == want
+
+
+@pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
 def test_their_cards_name_every_voice_and_the_held_out_scores(name):
     card = bundled.describe(bundled.BUNDLED[name])
     voices = card["data"]["voices"]
