@@ -44,6 +44,7 @@ def test_hash_changes_with_any_field():
         ("model.d_model=[1,2]", "model.d_model: expected an integer, got [1, 2]"),
         ("model.d_model=-3", "model.d_model: must be >= 1, got -3"),
         ("model.dropout=1.5", "model.dropout: must be in [0, 1), got 1.5"),
+        ("augment.phone_swap=1.2", "augment.phone_swap: must be in [0, 1], got 1.2"),
         (
             "model.kind=transformer",
             "model.kind: 'transformer' is not supported (valid: dual_stream, simplified)",

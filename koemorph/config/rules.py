@@ -119,7 +119,10 @@ RULES: dict[str, dict] = {
         "progressive_strides": each(COUNT),
         "num_workers": NON_NEGATIVE,
     },
-    "augment": {k: NON_NEGATIVE for k in ("shift_bins", "gain_db", "tilt_db", "egemaps_noise")},
+    "augment": {
+        **{k: NON_NEGATIVE for k in ("shift_bins", "gain_db", "tilt_db", "egemaps_noise")},
+        "phone_swap": within(0, 1),
+    },
     "loss": {
         **{
             k: NON_NEGATIVE
