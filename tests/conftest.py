@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 import soundfile as sf
+
+
+def pytest_configure(config):
+    """Ctrl-C tests send real SIGINTs to the processes they start, as a terminal would. A shell
+    starts background jobs (``make test &``, ``nohup``) with SIGINT ignored, and an ignored signal
+    stays ignored through exec: those processes would never see the tests' Ctrl-C. A handled signal
+    is reset to the default at exec, so with this every process the tests start gets Python's usual
+    KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def tone(
