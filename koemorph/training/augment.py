@@ -112,20 +112,20 @@ def swap_phones(phones, rng: np.random.Generator, p: float, rows=None):
     segment (a run of frames with the same largest share, not silence) is, with probability ``p``,
     one-hot on a phone drawn uniformly from the ``P``. ``rows`` as in :func:`augment_mel`: one seed
     per row of the global batch, so a row's draws do not depend on the other rows."""
-    b, t, n_phones = phones.shape
+    b, _, n_phones = phones.shape
     n, pick = _rows(b, rows)
     seeds = rng.integers(0, 2**63, n)[pick]
     codes = phones.argmax(-1).numpy()  # [B, T]
     out = phones.clone()
     for i in range(b):
-        starts = np.flatnonzero(np.r_[True, codes[i, 1:] != codes[i, :-1]])  # segment starts
+        segment = np.cumsum(np.r_[True, codes[i, 1:] != codes[i, :-1]]) - 1  # [T] segment of each frame
+        n_seg = int(segment[-1]) + 1
         seg_rng = np.random.default_rng(int(seeds[i]))
-        swap = (seg_rng.random(len(starts)) < p) & (codes[i, starts] != 0)
-        new = seg_rng.integers(0, n_phones, len(starts))
-        ends = np.r_[starts[1:], t]
-        for a, e, c in zip(starts[swap], ends[swap], new[swap]):
-            out[i, a:e] = 0.0
-            out[i, a:e, c] = 1.0
+        swap = seg_rng.random(n_seg) < p
+        new = seg_rng.integers(0, n_phones, n_seg)
+        frames = np.flatnonzero(swap[segment] & (codes[i] != 0))
+        out[i, frames] = 0.0
+        out[i, frames, new[segment[frames]]] = 1.0
     return out
 
 
