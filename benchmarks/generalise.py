@@ -11,9 +11,11 @@ for every engine in turn as the held-out fold:
    (:func:`koemorph.training.loop.train`, the code of ``koemorph train``; checkpoint ``best.pt``);
 3. render the held-out files (:func:`pipeline.render.render`, the code of ``koemorph render``)
    and score them (:func:`koemorph.evaluation.evaluate.evaluate`, the code of ``koemorph
-   evaluate``, with the ridge and mean-pose baselines fit on the fold's train split).
+   evaluate``, with the ridge and mean-pose baselines fit on the fold's train split);
+4. for a phone model, render them again with each file's words as its transcript (``NAME.txt``
+   from the corpus's ``.phones.json``, ``render.transcripts``): the method ``model+text``.
 
-Printed per fold and method (model, ridge, mean pose): lip r and closure r (Pearson r per channel
+Printed per fold and method (model, model+text, ridge, mean pose): lip r and closure r (Pearson r per channel
 over every held-out frame pooled, mean over the 18 ``LIP_NAMES`` / the 4 ``CLOSURE_NAMES`` of
 :mod:`koemorph.blendshapes`), Pearson r of the mouth and expression groups (mean over files of the
 mean over non-flat channels), bilabial closure recall and the false-closure rate on open vowels
@@ -37,7 +39,7 @@ import numpy as np
 
 from koemorph import blendshapes as bs
 
-METHODS = ("model", "ridge", "mean_pose")
+METHODS = ("model", "model+text", "ridge", "mean_pose")
 ROWS = list(bs.MOUTH_NAMES) + [n for n in bs.KEY_NAMES if n not in bs.MOUTH_NAMES]
 
 
@@ -60,7 +62,8 @@ def make_corpus(args) -> Path:
 
 
 def held_out_truth(manifest: Path, fold: Path) -> Path:
-    """Copy the test split's audio, track and phones into ``fold/truth`` (what render and evaluate read)."""
+    """Copy the test split's audio, track and phones into ``fold/truth`` (what render and evaluate
+    read), and write each file's words (``text`` of its ``.phones.json``) as its transcript ``.txt``."""
     from koemorph.data.manifest import load_manifest
 
     truth = fold / "truth"
@@ -69,8 +72,10 @@ def held_out_truth(manifest: Path, fold: Path) -> Path:
     truth.mkdir(parents=True)
     for e in load_manifest(manifest, split="test"):
         audio = Path(e.audio_path)
-        for src in (audio, Path(e.track_path), audio.with_name(audio.stem + ".phones.json")):
+        phones = audio.with_name(audio.stem + ".phones.json")
+        for src in (audio, Path(e.track_path), phones):
             shutil.copyfile(src, truth / src.name)
+        (truth / f"{audio.stem}.txt").write_text(json.loads(phones.read_text())["text"] + "\n")
     return truth
 
 
@@ -100,9 +105,7 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
     """Manifest, extract, train, render, evaluate with ``engine`` held out; returns the fold's scores."""
     from koemorph.config import load_config
     from koemorph.data.manifest import build_manifest
-    from koemorph.evaluation.evaluate import evaluate
     from pipeline.extract import extract
-    from pipeline.render import render
 
     fold = Path(args.out) / f"holdout-{engine}"
     fold.mkdir(parents=True, exist_ok=True)
@@ -119,24 +122,38 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
     res = train_fold(cfg, store, fold, engine, args)
     truth = held_out_truth(manifest, fold)
     checkpoint = str(res["best_checkpoint"] or res["last"])
-    rendered = render(
-        truth, fold / "render", checkpoint, fmt="jsonl", post=cfg.render, store=store, workers=0
-    )
+    scores = render_and_score(truth, fold / "render", checkpoint, cfg, store, transcripts=False)
+    if cfg.features.phones:
+        told = render_and_score(truth, fold / "render-text", checkpoint, cfg, store, transcripts=True)
+        for part in ("methods", "channels"):
+            scores[part]["model+text"] = told[part]["model"]
+    scores |= {"engine": engine, "files": counts, "steps": res["steps"]}
+    (fold / "generalise.json").write_text(json.dumps(scores, indent=1, default=float))
+    return scores
+
+
+def render_and_score(truth: Path, out: Path, checkpoint: str, cfg, store: Path, transcripts: bool) -> dict:
+    """Render ``truth``'s audio into ``out`` (with or without the transcripts beside it) and score it
+    (:func:`fold_scores`, plus the evaluation's ``notes``)."""
+    import dataclasses
+
+    from koemorph.evaluation.evaluate import evaluate
+    from pipeline.render import render
+
+    post = dataclasses.replace(cfg.render, transcripts=transcripts)
+    rendered = render(truth, out, checkpoint, fmt="jsonl", post=post, store=store, workers=0)
     if rendered["errors"]:
-        log(f"[{engine}] render errors: {rendered['errors'][:5]}")
+        log(f"render errors: {rendered['errors'][:5]}")
     ev = evaluate(
-        fold / "render",
+        out,
         truth,
         fps=cfg.features.fps,
         store=store,
         cfg=cfg.evaluate,
-        ridge_cache=fold / "ridge.npz",
+        ridge_cache=out.parent / "ridge.npz",
         log=log,
     )
-    scores = fold_scores(ev, cfg.evaluate)
-    scores |= {"engine": engine, "files": counts, "steps": res["steps"], "notes": ev.notes}
-    (fold / "generalise.json").write_text(json.dumps(scores, indent=1, default=float))
-    return scores
+    return fold_scores(ev, cfg.evaluate) | {"notes": ev.notes}
 
 
 def pooled_r(preds: list, truths: list, names, flat_std: float) -> float:

@@ -51,7 +51,9 @@ ClampOpt = Annotated[
 ]
 
 
-def _render_options(fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp) -> dict:
+def _render_options(
+    fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
+) -> dict:
     """The render options given on the command line, as a ``render`` config section (None: not given)."""
     options = {
         "format": fmt,
@@ -60,6 +62,7 @@ def _render_options(fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_thresho
         "smooth_face_s": smooth_face,
         "rest_pose": rest_pose,
         "rest_threshold_db": rest_threshold_db,
+        "transcripts": transcripts,
     }
     if clamp:
         from koemorph.inference.postprocess import parse_clamp
@@ -104,6 +107,13 @@ def render(
     rest_pose: RestPoseOpt = None,
     rest_threshold_db: RestDbOpt = None,
     clamp: ClampOpt = None,
+    transcripts: Annotated[
+        bool | None,
+        typer.Option(
+            "--transcripts/--no-transcripts",
+            help="Use NAME.txt beside NAME.wav as its transcript (default: render.transcripts).",
+        ),
+    ] = None,
     runtime: RuntimeOpt = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -111,10 +121,14 @@ def render(
     """Render every audio file under INPUT_DIR to blendshapes, one output per input (mirrored tree).
 
     Options left out come from the `render` and `paths` sections of the config. Re-running skips
-    files whose audio, model, fps, format and post-processing are unchanged.
+    files whose audio, transcript, model, fps, format and post-processing are unchanged.
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
+    A transcript (NAME.txt beside NAME.wav, plain UTF-8 text of the words said) names the phones a
+    phone model hears, which closes the lips more reliably on voices it recognises poorly.
     """
-    options = _render_options(fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp)
+    options = _render_options(
+        fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
+    )
     cfg = config_from(params, set_, {"render": options})
     paths = cfg.paths
     input_dir, out = input_dir or Path(paths.render_input), out or Path(paths.render_dir)

@@ -196,3 +196,38 @@ def test_the_onnx_runtime_renders_a_phone_model_as_torch_does(env, tmp_path):
         assert summary["ok files"] == 3, summary
         outs[runtime] = read_track(tmp_path / runtime / "train/spk0_000.jsonl").values
     assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1e-4
+
+
+def test_render_names_the_phones_with_a_transcript_beside_the_audio(env, tmp_path):
+    import shutil
+
+    from koemorph.config import RenderConfig
+    from koemorph.inference.manifest import read_manifest
+    from koemorph.io.tracks import read_track
+
+    data = tmp_path / "data"
+    shutil.copytree(env["data"], data)
+    (data / "train/spk0_000.txt").write_text("Bob bought a map, Zyxw.")
+    ckpt = str(env["ckpt"])
+    plain = render(data, tmp_path / "plain", ckpt, workers=0, post=RenderConfig(transcripts=False))
+    told = render(data, tmp_path / "told", ckpt, workers=0, store=env["store"])
+    assert "files with a transcript" not in plain and told["files with a transcript"] == 1
+    assert told["unknown words left out"] == 1
+    records = read_manifest(tmp_path / "told")
+    used = records.pop("train/spk0_000.jsonl")
+    assert used.transcript == "train/spk0_000.txt" and used.unknown_words == ["zyxw"]
+    assert used.features.startswith("store:")  # the mel from the store, the phones from the words
+    assert records and all(r.transcript is None and r.unknown_words is None for r in records.values())
+    for name in ["train/spk0_000.jsonl", *records]:
+        a = read_track(tmp_path / "plain" / name).values
+        b = read_track(tmp_path / "told" / name).values
+        moved = np.abs(a - b).max() > 1e-3  # computed and stored features agree to float rounding
+        assert moved == (name == "train/spk0_000.jsonl"), name
+
+    (data / "train/spk0_000.txt").write_bytes(b"\xffBob")  # edited into something unreadable
+    again = render(data, tmp_path / "told", ckpt, workers=0)
+    assert again["error files"] == 1 and again["skipped files"] == len(records)
+    assert (
+        again["errors"][0]
+        == f"{data / 'train/spk0_000.txt'}: the transcript is not UTF-8 text (byte 0: invalid start byte)"
+    )

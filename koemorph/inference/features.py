@@ -65,33 +65,51 @@ def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
 
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
-    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad"}, source)``
-    (:func:`koemorph.features.normalise.normalise_features`: with phones, ``mel`` is the frame input).
+    """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad",
+    "unknown_words"}, source)`` (:func:`koemorph.features.normalise.normalise_features`: with phones,
+    ``mel`` is the frame input).
 
     ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
     when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
-    ``"computed"``.
+    ``"computed"``. With ``job.transcript`` (phone models only), the phones are the recognised ones
+    relabelled with its words (:func:`koemorph.features.transcript.transcript_phone_features`),
+    whatever the store holds, and ``unknown_words`` lists the words it left out (else None).
     """
     from koemorph.features.normalise import normalise_features
 
     cfg = meta["config"].features
     use_ege = bool(cfg.egemaps and "egemaps" in meta["stats"])
     n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
+    cached = None
     if job.store and job.store_group:
         cached = stored_features(job.store, job.store_group, audio_sha256, cfg, use_ege, n_frames)
-        if cached is not None:
-            mel, ege, first, phones = cached
-            out = normalise_features(mel, ege, first, meta["stats"], cfg, phones)
-            return out, f"store:{job.store_group}"
+    if cached is not None:
+        (mel, ege, first, phones), source = cached, f"store:{job.store_group}"
+    else:
+        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not job.transcript)
+        source = "computed"
+    unknown = None
+    if cfg.phones and job.transcript:
+        from koemorph.features.transcript import read_transcript, transcript_phone_features
+
+        text = read_transcript(job.transcript)
+        phones, unknown = transcript_phone_features(samples, cfg, text)
+    out = normalise_features(mel, ege, first, meta["stats"], cfg, phones)
+    return out | {"unknown_words": unknown}, source
+
+
+def _computed(samples: np.ndarray, cfg, use_ege: bool, with_phones: bool) -> tuple:
+    """``(mel, egemaps or None, first_valid, phones or None)`` raw, from the registered extractors."""
     from koemorph.features.registry import FEATURES
 
+    n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
     (mel, _), ege, first, phones = FEATURES["mel"].compute(samples, cfg), None, n_frames, None
     if use_ege:
         ege, attrs = FEATURES["egemaps"].compute(samples, cfg)
         first = attrs["first_valid_frame"]
-    if cfg.phones:
+    if cfg.phones and with_phones:
         phones, _ = FEATURES["phones"].compute(samples, cfg)
-    return normalise_features(mel, ege, first, meta["stats"], cfg, phones), "computed"
+    return mel, ege, first, phones
 
 
 def raw_mel(store, group, samples: np.ndarray, audio_sha256: str, cfg) -> tuple[np.ndarray, str]:

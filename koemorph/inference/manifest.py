@@ -33,7 +33,17 @@ MANIFEST_NAME = "render_manifest.jsonl"
 LOCK_NAME = ".render.lock"
 # The settings that make an output what it is: a previous record with the same values and an
 # existing output file is skipped.
-SKIP_KEYS = ("audio_sha256", "model_sha256", "runtime", "fps", "format", "postprocess", "output")
+SKIP_KEYS = (
+    "audio_sha256",
+    "model_sha256",
+    "runtime",
+    "fps",
+    "format",
+    "postprocess",
+    "output",
+    "transcript",
+    "transcript_sha256",
+)
 # Deterministic kill point for tests: "N:PATH" makes the driver, right after the N-th record of a run
 # is journalled, create PATH and wait there until it is killed or interrupted.
 PAUSE_ENV = "KOEMORPH_TEST_PAUSE_AFTER_RECORDS"
@@ -48,6 +58,8 @@ class RenderRecord:
     Paths are posix and relative: ``input`` to ``input_dir`` (absolute), ``output`` to OUT.
     ``frames`` at ``fps`` (the output's), ``duration`` in s of audio, ``seconds`` / ``cpu_seconds``
     the wall and CPU time spent on the file; ``features`` is ``computed`` or ``store:<group>``.
+    ``transcript`` is the ``<stem>.txt`` whose words relabelled the recognised phones (phone models,
+    ``render.transcripts``), with the words it had to leave out in ``unknown_words``.
     """
 
     input: str
@@ -69,6 +81,9 @@ class RenderRecord:
     seconds: float | None = None
     cpu_seconds: float | None = None
     input_dir: str | None = None
+    transcript: str | None = None  # the transcript used (relative to input_dir), if any
+    transcript_sha256: str | None = None
+    unknown_words: list | None = None  # transcript words the dictionary does not know (left out)
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:
@@ -208,7 +223,8 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     """Write ``OUT/render_manifest.jsonl`` (one line per output, see the module doc). Driver only.
 
     ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
-    say which older records are stale. Returns the manifest's path and this run's error messages
+    say which older records are stale. Returns the manifest's path, this run's error messages and,
+    when transcripts were used, how many files had one and how many of their words were left out
     (``pipeline.jobs.run_jobs`` adds the files and audio hours per status).
     """
     from koemorph.io.atomic import write_jsonl
@@ -220,4 +236,9 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     rows = merge(read_records(out_dir), records, input_dir, planned)
     write_jsonl(Path(out_dir) / MANIFEST_NAME, [r.to_json() for r in rows])
     errors = [r.error for r in records if r.status == "error"]
-    return {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}
+    summary = {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}
+    transcribed = [r for r in records if r.transcript and r.status != "error"]
+    if transcribed:
+        summary["files with a transcript"] = len(transcribed)
+        summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in transcribed)
+    return summary

@@ -26,6 +26,7 @@ Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ class RenderJob:
     chunk: int = CHUNK  # output frames per inference block
     input_dir: str | None = None  # INPUT_DIR, resolved
     out_dir: str | None = None  # OUT_DIR, resolved
+    transcript: str | None = None  # <stem>.txt beside the input, when used
+    transcript_sha256: str | None = None  # the driver's hash of it (None: unreadable or no transcript)
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -134,6 +137,7 @@ def plan(
         "chunk": chunk,
         "input_dir": str(input_dir.resolve()),
         "out_dir": str(out_dir.resolve()),
+        "transcripts": (post or RenderConfig()).transcripts and bool(model.features.get("phones")),
     }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
@@ -172,6 +176,12 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         sha = sha256_file(path)
     except OSError:
         sha = None
+    transcript = path.with_suffix(".txt")
+    transcript = transcript if settings["transcripts"] and transcript.is_file() else None
+    transcript_sha = None  # unreadable: the worker's read names the problem
+    if transcript is not None:
+        with contextlib.suppress(OSError):
+            transcript_sha = sha256_file(transcript)
     try:
         duration = audio_info(path).duration
     except Exception:
@@ -193,6 +203,8 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         settings["chunk"],
         settings["input_dir"],
         settings["out_dir"],
+        str(transcript.resolve()) if transcript else None,
+        transcript_sha,
     )
 
 
@@ -229,6 +241,8 @@ def _record(job: RenderJob, status: str, **extra) -> RenderRecord:
         "format": job.format,
         "postprocess": job.post,
         "input_dir": job.input_dir,
+        "transcript": Path(job.rel).with_suffix(".txt").as_posix() if job.transcript else None,
+        "transcript_sha256": job.transcript_sha256,
     }
     fields.update(extra)
     return RenderRecord(**fields)
@@ -288,6 +302,7 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
         "frames": n_out,
         "duration": round(samples.size / grid.SAMPLE_RATE, 6),
         "features": source,
+        "unknown_words": feats["unknown_words"],
     }
 
 
