@@ -27,6 +27,7 @@ DEFAULT_NAME = "default"  # render's model: whole-file phones
 LIVE_NAME = "default-live"  # the stream's model: the same recipe on the phones a stream decodes
 DEFAULT_CHECKPOINT = BUNDLED_DIR / "default.pt"
 BUNDLED = {DEFAULT_NAME: DEFAULT_CHECKPOINT, LIVE_NAME: BUNDLED_DIR / "default-live.pt"}
+CARD_METHODS = ("model", "model+text", "ridge")  # the held-out scores a card shows, per fold
 KEEP = ("format_version", "model", "model_kind", "step", "epoch", "config", "stats", "fps")
 KEEP += ("blendshape_order", "order_name")
 LICENCE = (
@@ -69,7 +70,7 @@ def make_card(ckpt: dict, corpus_dir: str | Path, scores: list[dict] | None, nam
     corpus = json.loads((Path(corpus_dir) / "corpus.json").read_text())
     ids = list(ckpt["stats"].get("ids", []))
     held_out = [
-        {"held out": f["engine"], **{m: f["methods"][m] for m in ("model", "ridge") if m in f["methods"]}}
+        {"held out": f["engine"], **{m: f["methods"][m] for m in CARD_METHODS if m in f["methods"]}}
         for f in scores or []
     ]
     return {
@@ -143,12 +144,14 @@ def format_card(card: dict) -> str:
     if card.get("held_out_engines"):
         keys = ("lip r", "closure r", "closure recall", "false closures")
         lines.append("held-out engines (the same recipe, that engine left out of training):")
-        lines.append(f"  {'held out':10s} {'method':7s}" + "".join(f"{k:>16s}" for k in keys))
+        lines.append(f"  {'held out':10s} {'method':10s}" + "".join(f"{k:>16s}" for k in keys))
         for fold in card["held_out_engines"]:
-            for method in ("model", "ridge"):
+            for method in CARD_METHODS:
                 if method in fold:
                     cells = "".join(_cell(fold[method].get(k)) for k in keys)
-                    lines.append(f"  {fold['held out']:10s} {method:7s}{cells}")
+                    lines.append(f"  {fold['held out']:10s} {method:10s}{cells}")
+        if any("model+text" in fold for fold in card["held_out_engines"]):
+            lines.append("  (model+text: rendered with each file's words as its transcript, NAME.txt)")
     for key in ("note", "licence"):
         if key in card:
             lines.append(f"{key}: {card[key]}")
