@@ -223,6 +223,10 @@ def test_render_names_the_phones_with_a_transcript_beside_the_audio(env, tmp_pat
         b = read_track(tmp_path / "told" / name).values
         moved = np.abs(a - b).max() > 1e-3  # computed and stored features agree to float rounding
         assert moved == (name == "train/spk0_000.jsonl"), name
+    from koemorph.preview.build import model_values
+
+    shown = model_values(data / "train/spk0_000.wav", ckpt, load_config(None), 30, tmp_path / "work")
+    assert np.abs(shown - read_track(tmp_path / "told/train/spk0_000.jsonl").values).max() <= 2e-5
 
     (data / "train/spk0_000.txt").write_bytes(b"\xffBob")  # edited into something unreadable
     again = render(data, tmp_path / "told", ckpt, workers=0)

@@ -38,11 +38,14 @@ def read_grid_track(path: str | Path, n_frames: int, fps: int) -> np.ndarray:
 
 def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime: str = "torch") -> np.ndarray:
     """What ``koemorph render`` writes for ``audio`` with model ``spec`` (checkpoint or MLflow URI)
-    and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32."""
+    and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32 (with the transcript beside
+    the audio, as render reads it)."""
     from koemorph.inference.models import resolve_model
     from koemorph.inference.render import RenderJob, render_values
 
     ref = resolve_model(spec, work_dir, runtime=runtime)
+    transcript = Path(audio).with_suffix(".txt")
+    used = cfg.render.transcripts and ref.features.get("phones") and transcript.is_file()
     job = RenderJob(
         str(Path(audio).resolve()),
         Path(audio).name,
@@ -54,6 +57,7 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
         cfg.render.to_dict(),
         None,
         0.0,
+        transcript=str(transcript.resolve()) if used else None,
     )
     return render_values(job)[0]
 
