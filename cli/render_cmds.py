@@ -51,6 +51,15 @@ ClampOpt = Annotated[
 ]
 
 
+TranscriptsOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--transcripts/--no-transcripts",
+        help="Read NAME.txt beside NAME.wav as the words said (phone models; default: render.transcripts).",
+    ),
+]
+
+
 def _render_options(
     fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
 ) -> dict:
@@ -107,13 +116,7 @@ def render(
     rest_pose: RestPoseOpt = None,
     rest_threshold_db: RestDbOpt = None,
     clamp: ClampOpt = None,
-    transcripts: Annotated[
-        bool | None,
-        typer.Option(
-            "--transcripts/--no-transcripts",
-            help="Use NAME.txt beside NAME.wav as its transcript (default: render.transcripts).",
-        ),
-    ] = None,
+    transcripts: TranscriptsOpt = None,
     runtime: RuntimeOpt = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -123,8 +126,6 @@ def render(
     Options left out come from the `render` and `paths` sections of the config. Re-running skips
     files whose audio, transcript, model, fps, format and post-processing are unchanged.
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
-    A transcript (NAME.txt beside NAME.wav, plain UTF-8 text of the words said) names the phones a
-    phone model hears, which closes the lips more reliably on voices it recognises poorly.
     """
     options = _render_options(
         fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
