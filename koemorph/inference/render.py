@@ -13,7 +13,9 @@ Per file (all on the time grid: frame ``k`` at ``k / fps`` s, 16 kHz audio):
 2. features with the training extractors and the checkpoint's ``features`` config: log-mel
    ``[T, n_mels]`` and eGeMAPS ``[T, 88]`` at the model's native fps, ``T = num_frames_for_samples(N)``,
    or the same arrays read from a feature store (``--store``) whose group has the same audio
-   sha256 and feature hashes (:mod:`koemorph.inference.features`); normalised with the checkpoint's
+   sha256 and feature hashes (:mod:`koemorph.inference.features`); for a phone model with a
+   transcript beside the input (``<stem>.txt``, ``render.transcripts``), the recognised phones
+   renamed with its words (:mod:`koemorph.features.transcript`); normalised with the checkpoint's
    stats by :func:`koemorph.features.normalise.normalise_features` (the code training uses);
 3. :func:`koemorph.model.infer.predict_file`: ``[T, 52]`` for every frame from t = 0 (frames before
    a full context see the same padding as in training);
@@ -119,10 +121,10 @@ def plan(
 ):
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
-    Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, model sha256, fps,
-    format and post-processing unchanged since the previous manifest, and the output exists) or
-    ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and ``x.flac``; a
-    symbolic link on the output's path).
+    Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, transcript, model
+    sha256, fps, format and post-processing unchanged since the previous manifest, and the output
+    exists) or ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and
+    ``x.flac``; a symbolic link on the output's path).
     """
     if fmt not in OUTPUT_SUFFIXES:
         raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(OUTPUT_SUFFIXES)}")
