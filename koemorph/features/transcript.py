@@ -6,7 +6,8 @@ word-initial "b" as silence). When the words are known, :func:`relabel` keeps th
 segments (their times) and renames them with the transcript's phones: an edit-distance alignment of
 the two phone sequences, in which a substitution within a phone class (vowel, stop, nasal,
 fricative, approximant) is cheaper than across classes, and a recognised silence costs little to
-keep. It never fails: a transcript that does not match the audio only moves fewer labels.
+keep. It never fails, and needs no word timings; a word that was not said names its stretch of
+sound wrongly, so the transcript must be what the audio says.
 
 Words are looked up in the CMU pronouncing dictionary bundled with the ``pocketsphinx`` wheel (the
 first pronunciation of each word); a plural or possessive of a known word (``churchs``, ``cat's``)
