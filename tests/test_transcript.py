@@ -18,11 +18,30 @@ def labels(segments) -> list[str]:
 
 
 def test_words_become_dictionary_phones_and_unknown_words_are_named():
-    phones, unknown = tr.transcript_phones("Bob’s map, 42 Zyxw! Churchs?")
-    assert phones == [*tr.pronounce("bob"), "Z", *tr.pronounce("map"), *tr.pronounce("church"), "Z"]
+    phones, unknown = tr.transcript_phones("Bob’s map, 2nd Zyxw! Churchs 12?")
+    said = [*tr.pronounce("bob"), "Z", *tr.pronounce("map"), *tr.pronounce("church"), "Z"]
+    assert phones == said + [*tr.pronounce("twelve")]
     assert tr.pronounce("bob") == ("B", "AA", "B") and tr.pronounce("map") == ("M", "AE", "P")
-    assert unknown == ["42", "zyxw"]
+    assert unknown == ["2nd", "zyxw"]
     assert tr.transcript_phones("") == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("digits", "words"),
+    [
+        ("0", "zero"),
+        ("13", "thirteen"),
+        ("40", "forty"),
+        ("42", "forty two"),
+        ("105", "one hundred five"),
+        ("2024", "two thousand twenty four"),
+        ("3000000017", "three billion seventeen"),
+        ("007", "zero zero seven"),
+    ],
+)
+def test_numbers_in_digits_are_read_as_words(digits, words):
+    assert " ".join(tr.number_words(digits)) == words
+    assert all(tr.pronounce(w) for w in words.split())
 
 
 def test_matched_segments_take_the_transcript_names_and_keep_their_frames():

@@ -11,8 +11,9 @@ sound wrongly, so the transcript must be what the audio says.
 
 Words are looked up in the CMU pronouncing dictionary bundled with the ``pocketsphinx`` wheel (the
 first pronunciation of each word); a plural or possessive of a known word (``churchs``, ``cat's``)
-is the word plus Z. Other unknown words (names, numbers written as digits) are skipped: their
-segments keep the recognised labels, and :func:`transcript_phones` reports them.
+is the word plus Z; a number written in digits is read as a cardinal (``42``: forty two; ``007``:
+zero zero seven). Other unknown words (names, ``2nd``) are skipped: their segments keep the
+recognised labels, and :func:`transcript_phones` reports them.
 
 Time base: segments are ``(label, first, last)`` with inclusive PocketSphinx frame indices
 (10 ms, :data:`koemorph.features.phones.SPHINX_RATE`), as :func:`koemorph.features.phones.decode_segments`
@@ -44,6 +45,14 @@ CLASSES = (
 )
 # fmt: on
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*'?")
+# fmt: off
+_UNITS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+# fmt: on
+_SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 
 
 def _substitution_table() -> np.ndarray:
@@ -106,17 +115,35 @@ def pronounce(word: str) -> tuple[str, ...] | None:
     return None
 
 
+def number_words(digits: str) -> list[str]:
+    """A number written in digits as the words said: a cardinal below 10**12 (``"1205"`` -> one
+    thousand two hundred five), digit by digit with a leading zero or more digits (``"007"``)."""
+    if (digits.startswith("0") and len(digits) > 1) or len(digits) > 12:
+        return [_UNITS[int(d)] for d in digits]
+    return _cardinal(int(digits))
+
+
+def _cardinal(n: int) -> list[str]:
+    if n < 20:
+        return [_UNITS[n]]
+    if n < 100:
+        return [_TENS[n // 10]] + ([_UNITS[n % 10]] if n % 10 else [])
+    scale, name = next((v, w) for v, w in _SCALES if n >= v)
+    return _cardinal(n // scale) + [name] + (_cardinal(n % scale) if n % scale else [])
+
+
 def transcript_phones(text: str) -> tuple[list[str], list[str]]:
     """``(phones, unknown words)``: the CMU speech phones of ``text``'s words in order (no silences),
     and the words left out because the dictionary does not know them (in order, repeats kept)."""
     phones: list[str] = []
     unknown: list[str] = []
-    for word in _WORD.findall(text.lower().replace("\u2019", "'")):
-        said = pronounce(word)
-        if said is None:
-            unknown.append(word)
-        else:
-            phones.extend(said)
+    for token in _WORD.findall(text.lower().replace("\u2019", "'")):
+        for word in number_words(token) if token.isdigit() else [token]:
+            said = pronounce(word)
+            if said is None:
+                unknown.append(word)
+            else:
+                phones.extend(said)
     return phones, unknown
 
 
