@@ -1,5 +1,5 @@
-"""Transcripts: words to CMU phones, recognised segments relabelled with them (real PocketSphinx on
-espeak speech), and ``koemorph render`` using ``NAME.txt`` beside ``NAME.wav``."""
+"""Transcripts: words to CMU phones, and recognised segments relabelled with them (real PocketSphinx
+on espeak speech). ``koemorph render`` with ``NAME.txt`` beside ``NAME.wav``: tests/test_phone_model.py."""
 
 from __future__ import annotations
 
