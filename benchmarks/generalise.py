@@ -143,7 +143,7 @@ def render_and_score(truth: Path, out: Path, checkpoint: str, cfg, store: Path, 
     post = dataclasses.replace(cfg.render, transcripts=transcripts)
     rendered = render(truth, out, checkpoint, fmt="jsonl", post=post, store=store, workers=0)
     if rendered["errors"]:
-        log(f"render errors: {rendered['errors'][:5]}")
+        log(f"{out}: render errors: {rendered['errors'][:5]}")
     ev = evaluate(
         out,
         truth,

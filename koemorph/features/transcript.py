@@ -161,44 +161,47 @@ def relabel(segments, phones) -> list[tuple[str, int, int]]:
     codes = np.array([label_code(label) for label, _, _ in segments])
     target = np.array([PHONE_INDEX[p] for p in phones])
     back = _align(codes, target)
-    assigned = _assign(back, codes, target)
+    assigned = _assign(back, codes, len(target))
     return _split(segments, assigned, phones)
 
 
 def _align(codes: np.ndarray, target: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """Edit-distance alignment of segment codes ``[n]`` to phone indices ``[m]``, in a band around the
     diagonal. Returns per row ``i`` (0..n) ``(lo, moves)``: the move into cell ``(i, lo + k)``,
-    0 match, 1 extra segment, 2 missing phone."""
+    0 match, 1 extra segment, 2 missing phone. Only each row's band is held, so time and memory
+    grow with ``n`` times the band, not ``n * m``."""
     n, m = len(codes), len(target)
     width = BAND + -(-m // n) + -(-n // m)
     extra = np.where(codes == 0, EXTRA_SILENCE, EXTRA_SPEECH)
-    prev = np.full(m + 1, np.inf)
-    lo, hi = 0, min(m, width)
-    prev[: hi + 1] = MISSING * np.arange(hi + 1)
-    rows = [(0, np.full(hi + 1, 2, np.int8))]
+    lo, prev = 0, MISSING * np.arange(min(m, width) + 1, dtype=np.float64)  # row 0's band
+    rows = [(0, np.full(prev.size, 2, np.int8))]
     for i in range(1, n + 1):
         centre = round(i * m / n)
-        lo, hi = max(0, centre - width), min(m, centre + width)
-        j = np.arange(lo, hi + 1)
-        diag = np.full(j.size, np.inf)
-        ok = j >= 1
-        diag[ok] = prev[j[ok] - 1] + SUBSTITUTION[codes[i - 1], target[j[ok] - 1]]
-        up = prev[j] + extra[i - 1]
+        j = np.arange(max(0, centre - width), min(m, centre + width) + 1)
+        diag = _band_at(lo, prev, j - 1) + SUBSTITUTION[codes[i - 1], target[np.maximum(j - 1, 0)]]
+        up = _band_at(lo, prev, j) + extra[i - 1]
         best = np.minimum(diag, up)
         moves = np.where(diag <= up, 0, 1).astype(np.int8)
         # a run of missing phones: D[j] = min(best[j], D[j-1] + MISSING), as a running minimum
         run = np.minimum.accumulate(best - MISSING * j) + MISSING * j
         moves[run < best - 1e-6] = 2  # a real gain, not the rounding of the running minimum
-        cur = np.full(m + 1, np.inf)
-        cur[lo : hi + 1] = run
-        prev = cur
+        lo, prev = int(j[0]), run
         rows.append((lo, moves))
     return rows
 
 
-def _assign(rows, codes: np.ndarray, target: np.ndarray) -> list[list[int]]:
-    """Transcript phone positions assigned to each segment, from the alignment's moves."""
-    n, m = len(codes), len(target)
+def _band_at(lo: int, values: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``values`` (a row's band, starting at column ``lo``) at columns ``j``; inf outside the band."""
+    k = j - lo
+    inside = (k >= 0) & (k < values.size)
+    out = np.full(j.size, np.inf)
+    out[inside] = values[k[inside]]
+    return out
+
+
+def _assign(rows, codes: np.ndarray, m: int) -> list[list[int]]:
+    """Transcript phone positions (of ``m``) assigned to each segment, from the alignment's moves."""
+    n = len(codes)
     assigned: list[list[int]] = [[] for _ in range(n)]
     pending: list[int] = []  # missing phones after the current cell, in order
     i, j = n, m
