@@ -45,6 +45,12 @@ def array_hashes(features: FeaturesConfig, data: DataConfig) -> dict[str, str | 
     }
     targets = {"tolerance": data.max_duration_mismatch_s, "swap_mouth_lr": data.swap_mouth_lr}
     hashes["targets"] = short_hash({**base, **targets})
+    hashes["phones_text"] = None
+    if features.phones and features.phones_text:
+        from koemorph.features.transcript import hash_constants
+
+        text = {**FEATURES["phones"].config_values(features), **hash_constants()}
+        hashes["phones_text"] = short_hash({**base, "phones_text": text})
     return hashes
 
 
@@ -81,6 +87,8 @@ def plan(entries, store: str | Path, features: FeaturesConfig, data: DataConfig)
         wanted = {name for name, h in hashes.items() if h is not None}
         if entry.track_path is None:
             wanted.discard("targets")
+        if entry.transcript_path is None:
+            wanted.discard("phones_text")
         if attrs and set(keep) == wanted and set(attrs.get("arrays", ())) == wanted:
             cached.append(_record(entry, "cached", attrs))
         else:
@@ -98,6 +106,8 @@ def _valid_arrays(attrs: dict, entry, hashes: dict) -> tuple[str, ...]:
         if name not in attrs.get("arrays", ()) or value is None or old.get(name) != value:
             continue
         if name == "targets" and attrs.get("track_sha256") != entry.track_sha256:
+            continue
+        if name == "phones_text" and attrs.get("transcript_sha256") != entry.transcript_sha256:
             continue
         valid.append(name)
     return tuple(valid)
@@ -157,17 +167,9 @@ def extract_file(job: Job) -> FileRecord:
     with GroupWriter(job.store, entry["id"], keep=job.keep) as writer:
         kept = (read_group_attrs(job.store, entry["id"]) or {}).get("sums", {}) if job.keep else {}
         sums = {k: v for k, v in kept.items() if k in job.keep}
-        for feature in enabled(features):
-            if feature.name not in job.keep:
-                values, attrs = feature.compute(samples, features)
-                assert values.shape == (n_frames, feature.dim(features)), (
-                    feature.name,
-                    values.shape,
-                    n_frames,
-                )
-                writer.write(feature.name, values, attrs or None)
-                sums[feature.name] = _sums(values[first_valid(attrs) :])
-                arrays.append(feature.name)
+        arrays += _write_features(writer, job, samples, features, sums)
+        if _write_text_phones(writer, job, samples, features):
+            arrays.append("phones_text")
         if entry.get("track_path") and "targets" not in job.keep:
             writer.write(
                 "targets", _targets(entry["track_path"], DataConfig(**job.data), duration, n_frames, features)
@@ -177,6 +179,7 @@ def extract_file(job: Job) -> FileRecord:
             "id": entry["id"],
             "audio_sha256": entry["audio_sha256"],
             "track_sha256": entry.get("track_sha256"),
+            "transcript_sha256": entry.get("transcript_sha256"),
             "schema_version": SCHEMA_VERSION,
             "fps": features.fps,
             "num_frames": n_frames,
@@ -196,6 +199,36 @@ def extract_file(job: Job) -> FileRecord:
         cpu_seconds=round(time.process_time() - cpu_start, 3),
         computed=sorted(set(arrays) - set(job.keep)),
     )
+
+
+def _write_features(writer, job: Job, samples: np.ndarray, features: FeaturesConfig, sums: dict) -> list:
+    """Compute and write each enabled registered feature that ``job`` does not keep (``[T, D]``,
+    ``T`` the file's grid frames); add their ``sums`` (from the first valid frame); return their names."""
+    n_frames = grid.num_frames_for_samples(len(samples), features.fps)
+    written = []
+    for feature in enabled(features):
+        if feature.name in job.keep:
+            continue
+        values, attrs = feature.compute(samples, features)
+        assert values.shape == (n_frames, feature.dim(features)), (feature.name, values.shape, n_frames)
+        writer.write(feature.name, values, attrs or None)
+        sums[feature.name] = _sums(values[first_valid(attrs) :])
+        written.append(feature.name)
+    return written
+
+
+def _write_text_phones(writer, job: Job, samples: np.ndarray, features: FeaturesConfig) -> bool:
+    """Write ``phones_text`` ``[T, 40]`` (the recognised phones renamed with the entry's transcript,
+    :func:`koemorph.features.transcript.transcript_phone_features`) unless kept or not wanted;
+    True when written. An unreadable transcript raises InputError naming it."""
+    from koemorph.features.transcript import read_transcript, transcript_phone_features
+
+    path = job.entry.get("transcript_path")
+    if not path or job.hashes.get("phones_text") is None or "phones_text" in job.keep:
+        return False
+    values, _ = transcript_phone_features(samples, features, read_transcript(path))
+    writer.write("phones_text", values)
+    return True
 
 
 def _targets(track_path: str, data: DataConfig, duration: float, n_frames: int, features) -> np.ndarray:

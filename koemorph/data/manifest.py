@@ -58,6 +58,8 @@ class ManifestEntry:
     speaker: str
     engine: str | None = None  # synthesis engine of a generated (demo) file, None for recordings
     voice: str | None = None  # its demo voice
+    transcript_path: str | None = None  # <stem>.txt beside the audio: the words it says
+    transcript_sha256: str | None = None
 
 
 @dataclass
@@ -172,6 +174,8 @@ def _entry(
     rel = audio_path.relative_to(data_dir)
     speaker = speaker_of(audio_path.stem, cfg.speaker_pattern)
     engine, voice = demo_origin(audio_path)
+    transcript = audio_path.with_suffix(".txt")
+    transcript = transcript if transcript.is_file() else None
     return ManifestEntry(
         id=make_id(rel.with_suffix("").as_posix()),
         audio_path=_relative(audio_path, base),
@@ -186,6 +190,8 @@ def _entry(
         speaker=speaker,
         engine=engine,
         voice=voice,
+        transcript_path=None if transcript is None else _relative(transcript, base),
+        transcript_sha256=None if transcript is None else sha256_file(transcript),
     )
 
 
@@ -323,8 +329,9 @@ def load_manifest(path: str | Path, split: str | None = None, bad: list | None =
                 raw = json.loads(line)
                 entry = ManifestEntry(**raw)
                 entry.audio_path = str((path.parent / entry.audio_path).resolve())
-                if entry.track_path is not None:
-                    entry.track_path = str((path.parent / entry.track_path).resolve())
+                for key in ("track_path", "transcript_path"):
+                    if getattr(entry, key) is not None:
+                        setattr(entry, key, str((path.parent / getattr(entry, key)).resolve()))
                 check_id(entry.id)
             except (json.JSONDecodeError, TypeError) as exc:
                 raise InputError(path, f"bad manifest line ({exc})", line=line_no) from None

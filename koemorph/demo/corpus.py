@@ -8,6 +8,7 @@ Layout under ``out_dir``::
                                     with noise/room)
     <split>/<voice>_<nnnn>.jsonl    one line per 30 fps grid frame: {"timestamp", "blendshapes"[52]}
     <split>/<voice>_<nnnn>.phones.json   phone timings (seconds on the final audio) and visemes
+    <split>/<voice>_<nnnn>.txt      the words it says (its transcript, UTF-8, one line)
 
 Splits are by voice (val/test voices never appear in train); every engine gets an equal share
 of the minutes and has voices in every split. The whole plan (voices, texts, per-file seeds) is
@@ -36,7 +37,8 @@ FPS = 30
 SPLIT_SHARE = {"train": 0.7, "val": 0.15, "test": 0.15}
 FILE_SECONDS = (4.0, 12.5)  # planned speech per file, before padding
 SHARD_FILES = 8  # files per shard (one fresh process each)
-SUFFIXES = (".wav", ".jsonl", ".phones.json")
+SUFFIXES = (".wav", ".jsonl", ".phones.json", ".txt")
+MADE = SUFFIXES[:3]  # synthesised together; a missing ".txt" (corpora made before them) is written alone
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def _matching_summary(path: Path, seed: int, minutes: float, engines: tuple[str,
         return None
     for split, ids in meta.get("files", {}).items():
         for file_id in ids:
-            if not all((path.parent / split / f"{file_id}{s}").is_file() for s in SUFFIXES):
+            if not all((path.parent / split / f"{file_id}{s}").is_file() for s in MADE):
                 return None
     return meta
 
@@ -192,6 +194,10 @@ def generate_corpus(out_dir, *, minutes: float, seed: int, workers: int = 2, eng
     marker = out_dir / "corpus.json"
     meta = _matching_summary(marker, int(seed), minutes, engines)
     if meta is not None:
+        for plan in plan_corpus(float(minutes), int(seed), engines)[1]:
+            transcript = out_dir / plan.split / f"{plan.id}.txt"
+            if not transcript.is_file():
+                atomic_write_text(transcript, plan.text + "\n")
         return _summary(meta, out_dir, time.perf_counter() - t0, reused=True)
     if marker.exists():
         marker.unlink()

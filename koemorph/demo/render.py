@@ -164,4 +164,5 @@ def render_file(out_dir: Path, seed: int, plan, fps: int) -> dict:
     unknown = sorted({s[4] or s[0] for s in segs if not phone_viseme(s[0])[1]})
     phone_doc = _phone_doc(plan, segs, info)
     atomic_write_text(folder / f"{plan.id}.phones.json", json.dumps(phone_doc, indent=1) + "\n")
+    atomic_write_text(folder / f"{plan.id}.txt", plan.text + "\n")
     return {"id": plan.id, "seconds": total_s, "unknown_phones": unknown}

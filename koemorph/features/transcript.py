@@ -55,6 +55,25 @@ _TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eigh
 _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred"))
 
 
+def hash_constants() -> dict:
+    """What fixes :func:`relabel`'s output besides its inputs (costs, band, dictionary), for cache hashes."""
+    costs = (
+        SAME_CLASS,
+        OTHER_CLASS,
+        SPEECH_FILLER_COST,
+        SILENCE_AS_SPEECH,
+        EXTRA_SPEECH,
+        EXTRA_SILENCE,
+        MISSING,
+    )
+    return {
+        "relabel_costs": list(costs),
+        "band": BAND,
+        "classes": [list(c) for c in CLASSES],
+        "dict_words": len(dictionary()),
+    }
+
+
 def _substitution_table() -> np.ndarray:
     """``[P + 1, P]`` cost of naming a recognised label code (:func:`label_code`) as each phone."""
     cls = np.full(NUM_PHONES, -1)
