@@ -21,7 +21,8 @@ from tests.storekit import build_store
 
 pytest.importorskip("pocketsphinx")
 
-PHONES = ["features.phones=true", "model.mel_bands=1"]
+# phone models without the source column of a transcript (as the bundled ones): see test_text_phones.py
+PHONES = ["features.phones=true", "model.mel_bands=1", "features.phones_text=false"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_a_short_run_trains_on_phones_and_renders(env, tmp_path):
 
 
 def test_phones_alone_need_no_mel_bands():
-    cfg = load_config(None, SMALL + ["features.phones=true", "model.mel_bands=0", "model.mel_summary=0"])
+    cfg = load_config(None, SMALL + PHONES + ["model.mel_bands=0", "model.mel_summary=0"])
     model = build_model(cfg.model, cfg.features).eval()
     spans = model.spans
     frames = torch.zeros(1, 6 + spans.context - 1 + spans.lookahead, 120)

@@ -122,6 +122,7 @@ RULES: dict[str, dict] = {
     "augment": {
         **{k: NON_NEGATIVE for k in ("shift_bins", "gain_db", "tilt_db", "egemaps_noise")},
         "phone_swap": within(0, 1),
+        "text_phones": within(0, 1),
     },
     "loss": {
         **{

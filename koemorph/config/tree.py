@@ -72,6 +72,7 @@ class FeaturesConfig:
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
     phones: bool = True  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
     phones_decoding: str = "whole"  # whole: whole file, batch CMN | live: as a stream decodes them
+    phones_text: bool = True  # with phones: also phones renamed with NAME.txt's words, and a source column
 
     def __post_init__(self):
         check_section("features", self)
@@ -130,6 +131,7 @@ class AugmentConfig:
     tilt_db: float = 6.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
     egemaps_noise: float = 0.2  # per-feature offset N(0, sigma) in normalised units, fixed per block
     phone_swap: float = 0.0  # probability that a recognised speech-phone segment is shown as a random phone
+    text_phones: float = 0.5  # share of blocks shown transcript-renamed phones (files with a transcript)
 
     def __post_init__(self):
         check_section("augment", self)

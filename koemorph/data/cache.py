@@ -14,7 +14,10 @@ All arrays are on the store's frame grid: row ``k`` is at ``k / fps`` seconds. N
 with ``koemorph render``). Outside a file the mel is
 padded with the normalised silence floor (``features.db_floor``), eGeMAPS and targets with 0.
 With phones, the ``mel`` this returns is the model's frame input: the normalised mel bins, then the
-40 phone shares as stored (``[T, n_mels + 40]``, padded with the silence row).
+40 phone shares as stored (``[T, n_mels + 40]``, padded with the silence row). With ``use_text``
+(``features.phones_text``) a source column follows (0, also in the pad), and ``text`` is the same
+input with the stored ``phones_text`` (the phones renamed with the file's transcript) and source 1,
+for the files that have them (:meth:`FeatureCache.has_text`).
 
 Whole files are loaded into memory on first use, per process (after a DataLoader fork each
 worker loads what it touches; Zarr 3 resets its IO loop after fork). With
@@ -55,7 +58,12 @@ class FeatureCache:
     """
 
     def __init__(
-        self, store: str | Path, use_egemaps: bool = True, in_memory: bool = True, use_phones: bool = False
+        self,
+        store: str | Path,
+        use_egemaps: bool = True,
+        in_memory: bool = True,
+        use_phones: bool = False,
+        use_text: bool = False,
     ):
         self.store = Path(store)
         self.records: list[FileRecord] = read_results(self.store)
@@ -78,24 +86,27 @@ class FeatureCache:
         if self.use_egemaps:
             self.ege_mean = np.asarray(self.stats["egemaps"]["mean"], np.float32)
             self.ege_std = np.asarray(self.stats["egemaps"]["std"], np.float32)
-        self._init_phones(use_phones)
+        self._init_phones(use_phones, use_text)
         self.files = {r.id: FileInfo(r.id, r.split, int(r.num_frames)) for r in self.records}
+        self._with_text = {r.id for r in self.records if "phones_text" in (r.arrays or ())}
         self._check_groups()
         self.in_memory = in_memory
         self._loaded: dict[str, dict] = {}
         self._handles: dict[str, dict] = {}
         self._pid = os.getpid()
 
-    def _init_phones(self, use_phones: bool) -> None:
+    def _init_phones(self, use_phones: bool, use_text: bool) -> None:
         self.use_phones = bool(use_phones)
+        self.use_text = self.use_phones and bool(use_text)
         missing = [r.id for r in self.records if "phones" not in (r.arrays or ())]
         if self.use_phones and missing:
             raise InputError(
                 self.store / missing[0],
                 "no phones array: extract with features.phones=true (pip install 'koemorph[phones]')",
             )
-        self.n_phones = NUM_PHONES if self.use_phones else 0
+        self.n_phones = NUM_PHONES + self.use_text if self.use_phones else 0
         phone_pad = silence_row() if self.use_phones else np.zeros(0, np.float32)
+        phone_pad = np.r_[phone_pad, np.zeros(int(self.use_text), np.float32)]
         self.frame_pad = np.concatenate([self.mel_pad, phone_pad]).astype(np.float32)
 
     def _check_groups(self) -> None:
@@ -114,6 +125,10 @@ class FeatureCache:
             for r in self.records
             if r.split == split and (not with_targets or "targets" in (r.arrays or ()))
         )
+
+    def has_text(self, file_id: str) -> bool:
+        """Whether the file has transcript-renamed phones (``text`` frame inputs) in this cache."""
+        return self.use_text and file_id in self._with_text
 
     def num_frames(self, file_id: str) -> int:
         return self.files[file_id].num_frames
@@ -149,17 +164,18 @@ class FeatureCache:
         return np.asarray(x, np.float32)
 
     def load(self, file_id: str) -> dict[str, np.ndarray]:
-        """Whole normalised file: ``mel`` [T, n_mels], ``egemaps`` [T, 88] or None, ``targets`` [T, 52]
-        or None.
+        """Whole normalised file: ``mel`` [T, D] (the frame input, see the class), ``egemaps`` [T, 88]
+        or None, ``targets`` [T, 52] or None, and ``text`` [T, D] when :meth:`has_text`.
 
         Loaded once per process and kept (about 0.6 MB per minute of audio at 30 fps).
         """
         if file_id in self._loaded:
             return self._loaded[file_id]
         arrays = self._arrays(file_id)
-        out = {"mel": self._normalise("mel", arrays["mel"][:], 0, 0), "egemaps": None, "targets": None}
-        if self.use_phones:
-            out["mel"] = np.concatenate([out["mel"], np.asarray(arrays["phones"][:], np.float32)], axis=1)
+        mel = self._normalise("mel", arrays["mel"][:], 0, 0)
+        out = {"mel": self._frame_input(mel, arrays, "mel"), "egemaps": None, "targets": None}
+        if self.has_text(file_id):
+            out["text"] = self._frame_input(mel, arrays, "text")
         if self.use_egemaps:
             first = int(arrays["egemaps"].attrs.get("first_valid_frame", 0))
             out["egemaps"] = self._normalise("egemaps", arrays["egemaps"][:], 0, first)
@@ -172,17 +188,28 @@ class FeatureCache:
     def slice(self, file_id: str, name: str, start: int, stop: int) -> np.ndarray:
         """Normalised rows ``[start, stop)`` of ``name`` for one file, padded outside the file.
 
-        Pads: mel -> ``frame_pad`` (with phones, ``mel`` is the frame input, see the class);
-        egemaps, targets -> 0. In memory this slices the loaded file; otherwise it reads only the
-        Zarr chunks that overlap ``[start, stop)``.
+        Pads: mel, text -> ``frame_pad`` (with phones, ``mel`` is the frame input, see the class;
+        ``text`` needs :meth:`has_text`); egemaps, targets -> 0. In memory this slices the loaded
+        file; otherwise it reads only the Zarr chunks that overlap ``[start, stop)``.
         """
-        pad = self.frame_pad if name == "mel" else 0.0
+        pad = self.frame_pad if name in ("mel", "text") else 0.0
         if self.in_memory:
             return window(self.load(file_id)[name], start, stop, pad)
-        part, lo = self._read_rows(file_id, name, start, stop)
-        if name == "mel" and self.use_phones:
-            part = np.concatenate([part, self._read_rows(file_id, "phones", start, stop)[0]], axis=1)
+        part, lo = self._read_rows(file_id, "mel" if name == "text" else name, start, stop)
+        if name in ("mel", "text"):
+            part = self._frame_input(part, self._arrays(file_id), name, lo)
         return window(part, start - lo, stop - lo, pad)
+
+    def _frame_input(self, mel: np.ndarray, arrays: dict, name: str, lo: int = 0) -> np.ndarray:
+        """Normalised mel rows ``lo..lo+len(mel)`` -> frame input rows: then the phone columns
+        (``phones`` for ``mel``, ``phones_text`` for ``text``) and the source column, as used."""
+        if not self.use_phones:
+            return mel
+        phones = np.asarray(arrays["phones_text" if name == "text" else "phones"][lo : lo + len(mel)])
+        parts = [mel, phones.astype(np.float32)]
+        if self.use_text:
+            parts.append(np.full((len(mel), 1), float(name == "text"), np.float32))
+        return np.concatenate(parts, axis=1)
 
     def _read_rows(self, file_id: str, name: str, start: int, stop: int) -> tuple[np.ndarray, int]:
         """``(rows, lo)``: the normalised stored rows of ``[start, stop)`` that exist, from row ``lo``."""

@@ -58,18 +58,22 @@ def first_valid_frame(n_frames: int, n_windows: int, features_cfg) -> int:
 
 
 def normalise_features(
-    mel, egemaps, first_valid: int, stats: dict, features_cfg: FeaturesConfig, phones=None
+    mel, egemaps, first_valid: int, stats: dict, features_cfg: FeaturesConfig, phones=None, from_text=False
 ) -> dict:
     """Normalise one whole file's features exactly as training does.
 
     ``mel`` ``[T, n_mels]`` dB, ``egemaps`` ``[T, 88]`` raw or None, ``first_valid`` the file's first
     valid eGeMAPS frame, ``stats`` as in the module docstring, ``features_cfg`` the
-    ``FeaturesConfig`` (only ``db_floor``, ``egemaps`` and ``phones`` are read), ``phones``
-    ``[T, 40]`` phone shares (needed when ``features_cfg.phones``; kept as they are).
+    ``FeaturesConfig`` (only ``db_floor``, ``egemaps``, ``phones`` and ``phones_text`` are read),
+    ``phones`` ``[T, 40]`` phone shares (needed when ``features_cfg.phones``; kept as they are),
+    ``from_text``: they are a transcript's (the source column with ``features_cfg.phones_text``).
     Returns ``{"mel": [T, D], "egemaps": [T, 88] or None, "mel_pad": [D]}``, float32: the model's
-    frame input, ``D = n_mels`` (then the 40 phone columns with phones, padded with the silence row).
+    frame input, ``D = n_mels`` + :func:`koemorph.features.phones.input_columns` (the phone columns
+    with phones, padded with the silence row and source 0).
     eGeMAPS is None when ``egemaps`` is None, the config switches it off, or ``stats`` has none.
     """
+    from koemorph.features.phones import frame_columns
+
     mel_mean, mel_std = _mean_std(stats, "mel")
     out = {
         "mel": normalise_mel(mel, mel_mean, mel_std),
@@ -82,15 +86,19 @@ def normalise_features(
     if features_cfg.phones:
         if phones is None or len(phones) != len(mel):
             raise ValueError(f"the model reads phones: pass [{len(mel)}, 40] phone shares")
-        out["mel"] = np.concatenate([out["mel"], np.asarray(phones, np.float32)], axis=1)
+        columns = frame_columns(phones, features_cfg, from_text)
+        out["mel"] = np.concatenate([out["mel"], columns], axis=1)
     return out
 
 
 def frame_pad(stats: dict, features_cfg: FeaturesConfig) -> np.ndarray:
-    """The model's frame-input row outside the audio, ``[n_mels (+ 40)]`` float32: normalised digital
-    silence (``features.db_floor``), then with ``features_cfg.phones`` the phones' silence row."""
-    from koemorph.features.phones import silence_row
+    """The model's frame-input row outside the audio, ``[n_mels (+ phone columns)]`` float32: normalised
+    digital silence (``features.db_floor``), then with ``features_cfg.phones`` the phones' silence row
+    (and source 0 with ``features_cfg.phones_text``)."""
+    from koemorph.features.phones import frame_columns, silence_row
 
     mel_mean, mel_std = _mean_std(stats, "mel")
     pad = mel_pad_value(mel_mean, mel_std, float(features_cfg.db_floor))
-    return np.concatenate([pad, silence_row()]).astype(np.float32) if features_cfg.phones else pad
+    if not features_cfg.phones:
+        return pad
+    return np.concatenate([pad, frame_columns(silence_row()[None], features_cfg)[0]]).astype(np.float32)

@@ -100,6 +100,23 @@ def silence_row() -> np.ndarray:
     return row
 
 
+def input_columns(cfg: FeaturesConfig) -> int:
+    """Phone columns of the model's frame input: 0 without ``cfg.phones``, else the P phone shares,
+    then with ``cfg.phones_text`` one *source* column (1 where the phones are a transcript's)."""
+    return (NUM_PHONES + bool(cfg.phones_text)) if cfg.phones else 0
+
+
+def frame_columns(phones: np.ndarray, cfg: FeaturesConfig, from_text: bool = False) -> np.ndarray:
+    """``[T, P]`` phone shares -> the frame input's phone columns ``[T, input_columns(cfg)]`` float32:
+    with ``cfg.phones_text``, the source column (``from_text``) is appended."""
+    phones = np.asarray(phones, np.float32)
+    assert phones.ndim == 2 and phones.shape[1] == NUM_PHONES, phones.shape
+    if not cfg.phones_text:
+        return phones
+    source = np.full((len(phones), 1), float(from_text), np.float32)
+    return np.concatenate([phones, source], axis=1)
+
+
 def new_decoder(cmn: str):
     """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``.
 

@@ -73,7 +73,8 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
     ``"computed"``. With ``job.transcript`` (phone models only), the phones are the recognised ones
     relabelled with its words (:func:`koemorph.features.transcript.transcript_phone_features`),
-    whatever the store holds, and ``unknown_words`` lists the words it left out (else None).
+    whatever the store holds (source column 1 for a model with ``features.phones_text``), and
+    ``unknown_words`` lists the words it left out (else None).
     """
     from koemorph.features.normalise import normalise_features
 
@@ -94,7 +95,8 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
 
         text = read_transcript(job.transcript)
         phones, unknown = transcript_phone_features(samples, cfg, text)
-    out = normalise_features(mel, ege, first, meta["stats"], cfg, phones)
+    from_text = unknown is not None
+    out = normalise_features(mel, ege, first, meta["stats"], cfg, phones, from_text)
     return out | {"unknown_words": unknown}, source
 
 

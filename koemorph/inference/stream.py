@@ -41,6 +41,7 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.errors import InputError
+from koemorph.features.phones import frame_columns, input_columns
 from koemorph.inference import incremental
 
 BLOCK = 512  # output frames per model call at most (as render's blocks)
@@ -156,7 +157,8 @@ class Streamer:
             )
         self._mel = np.zeros((0, int(self.cfg.n_mels)), dtype=np.float32)  # normalised rows from _mel0
         self._mel0 = 0
-        self._phone_rows = np.zeros((0, 40), dtype=np.float32)  # phone rows from _mel0 (phone models)
+        # the frame input's phone columns from _mel0 (phone models; never a transcript's)
+        self._phone_rows = np.zeros((0, input_columns(self.cfg)), dtype=np.float32)
         if self.cfg.phones:
             from koemorph.features.phones import PhoneStream
 
@@ -239,7 +241,7 @@ class Streamer:
                 if not final
                 else np.concatenate([self._phones.push(x), self._phones.finish()])
             )
-            self._phone_rows = np.concatenate([self._phone_rows, rows])
+            self._phone_rows = np.concatenate([self._phone_rows, frame_columns(rows, self.cfg)])
             n_mel = min(n_mel, self._mel0 + len(self._phone_rows))
         stop = n_mel if final else max(self.next_frame, n_mel - self.spans.lookahead)
         if self._ege is not None and not final:

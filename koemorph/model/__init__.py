@@ -3,8 +3,8 @@
 ``build_model(model_cfg, features_cfg, n_mels=80, n_egemaps=88)`` returns the network named by
 ``model_cfg.kind`` (``"dual_stream"`` or ``"simplified"``); ``n_egemaps=0`` builds a mel-only model
 (eGeMAPS switched off); with ``features_cfg.phones`` its frame input also carries the 40 phone
-shares after the mel bins. Its ``spans`` attribute (:class:`koemorph.model.windows.Spans`) gives the block
-geometry the data loader must produce.
+shares after the mel bins (and with ``features_cfg.phones_text`` their source column). Its ``spans``
+attribute (:class:`koemorph.model.windows.Spans`) gives the block geometry the data loader must produce.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from koemorph.config import FeaturesConfig, ModelConfig
-from koemorph.features.phones import NUM_PHONES
+from koemorph.features.phones import input_columns
 from koemorph.model.windows import Spans, spans
 
 
@@ -26,7 +26,7 @@ def build_model(
     geometry = spans(model_cfg, features_cfg)
     if not features_cfg.egemaps:
         n_egemaps = 0
-    n_phones = NUM_PHONES if features_cfg.phones else 0
+    n_phones = input_columns(features_cfg)
     if model_cfg.kind == "dual_stream":
         return DualStreamModel(model_cfg, geometry, n_mels=n_mels, n_egemaps=n_egemaps, n_phones=n_phones)
     if model_cfg.kind == "simplified":

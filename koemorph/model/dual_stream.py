@@ -26,8 +26,9 @@ the decoder's first Linear (after the fusion LayerNorm) mixes them. There is no 
 projection per stream: it would run on every (position, query) row, ``B*n*52`` rows of 256x256,
 the largest matmul of a dense block, and the decoder's Linear already mixes heads and bands.
 
-Phones (``n_phones = 40``, off by default): the recognised phone shares of each frame
-(:mod:`koemorph.features.phones`, a speaker-independent input) form one more token group beside
+Phones (``n_phones`` = 40, or 41 with the source column of ``features.phones_text``): the
+recognised phone shares of each frame (:mod:`koemorph.features.phones`, a speaker-independent
+input; a transcript's when the source column is 1) form one more token group beside
 the bands, with its own input layer and heads, over the same window; ``mel_bands = 0`` leaves
 phones alone in the frame stream.
 

@@ -14,7 +14,10 @@ microphone, with draws from ``rng`` (see :func:`batch_rng`):
 * ``phone_swap``: each recognised speech-phone segment (a run of frames with the same largest
   phone share) is, with this probability, shown as a phone drawn uniformly from the whole set,
   silence included: the recogniser's confusions on a voice it decodes poorly (a p heard as L, N,
-  T or silence), so the model learns to check the phones against the mel.
+  T or silence), so the model learns to check the phones against the mel;
+* ``text_phones``: with this probability, a batch row's phone columns are those renamed with the
+  file's transcript (source column 1; rows of files without one keep the recognised phones), so
+  one model reads both: recognised phones alone, and a transcript's when render has one.
 
 Padding rows (the normalised silence floor outside a file; eGeMAPS rows of 0 before the first
 complete openSMILE window) are left as they are, as ``koemorph render`` produces them. Mel is
@@ -33,7 +36,8 @@ _AUGMENT = 5  # RNG stream tag (koemorph.training.sampling uses 1-4)
 
 
 def enabled(cfg: AugmentConfig) -> bool:
-    return any(v > 0 for v in (cfg.shift_bins, cfg.gain_db, cfg.tilt_db, cfg.egemaps_noise, cfg.phone_swap))
+    values = (cfg.shift_bins, cfg.gain_db, cfg.tilt_db, cfg.egemaps_noise, cfg.phone_swap, cfg.text_phones)
+    return any(v > 0 for v in values)
 
 
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
@@ -129,6 +133,17 @@ def swap_phones(phones, rng: np.random.Generator, p: float, rows=None):
     return out
 
 
+def use_text(mel, text, rng: np.random.Generator, p: float, n_mels: int, rows=None):
+    """``mel`` (torch ``[B, T, D]`` frame inputs) with each row's phone columns (those after
+    ``n_mels``) taken from ``text`` (the same frames with the transcript's phones) with probability
+    ``p``; ``rows`` as in :func:`augment_mel`."""
+    n, pick = _rows(mel.shape[0], rows)
+    chosen = torch.as_tensor(rng.random(n)[pick] < p)
+    out = mel.clone()
+    out[chosen, :, n_mels:] = text[chosen, :, n_mels:]
+    return out
+
+
 def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cache, rows=None) -> dict:
     """A collated batch (:func:`koemorph.training.batches.collate`) with ``mel`` (its mel bins, and
     its phone columns with ``phone_swap``) and ``egemaps`` augmented; ``cache``
@@ -145,4 +160,6 @@ def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cac
     out["mel"] = mel
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
         out["egemaps"] = augment_egemaps(batch["egemaps"], rng, cfg.egemaps_noise, rows)
+    if batch.get("text") is not None and cfg.text_phones > 0:
+        out["mel"] = use_text(out["mel"], batch["text"], rng, cfg.text_phones, cache.n_mels, rows)
     return out

@@ -14,8 +14,10 @@ class BlockDataset:
     For a block ``[a, a+S)`` of file ``ids[block.file]`` with contexts ``C`` (mel frames per output
     frame, incl. itself), lookahead ``L`` and eGeMAPS context ``E`` it returns numpy arrays:
     ``mel`` [S+C-1+L, n_mels] = file frames ``[a-(C-1), a+S+L)``; ``egemaps`` [S+E-1, 88] = frames
-    ``[a-(E-1), a+S)`` (absent without eGeMAPS); ``targets`` [n, 52] at frames ``a + positions``;
-    ``positions`` [n] int64; ``mask`` [n] bool. Workers only slice arrays: no sampling happens here.
+    ``[a-(E-1), a+S)`` (absent without eGeMAPS); with the cache's ``use_text``, ``text`` like ``mel``
+    with the file's transcript-renamed phones (``mel`` itself when it has none); ``targets`` [n, 52]
+    at frames ``a + positions``; ``positions`` [n] int64; ``mask`` [n] bool. Workers only slice
+    arrays: no sampling happens here.
     """
 
     def __init__(
@@ -38,6 +40,11 @@ class BlockDataset:
             "positions": positions,
             "mask": mask,
         }
+        if self.cache.use_text:  # the same frames with the transcript's phones (else the recognised ones)
+            has = self.cache.has_text(fid)
+            item["text"] = (
+                self.cache.slice(fid, "text", a - (self.C - 1), a + s + self.L) if has else item["mel"]
+            )
         if self.cache.use_egemaps:
             item["egemaps"] = self.cache.slice(fid, "egemaps", a - (self.E - 1), a + s)
         return item
@@ -45,7 +52,7 @@ class BlockDataset:
 
 def collate(items: list[dict]) -> dict:
     """Stack block items into tensors: ``mel`` [B, S+C-1+L, n_mels], ``egemaps`` [B, S+E-1, 88] or None,
-    ``targets`` [B, n, 52], ``positions`` [B, n] long, ``mask`` [B, n] bool.
+    ``text`` like ``mel`` or None, ``targets`` [B, n, 52], ``positions`` [B, n] long, ``mask`` [B, n] bool.
 
     ``smooth`` is True when every block's positions are consecutive (dense blocks).
     """
@@ -55,9 +62,8 @@ def collate(items: list[dict]) -> dict:
         k: torch.from_numpy(np.stack([it[k] for it in items]))
         for k in ("mel", "targets", "positions", "mask")
     }
-    out["egemaps"] = (
-        torch.from_numpy(np.stack([it["egemaps"] for it in items])) if "egemaps" in items[0] else None
-    )
+    for key in ("egemaps", "text"):
+        out[key] = torch.from_numpy(np.stack([it[key] for it in items])) if key in items[0] else None
     pos = out["positions"]
     out["smooth"] = bool(pos.shape[1] <= 1 or (pos[:, 1:] - pos[:, :-1] == 1).all())
     return out

@@ -32,6 +32,8 @@ ADDED_KEYS = {
     ("features", "phones_decoding"): "whole",
     ("loss", "closure"): 0.0,
     ("augment", "phone_swap"): 0.0,
+    ("features", "phones_text"): False,
+    ("augment", "text_phones"): 0.0,
 }
 
 

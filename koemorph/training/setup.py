@@ -185,9 +185,15 @@ def open_store(cfg: Config, store: Path, ckpt: dict | None, overrides: dict) -> 
     """
     values = ckpt["config"] if ckpt is not None else to_dict(cfg)
     want = values["features"]
-    cache = FeatureCache(store, use_egemaps=bool(want["egemaps"]), use_phones=bool(want.get("phones")))
+    cache = FeatureCache(
+        store,
+        use_egemaps=bool(want["egemaps"]),
+        use_phones=bool(want.get("phones")),
+        use_text=bool(want.get("phones_text")),
+    )
     known = {k: v for k, v in cache.features.items() if k in FeaturesConfig.__dataclass_fields__}
-    used = {"egemaps": cache.use_egemaps, "phones": cache.use_phones, "fps": cache.fps}
+    used = {"egemaps": cache.use_egemaps, "phones": cache.use_phones, "phones_text": cache.use_text}
+    used["fps"] = cache.fps
     features = {**values["features"], **known, **used}
     train = {**values["train"], **overrides}
     return load_config(None, extra={**values, "train": train, "features": features}), cache
