@@ -8,7 +8,9 @@ for every engine in turn as the held-out fold:
    (:func:`koemorph.data.manifest.build_manifest`): the engine's files are the test split, the
    other engines' voices train and val;
 2. extract (:func:`pipeline.extract.extract`) and train for ``--train-minutes`` wall-clock minutes
-   (:func:`koemorph.training.loop.train`, the code of ``koemorph train``; checkpoint ``best.pt``);
+   (:func:`koemorph.training.loop.train`, the code of ``koemorph train``; checkpoint ``best.pt``;
+   with ``features.phones_text`` the training files' transcripts, the corpus's ``NAME.txt``, are
+   read too);
 3. render the held-out files (:func:`pipeline.render.render`, the code of ``koemorph render``)
    and score them (:func:`koemorph.evaluation.evaluate.evaluate`, the code of ``koemorph
    evaluate``, with the ridge and mean-pose baselines fit on the fold's train split);

@@ -28,6 +28,7 @@ LIVE_NAME = "default-live"  # the stream's model: the same recipe on the phones 
 DEFAULT_CHECKPOINT = BUNDLED_DIR / "default.pt"
 BUNDLED = {DEFAULT_NAME: DEFAULT_CHECKPOINT, LIVE_NAME: BUNDLED_DIR / "default-live.pt"}
 CARD_METHODS = ("model", "model+text", "ridge")  # the held-out scores a card shows, per fold
+TRANSCRIPT_INPUT = "transcript (NAME.txt, optional)"  # a card's input of a model trained with phones_text
 KEEP = ("format_version", "model", "model_kind", "step", "epoch", "config", "stats", "fps")
 KEEP += ("blendshape_order", "order_name")
 LICENCE = (
@@ -118,6 +119,8 @@ def _summary(ckpt: dict, name: str) -> dict:
     features = ckpt["config"]["features"]
     live = features.get("phones_decoding") == "live"
     inputs = ["log-mel"] + ([f"phones{' (live)' if live else ''}"] if features.get("phones") else [])
+    if features.get("phones") and features.get("phones_text"):
+        inputs.append(TRANSCRIPT_INPUT)
     inputs += ["eGeMAPS"] if features.get("egemaps") and "egemaps" in ckpt["stats"] else []
     return {
         "name": name,
