@@ -84,7 +84,7 @@ def test_batches_are_seeded_by_position_not_by_call_order():
         "targets": torch.zeros(4, 2, 52),
     }
     cfg = AugmentConfig()
-    assert enabled(cfg) and not enabled(AugmentConfig(0, 0, 0, 0))
+    assert enabled(cfg) and not enabled(AugmentConfig(0, 0, 0, 0, phone_swap=0.0, text_phones=0.0))
     a = augment_batch(batch, batch_rng(3, 1, 7), cfg, Cache)
     augment_batch(batch, batch_rng(3, 1, 8), cfg, Cache)  # another batch in between changes nothing
     b = augment_batch(batch, batch_rng(3, 1, 7), cfg, Cache)

@@ -27,6 +27,7 @@ def test_hashes_are_the_ones_stores_already_hold():
         "egemaps": "cb99773976860085",
         "phones": None,
         "targets": "60c9d44a7438a79f",
+        "phones_text": None,
     }
     cfg = load_config(None, ["features.phones=false", "features.fps=60"])
     assert array_hashes(cfg.features, cfg.data) == {
@@ -34,6 +35,7 @@ def test_hashes_are_the_ones_stores_already_hold():
         "egemaps": None,
         "phones": None,
         "targets": "7b0c7ec5b71366f4",
+        "phones_text": None,
     }
     old_default = load_config(None, ["model.mel_bands=4", "features.phones=false"]).model
     assert config_hash(old_default) == "b60437f2c9c39d1c"
@@ -61,7 +63,7 @@ def test_a_registered_feature_is_hashed_stored_and_summarised(tmp_path, rms_feat
         register(rms_feature)
     cfg = load_config(None, ["features.phones=false"])
     hashes = array_hashes(cfg.features, cfg.data)
-    assert list(hashes) == ["mel", "egemaps", "phones", "rms", "targets"] and hashes["rms"]
+    assert list(hashes) == ["mel", "egemaps", "phones", "rms", "targets", "phones_text"] and hashes["rms"]
     write_pair(tmp_path / "data", "train/a_0", 2.0)
     build_manifest(tmp_path / "data", tmp_path / "m.jsonl", cfg.data)
     (job,), _ = plan(load_manifest(tmp_path / "m.jsonl"), tmp_path / "s.zarr", cfg.features, cfg.data)
