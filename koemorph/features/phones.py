@@ -32,6 +32,7 @@ Two decodings (``features.phones_decoding``):
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import threading
 
@@ -160,17 +161,24 @@ def decode_segments(samples: np.ndarray) -> tuple[list[tuple[str, int, int]], in
     ``samples``: ``[N]`` float32 mono at 16 kHz. ``first``/``last`` are inclusive PocketSphinx
     frame indices (10 ms); ``n_frames`` is the number of frames decoded. Batch CMN: the result
     depends on this file only: the front end is reset before each file, since its noise estimate
-    would otherwise carry over from the previous one and change the result.
+    would otherwise carry over from the previous one and change the result. The thread keeps its
+    last file's result: extract asks for a file's segments for its phones, then again to rename
+    them with its transcript's words.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
         return [], 0
-    dec = _batch_decoder()
-    dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
-    dec.start_utt()
-    dec.process_raw(to_pcm16(x), False, True)
-    dec.end_utt()
-    return _segments(dec), int(dec.n_frames())
+    pcm = to_pcm16(x)
+    key = hashlib.sha1(pcm).digest()
+    if getattr(_local, "last", (None,))[0] != key:
+        dec = _batch_decoder()
+        dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
+        dec.start_utt()
+        dec.process_raw(pcm, False, True)
+        dec.end_utt()
+        _local.last = (key, _segments(dec), int(dec.n_frames()))
+    _, segments, n_frames = _local.last
+    return list(segments), n_frames
 
 
 def _segments(dec) -> list[tuple[str, int, int]]:

@@ -56,7 +56,8 @@ _SCALES = ((10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hu
 
 
 def hash_constants() -> dict:
-    """What fixes :func:`relabel`'s output besides its inputs (costs, band, dictionary), for cache hashes."""
+    """What fixes :func:`relabel`'s output besides its inputs (costs, band, phone classes), for cache
+    hashes; the dictionary comes with the PocketSphinx wheel, whose version the phones' hash holds."""
     costs = (
         SAME_CLASS,
         OTHER_CLASS,
@@ -70,7 +71,6 @@ def hash_constants() -> dict:
         "relabel_costs": list(costs),
         "band": BAND,
         "classes": [list(c) for c in CLASSES],
-        "dict_words": len(dictionary()),
     }
 
 
