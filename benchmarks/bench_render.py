@@ -3,13 +3,13 @@
 Prints, from measurements taken in this one run (the machine is shared: compare ratios, and CPU
 times rather than wall times where both are given; the load average is printed at start and end):
 
-1. whole render (decode + log-mel + eGeMAPS + model + JSONL write) of a >= 10-minute demo corpus
+1. whole render (decode + the model's features + model + JSONL write) of a >= 10-minute demo corpus
    with 2 Dask workers: wall RTF of the map (cluster start and per-worker warm-up excluded, shown
    apart); goal <= 0.05; beside it the ideal, (features + model CPU RTF) / workers;
 2. per audio second, CPU seconds, 1 torch thread, on the same audio, in this process (started again
    with the render workers' malloc settings, ``WORKER_MALLOC_ENV``: with glibc's defaults each large
    tensor of a block is faulted in afresh, about +30% on the model): features (log-mel alone and
-   log-mel + eGeMAPS, as a worker computes them), the model alone (``predict_file`` on the
+   all of the model's features, as a worker computes them), the model alone (``predict_file`` on the
    normalised features, render chunk, file by file after each file's features) with its goal
    <= 0.01, the same frames joined into one file (no feature extraction in between), and
    ``predict_file`` as the render ran it before the dense attention shortcut (generic path,
@@ -143,7 +143,9 @@ def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
             ),
         )
         feats.append(f)
-    joined = {k: np.concatenate([f[k] for f in feats]) for k in ("mel", "egemaps")}  # one 10-min "file"
+    joined = {  # one 10-min "file" (a model without eGeMAPS has None for them)
+        k: None if feats[0][k] is None else np.concatenate([f[k] for f in feats]) for k in ("mel", "egemaps")
+    }
     timed(
         "model_long",
         lambda: predict_file(
@@ -163,7 +165,8 @@ def model_alone(ckpt: Path, wavs: list[Path], naive_frames: int) -> dict:
         f = max(feats, key=lambda f: len(f["mel"]))
         n = min(naive_frames, len(f["mel"]))
         start = time.process_time()
-        predict_file_naive(model, f["mel"][:n], f["egemaps"][:n], meta["fps"], pad_mel=f["mel_pad"])
+        ege = None if f["egemaps"] is None else f["egemaps"][:n]
+        predict_file_naive(model, f["mel"][:n], ege, meta["fps"], pad_mel=f["mel_pad"])
         naive_per_frame = (time.process_time() - start) / n
     finally:
         dense.DenseWindow.shift = shift
@@ -241,7 +244,7 @@ def main() -> None:
     )
     print(f"\n== per audio second, CPU seconds, 1 thread, same audio (chunk {alone['chunk']}) ==")
     print(f"features: log-mel alone                    {alone['mel']:.4f}")
-    print(f"features: log-mel + eGeMAPS (as render)    {alone['features']:.4f}")
+    print(f"features: all the model's (as render)      {alone['features']:.4f}   (log-mel, phones, eGeMAPS)")
     print(f"model alone, predict_file                  {alone['model']:.4f}   goal <= 0.01")
     print(f"  the same frames as one file, no features {alone['model_long']:.4f}   (blocks back to back)")
     print(
