@@ -235,6 +235,34 @@ def test_the_cache_hash_covers_what_fixes_the_output():
     at60 = array_hashes(FeaturesConfig(phones=True, fps=60), DataConfig())["phones"]
     live = array_hashes(FeaturesConfig(phones=True, phones_decoding="live"), DataConfig())["phones"]
     assert off is None and on is not None and at60 not in (None, on) and live not in (None, on, at60)
+    warped = array_hashes(FeaturesConfig(phones=True, phones_warps=(0.9, 1.1)), DataConfig())
+    assert warped["phones"] not in (None, on, at60, live)
+    assert warped["phones_text"] != array_hashes(FeaturesConfig(phones=True), DataConfig())["phones_text"]
+
+
+@needs_pocketsphinx
+def test_warped_decodes_differ_and_their_rows_are_averaged():
+    """Each warp is a decode of its own (the front end's frequency axis is warped, so the phones
+    change), and the rows of several warps are the mean of each one's rows."""
+    x, _ = speak("Bob bought a big map, and my mom sat by the pool.", "en-us+m3")
+    rows = {w: ph.phone_features(x, FeaturesConfig(phones_warps=(w,))) for w in (0.9, 1.0, 1.1)}
+    assert (rows[0.9].argmax(1) != rows[1.0].argmax(1)).any()
+    assert (rows[1.1].argmax(1) != rows[1.0].argmax(1)).any()
+    both = ph.phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)))
+    check_rows(both)
+    np.testing.assert_allclose(both, (rows[0.9] + rows[1.1]) / 2, atol=1e-6)
+    np.testing.assert_array_equal(ph.phone_features(x, FeaturesConfig()), rows[1.0])
+
+
+def test_live_decoding_is_unwarped():
+    from koemorph.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"features\.phones_warps.*live decoding"):
+        load_config(None, overrides=["features.phones_decoding=live", "features.phones_warps=[0.9,1.1]"])
+    with pytest.raises(ConfigError, match=r"features\.phones_warps"):
+        FeaturesConfig(phones_warps=(0.3,))
+    with pytest.raises(ConfigError, match=r"features\.phones_warps.*at least one"):
+        FeaturesConfig(phones_warps=())
 
 
 @needs_pocketsphinx

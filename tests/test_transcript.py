@@ -122,3 +122,14 @@ def test_a_transcript_names_the_bilabials_the_recogniser_missed(text, voice):
     assert len(truth) == 5 and found(heard, 0.05)[0] <= 1
     n, stray = found(told, 0.05)
     assert n == 5 and not stray, (n, t[stray])
+
+
+def test_with_several_warps_each_decode_is_renamed_and_the_rows_averaged():
+    from tests.test_phones import speak
+
+    text = "Bob bought a map"
+    x, _ = speak(text, "en+f1")
+    one = {w: tr.transcript_phone_features(x, FeaturesConfig(phones_warps=(w,)), text)[0] for w in (0.9, 1.1)}
+    both, unknown = tr.transcript_phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)), text)
+    assert unknown == [] and not np.array_equal(one[0.9], one[1.1])
+    np.testing.assert_allclose(both, (one[0.9] + one[1.1]) / 2, atol=1e-6)

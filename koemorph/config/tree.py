@@ -73,6 +73,7 @@ class FeaturesConfig:
     phones: bool = True  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
     phones_decoding: str = "whole"  # whole: whole file, batch CMN | live: as a stream decodes them
     phones_text: bool = True  # with phones: also phones renamed with NAME.txt's words, and a source column
+    phones_warps: tuple[float, ...] = (1.0,)  # whole decoding: rows are the mean of decodes at these warps
 
     def __post_init__(self):
         check_section("features", self)

@@ -118,8 +118,9 @@ def frame_columns(phones: np.ndarray, cfg: FeaturesConfig, from_text: bool = Fal
     return np.concatenate([phones, source], axis=1)
 
 
-def new_decoder(cmn: str):
-    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``.
+def new_decoder(cmn: str, warp: float = 1.0):
+    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``;
+    ``warp``: the front end's vocal-tract-length warp (inverse-linear frequency warp; 1.0: none).
 
     Raises ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed.
     """
@@ -130,23 +131,26 @@ def new_decoder(cmn: str):
             "phone features need the optional 'pocketsphinx' package: pip install 'koemorph[phones]'"
         ) from exc
     model = os.path.join(pocketsphinx.get_model_path(), "en-us")
+    warping = {} if warp == 1.0 else {"warp_type": "inverse_linear", "warp_params": repr(float(warp))}
     return pocketsphinx.Decoder(
         hmm=os.path.join(model, "en-us"),
         allphone=os.path.join(model, "en-us-phone.lm.bin"),
         cmn=cmn,
         logfn=os.devnull,
         **DECODER_SETTINGS,
+        **warping,
     )
 
 
-_local = threading.local()  # one batch decoder per thread (loading the model takes about 0.5 s)
+# per thread: a batch decoder per warp (loading the model takes about 0.5 s) and the last file's result
+_local = threading.local()
 
 
-def _batch_decoder():
-    dec = getattr(_local, "decoder", None)
-    if dec is None:
-        dec = _local.decoder = new_decoder("batch")
-    return dec
+def _batch_decoder(warp: float):
+    decoders = _local.__dict__.setdefault("decoders", {})
+    if warp not in decoders:
+        decoders[warp] = new_decoder("batch", warp)
+    return decoders[warp]
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
@@ -155,29 +159,31 @@ def to_pcm16(samples: np.ndarray) -> bytes:
     return np.rint(x * 32767.0).astype("<i2").tobytes()
 
 
-def decode_segments(samples: np.ndarray) -> tuple[list[tuple[str, int, int]], int]:
+def decode_segments(samples: np.ndarray, warp: float = 1.0) -> tuple[list[tuple[str, int, int]], int]:
     """Recognise the phones of a whole file: ``([(phone, first, last), ...], n_frames)``.
 
-    ``samples``: ``[N]`` float32 mono at 16 kHz. ``first``/``last`` are inclusive PocketSphinx
-    frame indices (10 ms); ``n_frames`` is the number of frames decoded. Batch CMN: the result
-    depends on this file only: the front end is reset before each file, since its noise estimate
-    would otherwise carry over from the previous one and change the result. The thread keeps its
-    last file's result: extract asks for a file's segments for its phones, then again to rename
-    them with its transcript's words.
+    ``samples``: ``[N]`` float32 mono at 16 kHz; ``warp``: the front end's frequency warp.
+    ``first``/``last`` are inclusive PocketSphinx frame indices (10 ms); ``n_frames`` is the number
+    of frames decoded. Batch CMN: the result depends on this file only: the front end is reset
+    before each file, since its noise estimate would otherwise carry over from the previous one and
+    change the result. The thread keeps its
+    last file's result per warp: extract asks for a file's segments for its phones, then again to
+    rename them with its transcript's words.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
         return [], 0
     pcm = to_pcm16(x)
     key = hashlib.sha1(pcm).digest()
-    if getattr(_local, "last", (None,))[0] != key:
-        dec = _batch_decoder()
+    last = _local.__dict__.setdefault("last", {})
+    if last.get(warp, (None,))[0] != key:
+        dec = _batch_decoder(warp)
         dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
         dec.start_utt()
         dec.process_raw(pcm, False, True)
         dec.end_utt()
-        _local.last = (key, _segments(dec), int(dec.n_frames()))
-    _, segments, n_frames = _local.last
+        last[warp] = (key, _segments(dec), int(dec.n_frames()))
+    _, segments, n_frames = last[warp]
     return list(segments), n_frames
 
 
@@ -273,8 +279,14 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
         stream = PhoneStream(cfg.fps)
         return np.concatenate([stream.push(x), stream.finish()])
     n = grid.num_frames_for_samples(x.size, cfg.fps)
-    segments, n_sphinx = decode_segments(x)
-    return encode(frame_labels(segments, n_sphinx), 0, n, cfg.fps)
+    return mean_over_warps(lambda warp: frame_labels(*decode_segments(x, warp)), n, cfg)
+
+
+def mean_over_warps(labels, n: int, cfg: FeaturesConfig) -> np.ndarray:
+    """``[n, P]`` float32: the mean over ``cfg.phones_warps`` of the rows :func:`encode` makes of
+    ``labels(warp)`` (label codes per PocketSphinx frame of a whole file decoded at that warp)."""
+    rows = [encode(labels(float(warp)), 0, n, cfg.fps) for warp in cfg.phones_warps]
+    return (np.sum(rows, axis=0) / len(rows)).astype(np.float32)
 
 
 class PhoneStream:

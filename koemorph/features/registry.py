@@ -107,7 +107,7 @@ register(
 register(
     Feature(
         "phones",
-        {"decoding": "phones_decoding"},
+        {"decoding": "phones_decoding", "warps": "phones_warps"},
         lambda cfg: 40,  # koemorph.features.phones.NUM_PHONES (a test checks they agree)
         _phones,
         enabled=lambda cfg: bool(cfg.phones),

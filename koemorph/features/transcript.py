@@ -262,15 +262,18 @@ def transcript_phone_features(samples: np.ndarray, cfg, text: str) -> tuple[np.n
     """Phone rows of a file whose words are known: ``([T, P] float32, unknown words)``.
 
     As :func:`koemorph.features.phones.phone_features` with whole-file decoding (whatever
-    ``cfg.phones_decoding``), the recognised segments relabelled with ``text``'s phones
+    ``cfg.phones_decoding``), each warp's recognised segments relabelled with ``text``'s phones
     (:func:`relabel`). ``samples`` ``[N]`` float32 mono at 16 kHz; ``T =
-    grid.num_frames_for_samples(N, cfg.fps)``; reads ``cfg.fps``.
+    grid.num_frames_for_samples(N, cfg.fps)``; reads ``cfg.fps`` and ``cfg.phones_warps``.
     """
     from koemorph import grid
-    from koemorph.features.phones import decode_segments, encode, frame_labels
+    from koemorph.features.phones import decode_segments, frame_labels, mean_over_warps
 
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     phones, unknown = transcript_phones(text)
-    segments, n_sphinx = decode_segments(x)
-    labels = frame_labels(relabel(segments, phones), n_sphinx)
-    return encode(labels, 0, grid.num_frames_for_samples(x.size, cfg.fps), cfg.fps), unknown
+
+    def labels(warp: float) -> np.ndarray:
+        segments, n_sphinx = decode_segments(x, warp)
+        return frame_labels(relabel(segments, phones), n_sphinx)
+
+    return mean_over_warps(labels, grid.num_frames_for_samples(x.size, cfg.fps), cfg), unknown

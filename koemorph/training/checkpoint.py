@@ -14,6 +14,7 @@ load too, with numpy array reconstruction (and nothing else) allowed.
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
@@ -34,6 +35,7 @@ ADDED_KEYS = {
     ("augment", "phone_swap"): 0.0,
     ("features", "phones_text"): False,
     ("augment", "text_phones"): 0.0,
+    ("features", "phones_warps"): [1.0],
 }
 
 
@@ -169,7 +171,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: blendshape order differs from koemorph's {ORDER_NAME}")
     for (section, key), value in ADDED_KEYS.items():
         if isinstance(ckpt["config"].get(section), dict):
-            ckpt["config"][section].setdefault(key, value)
+            ckpt["config"][section].setdefault(key, copy.deepcopy(value))
     return ckpt
 
 
