@@ -31,6 +31,15 @@ def test_the_bundled_models_are_small_and_free_of_egemaps(name):
     assert "optimizer" not in ckpt and ckpt["card"] == card
 
 
+def test_a_card_names_warped_decoding():
+    from koemorph.training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(bundled.BUNDLED["default"])
+    assert bundled._summary(ckpt, "x")["inputs"][1] == "phones"  # written before the key: unwarped
+    ckpt["config"]["features"]["phones_warps"] = [0.9, 1.1]
+    assert bundled._summary(ckpt, "x")["inputs"][1] == "phones (warps 0.9, 1.1)"
+
+
 @pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
 def test_each_is_what_its_recipe_trains(name):
     """``params/<name>-model.yaml`` (which ``make <name>-model`` runs) gives the config the shipped
