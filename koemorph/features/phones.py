@@ -21,6 +21,9 @@ Two decodings (``features.phones_decoding``):
 
 * ``"whole"`` (:func:`phone_features`) decodes a whole file in one utterance with *batch* cepstral
   mean normalisation (the mean of the whole file): a pure function of the samples and the frame rate.
+  With several ``features.phones_warps`` the file is decoded once per warp of the front end's
+  frequency axis (inverse-linear, as for vocal tract length normalisation; 1.0 leaves it alone) and
+  each row is the mean of the decodes' rows, so phones the decodes disagree on show as shares.
 * ``"live"``: :class:`PhoneStream` takes 16 kHz chunks as they arrive with *live* CMN (a running
   mean) and returns rows for the grid frames whose phone is decided: frames before the start of the
   last :data:`STREAM_SETTLE_SEGMENTS` segments of the current partial hypothesis. A returned row is
@@ -166,9 +169,8 @@ def decode_segments(samples: np.ndarray, warp: float = 1.0) -> tuple[list[tuple[
     ``first``/``last`` are inclusive PocketSphinx frame indices (10 ms); ``n_frames`` is the number
     of frames decoded. Batch CMN: the result depends on this file only: the front end is reset
     before each file, since its noise estimate would otherwise carry over from the previous one and
-    change the result. The thread keeps its
-    last file's result per warp: extract asks for a file's segments for its phones, then again to
-    rename them with its transcript's words.
+    change the result. The thread keeps its last file's result per warp: extract asks for a file's
+    segments for its phones, then again to rename them with its transcript's words.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
