@@ -5,7 +5,7 @@
 ``.phones.json`` timings). Everything is on the 30 fps grid (``--fps`` to change).
 
 Inputs, per file: :func:`koemorph.features.phones.phone_features` (whole file, batch CMN), the same
-from :class:`koemorph.features.phones.PhoneStream` fed ``--chunk-ms`` chunks (live CMN), and the
+from :class:`koemorph.features.phone_stream.PhoneStream` fed ``--chunk-ms`` chunks (live CMN), and the
 log-mel (:func:`koemorph.features.mel.log_mel`, normalised with the train split's mean and std).
 
 Ridge: frame t is described by its input's rows t-C..t+C (C = ``--context``, zeros beyond the file
@@ -37,6 +37,7 @@ from koemorph.evaluation.baselines import stack_context
 from koemorph.evaluation.metrics import BILABIAL_PHONES, micro_scores
 from koemorph.features import phones as ph
 from koemorph.features.mel import log_mel
+from koemorph.features.phone_stream import PhoneStream
 from koemorph.io.audio import load_audio
 from koemorph.io.tracks import load_track_for_audio
 
@@ -52,14 +53,14 @@ def load_file(wav: Path, cfg: FeaturesConfig, chunk: int, clock: dict) -> dict:
     t0 = time.perf_counter()
     batch = ph.phone_features(x, cfg)
     t1 = time.perf_counter()
-    stream = ph.PhoneStream(cfg.fps)
+    stream = PhoneStream(cfg.fps)
     t2 = time.perf_counter()  # the stream's model loading is not counted
     rows = [stream.push(x[a : a + chunk]) for a in range(0, x.size, chunk)]
     streamed = np.concatenate([*rows, stream.finish()])
     t3 = time.perf_counter()
     mel = log_mel(x, cfg)
     t4 = time.perf_counter()
-    warm = ph.PhoneStream(cfg.fps)  # the same file twice: live CMN settled by the first pass
+    warm = PhoneStream(cfg.fps)  # the same file twice: live CMN settled by the first pass
     first = np.zeros(-(-x.size // 1600) * 1600, np.float32)  # padded to 0.1 s: the repeat starts on a frame
     first[: x.size] = x
     twice = np.concatenate([first, x])

@@ -20,21 +20,21 @@ Audio with no decoded segment (too short) is silence.
 Two decodings (``features.phones_decoding``):
 
 * ``"whole"`` (:func:`phone_features`) decodes a whole file in one utterance with *batch* cepstral
-  mean normalisation (the mean of the whole file): a pure function of the samples and the frame rate.
-  With several ``features.phones_warps`` the file is decoded once per warp of the front end's
-  frequency axis (inverse-linear, as for vocal tract length normalisation; 1.0 leaves it alone) and
-  each row is the mean of the decodes' rows, so phones the decodes disagree on show as shares.
-* ``"live"``: :class:`PhoneStream` takes 16 kHz chunks as they arrive with *live* CMN (a running
-  mean) and returns rows for the grid frames whose phone is decided: frames before the start of the
-  last :data:`STREAM_SETTLE_SEGMENTS` segments of the current partial hypothesis. A returned row is
-  never revised, and the rows do not depend on the chunk sizes (the decoder takes the audio 10 ms
-  at a time and decides after each hop), so a file's ``"live"`` rows are exactly what a stream of
-  it gives. The streamer decodes live for both kinds of model.
+  mean normalisation (the mean of the whole file): a pure function of the samples, the frame rate
+  and the warps. With several ``features.phones_warps`` the file is decoded once per warp of the
+  front end's frequency axis (inverse-linear, ``f / warp``, as in vocal tract length normalisation;
+  1.0 leaves it alone) and each row is the mean of the decodes' rows, so that phones the decodes
+  disagree on show as shares.
+* ``"live"``: :class:`koemorph.features.phone_stream.PhoneStream` takes 16 kHz chunks as they
+  arrive with *live* CMN (a running mean) and returns rows for the grid frames whose phone is
+  decided: frames before the start of the last segments of the current partial hypothesis. A
+  returned row is never revised, and the rows do not depend on the chunk sizes (the decoder takes
+  the audio 10 ms at a time and decides after each hop), so a file's ``"live"`` rows are exactly
+  what a stream of it gives. The streamer decodes live and unwarped for both kinds of model.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import os
 import threading
@@ -68,11 +68,6 @@ SPHINX_HALF_WINDOW = 205  # half of the 410-sample analysis window (0.025625 s a
 # to a constant cepstrum that decodes as a long "S"). They fix the output, so they enter the cache hash.
 DECODER_SETTINGS = {"lw": 0.5, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dither": True, "seed": 1}
 ENCODING_VERSION = 1  # bump when the frame mapping or the row encoding changes
-STREAM_SETTLE_SEGMENTS = 1  # streaming: a frame is decided once this many segments start after it
-# streaming: the decoder's utterance ends in a pause of CUT_PAUSE_S once it holds CUT_AFTER_S of audio,
-# and at CUT_MAX_S in any case (the decoder's memory and per-chunk work grow with its utterance)
-CUT_AFTER_S, CUT_PAUSE_S, CUT_MAX_S = 20.0, 0.2, 60.0
-LAGS_KEPT = 10_000  # PhoneStream.lags_s: the last this many frames
 
 
 def available() -> bool:
@@ -85,8 +80,9 @@ def available() -> bool:
 
 
 def hash_constants() -> dict:
-    """What fixes :func:`phone_features`' output besides the grid (the feature-cache hash adds fps and
-    sample rate): the phone set, the decoder settings, the PocketSphinx version, the encoding."""
+    """What fixes :func:`phone_features`' output besides the grid and the config (the feature-cache
+    hash adds fps, sample rate, decoding and warps): the phone set, the decoder settings, the
+    PocketSphinx version, the encoding."""
     from importlib.metadata import version
 
     return {
@@ -123,7 +119,8 @@ def frame_columns(phones: np.ndarray, cfg: FeaturesConfig, from_text: bool = Fal
 
 def new_decoder(cmn: str, warp: float = 1.0):
     """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``;
-    ``warp``: the front end's vocal-tract-length warp (inverse-linear frequency warp; 1.0: none).
+    ``warp``: the front end's vocal-tract-length warp (inverse-linear: frequency ``f`` is read as
+    ``f / warp``; 1.0: none).
 
     Raises ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed.
     """
@@ -184,12 +181,12 @@ def decode_segments(samples: np.ndarray, warp: float = 1.0) -> tuple[list[tuple[
         dec.start_utt()
         dec.process_raw(pcm, False, True)
         dec.end_utt()
-        last[warp] = (key, _segments(dec), int(dec.n_frames()))
+        last[warp] = (key, best_segments(dec), int(dec.n_frames()))
     _, segments, n_frames = last[warp]
     return list(segments), n_frames
 
 
-def _segments(dec) -> list[tuple[str, int, int]]:
+def best_segments(dec) -> list[tuple[str, int, int]]:
     """The decoder's current best segmentation (empty when it has none)."""
     return [(s.word, int(s.start_frame), int(s.end_frame)) for s in dec.seg() or ()]
 
@@ -271,13 +268,15 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
     ``samples``: ``[N]`` float32 mono at 16 kHz in [-1, 1]. Row ``k`` is the share of the time around
     ``k / cfg.fps`` s given to each of :data:`PHONES` (:func:`encode`; mostly one-hot, ``+SPN+``
     spread evenly over the speech phones); every row sums to 1. ``cfg.phones_decoding``: ``"whole"``,
-    whole-file allphone decoding with batch CMN; ``"live"``, the rows :class:`PhoneStream` returns
+    whole-file allphone decoding with batch CMN; ``"live"``, the rows ``PhoneStream`` returns
     for the file (from the model's prior mean), which any chunking of a stream reproduces exactly.
-    Reads ``cfg.fps`` and ``cfg.phones_decoding``. An empty input gives ``[0, P]``; audio too short
-    to decode gives silence rows.
+    Reads ``cfg.fps``, ``cfg.phones_decoding`` and ``cfg.phones_warps``. An empty input gives
+    ``[0, P]``; audio too short to decode gives silence rows.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if cfg.phones_decoding == "live":
+        from koemorph.features.phone_stream import PhoneStream
+
         stream = PhoneStream(cfg.fps)
         return np.concatenate([stream.push(x), stream.finish()])
     n = grid.num_frames_for_samples(x.size, cfg.fps)
@@ -286,129 +285,7 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
 
 def mean_over_warps(labels, n: int, cfg: FeaturesConfig) -> np.ndarray:
     """``[n, P]`` float32: the mean over ``cfg.phones_warps`` of the rows :func:`encode` makes of
-    ``labels(warp)`` (label codes per PocketSphinx frame of a whole file decoded at that warp)."""
+    ``labels(warp)``: ``[n_frames] int64`` label codes per PocketSphinx frame of the whole file decoded
+    at that warp (:func:`frame_labels`)."""
     rows = [encode(labels(float(warp)), 0, n, cfg.fps) for warp in cfg.phones_warps]
     return (np.sum(rows, axis=0) / len(rows)).astype(np.float32)
-
-
-class PhoneStream:
-    """Incremental phone rows from 16 kHz chunks, live CMN; rows once returned are final.
-
-    ``push(chunk)`` returns ``[n, P]`` float32 rows (as :func:`phone_features`) for the next grid
-    frames at ``fps`` whose PocketSphinx frames are all decided, the same rows for any chunking of
-    the same audio (from the same ``cmn``); ``finish()`` ends the utterance and
-    returns the rest, so that the rows of all calls together number
-    ``grid.num_frames_for_samples(total samples, fps)``. ``lags_s`` records, for the last
-    :data:`LAGS_KEPT` returned frames, how far the audio pushed so far ran ahead of the frame's time
-    when it was returned (seconds).
-
-    Bounded state for a stream of any length: the decoder's utterance ends in the first pause of at
-    least :data:`CUT_PAUSE_S` after :data:`CUT_AFTER_S` of audio (or at :data:`CUT_MAX_S` in any
-    case) and a new one starts on the next 10-ms frame; only the label codes of frames not yet
-    returned are held. Live CMN starts from the acoustic model's prior mean and needs seconds of
-    speech to settle; it runs on across those cuts, and a session can carry it over: pass ``cmn``,
-    the :attr:`cmn` of an earlier stream of the same voice.
-    """
-
-    def __init__(self, fps: int, cmn: str | None = None):
-        self.fps = grid.check_fps(fps)
-        self._dec = new_decoder("live")
-        if cmn is not None:
-            self._dec.set_cmn(cmn)
-        self._dec.start_utt()
-        self._n_samples = 0  # samples pushed
-        self._fed = 0  # samples given to the decoder: whole 10-ms hops until finish()
-        self._pending = np.zeros(0, dtype=np.float32)  # under one hop, not yet given to the decoder
-        self._utt_first = 0  # stream PocketSphinx frame where the decoder's utterance starts
-        self._codes = np.zeros(0, dtype=np.int64)  # decided codes of earlier utterances, from _first
-        self._first = 0
-        self._emitted = 0  # grid frames returned so far
-        self._finished = False
-        self.utterances = 1  # decoder utterances so far
-        self.lags_s: collections.deque[float] = collections.deque(maxlen=LAGS_KEPT)
-
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        """Feed ``[n]`` float32 samples at 16 kHz; returns the newly decided rows ``[m, P]``."""
-        if self._finished:
-            raise RuntimeError("PhoneStream.push after finish()")
-        x = np.asarray(chunk, dtype=np.float32).reshape(-1)
-        self._n_samples += x.size
-        x = np.concatenate([self._pending, x])
-        hops = x.size // SPHINX_HOP
-        rows = [self._hop(x[i * SPHINX_HOP : (i + 1) * SPHINX_HOP]) for i in range(hops)]
-        self._pending = x[hops * SPHINX_HOP :]
-        return np.concatenate(rows) if rows else np.zeros((0, len(PHONES)), dtype=np.float32)
-
-    def _hop(self, hop: np.ndarray) -> np.ndarray:
-        """One 10-ms hop into the decoder, then the rows it decides. Hop by hop, whatever the chunks,
-        so that the decoder's state at every decision, and hence every row, is independent of them."""
-        self._dec.process_raw(to_pcm16(hop), False, False)
-        self._fed += SPHINX_HOP
-        segments = _segments(self._dec)
-        total = grid.num_frames_for_samples(self._fed, self.fps)
-        if self._cut_now(segments):
-            return self._end_utterance(self._fed // SPHINX_HOP, total)
-        if len(segments) <= STREAM_SETTLE_SEGMENTS:
-            return np.zeros((0, len(PHONES)), dtype=np.float32)
-        decided = self._utt_first + segments[-STREAM_SETTLE_SEGMENTS][1]  # frames before it are decided
-        # grid frames before the owner of the first undecided PocketSphinx frame own decided ones only
-        upto = min(int(sphinx_owner(decided, decided + 1, self.fps)[0]), total)
-        if upto <= self._emitted:
-            return np.zeros((0, len(PHONES)), dtype=np.float32)
-        return self._emit(self._with(frame_labels(segments, decided - self._utt_first)), upto)
-
-    def finish(self) -> np.ndarray:
-        """End the utterance; returns the rows of all grid frames not yet returned."""
-        if self._finished:
-            return np.zeros((0, len(PHONES)), dtype=np.float32)
-        if self._pending.size:
-            self._dec.process_raw(to_pcm16(self._pending), False, False)
-        self._finished = True
-        self._dec.end_utt()
-        codes = frame_labels(_segments(self._dec), int(self._dec.n_frames()))
-        return self._emit(self._with(codes), self._total())
-
-    @property
-    def cmn(self) -> str:
-        """The live cepstral mean now (comma-separated numbers), to start a later stream from."""
-        return self._dec.get_cmn()
-
-    def _cut_now(self, segments) -> bool:
-        """Whether the decoder's utterance ends here: in a pause, long enough, or at the longest."""
-        length = self._fed / grid.SAMPLE_RATE - self._utt_first / SPHINX_RATE
-        if length >= CUT_MAX_S:
-            return True
-        if length < CUT_AFTER_S or not segments or label_code(segments[-1][0]) != 0:
-            return False
-        return (int(self._dec.n_frames()) - segments[-1][1]) / SPHINX_RATE >= CUT_PAUSE_S
-
-    def _end_utterance(self, boundary: int, upto: int) -> np.ndarray:
-        """End the decoder's utterance at stream frame ``boundary`` (all audio fed), start the next;
-        returns the rows of the grid frames that own frames before ``boundary`` only."""
-        self._dec.end_utt()
-        n = boundary - self._utt_first  # frames past it (the front end's last, padded ones) are dropped
-        codes = self._with(frame_labels(_segments(self._dec), n))
-        self._codes = codes  # decided for good
-        self._utt_first = boundary
-        self._dec.start_utt()
-        self.utterances += 1
-        return self._emit(codes, min(upto, int(sphinx_owner(boundary, boundary + 1, self.fps)[0])))
-
-    def _with(self, utterance_codes: np.ndarray) -> np.ndarray:
-        """Codes from stream frame ``_first``: the held ones, then the current utterance's."""
-        return np.concatenate([self._codes[: self._utt_first - self._first], utterance_codes])
-
-    def _total(self) -> int:
-        return grid.num_frames_for_samples(self._n_samples, self.fps)
-
-    def _emit(self, codes: np.ndarray, upto: int) -> np.ndarray:
-        """Rows of grid frames ``_emitted..upto-1`` (``codes`` from stream frame ``_first``); their lags
-        are recorded, and held codes no later row needs are dropped."""
-        rows = encode(codes, self._emitted, upto, self.fps, self._first)
-        now = self._n_samples / grid.SAMPLE_RATE
-        self.lags_s.extend((now - grid.frame_times(upto, self.fps)[self._emitted :]).tolist())
-        self._emitted = max(self._emitted, upto)
-        drop = min(int(grid_to_sphinx(self._emitted, self._emitted + 1, self.fps)[0]) - 8, self._utt_first)
-        if drop > self._first:
-            self._codes, self._first = self._codes[drop - self._first :], drop
-        return rows

@@ -20,12 +20,13 @@ The frames are those ``koemorph render`` writes for the same audio, with the sam
 * eGeMAPS (models that use it): window ``j`` ending at ``(j + 1) * step`` s, held over frames as
   ``extract`` aligns them, from :class:`koemorph.features.streaming.EgemapsStream`; frames wait
   until their window exists;
-* recognised phones (models that read them): :class:`koemorph.features.phones.PhoneStream` decodes
-  as the audio comes, with a running cepstral mean, and a frame also waits until its phones are
-  decided. A model trained on ``features.phones_decoding: live`` phones gets exactly the rows
-  ``render`` computes (each utterance from the model's prior mean); one trained on whole-file
-  phones gets rows close to those, not equal (the running mean is carried from one utterance to
-  the next, which brings them nearer);
+* recognised phones (models that read them): :class:`koemorph.features.phone_stream.PhoneStream`
+  decodes as the audio comes, with a running cepstral mean and no frequency warp, and a frame also
+  waits until its phones are decided. A model trained on ``features.phones_decoding: live`` phones
+  gets exactly the rows ``render`` computes (each utterance from the model's prior mean); one
+  trained on whole-file phones gets rows close to those, not equal (the running mean is carried
+  from one utterance to the next, which brings them nearer; a model trained on several
+  ``features.phones_warps`` gets one unwarped decode, further from them);
 * the learned smoothing state is carried from block to block and reset at utterance starts.
 
 State is bounded whatever the stream length: the mel analysis tail (``n_fft`` samples + one
@@ -160,7 +161,7 @@ class Streamer:
         # the frame input's phone columns from _mel0 (phone models; never a transcript's)
         self._phone_rows = np.zeros((0, input_columns(self.cfg)), dtype=np.float32)
         if self.cfg.phones:
-            from koemorph.features.phones import PhoneStream
+            from koemorph.features.phone_stream import PhoneStream
 
             # a whole-file phone model gets phones nearer its own from the live CMN the session's last
             # utterance reached; a live one gets exactly its render's from the model's prior mean
