@@ -37,6 +37,15 @@ def test_hashes_are_the_ones_stores_already_hold():
         "targets": "7b0c7ec5b71366f4",
         "phones_text": None,
     }
+    # the default phones, as stores held them before features.phones_warps (PocketSphinx 5.1.1)
+    cfg = load_config(None, [])
+    assert array_hashes(cfg.features, cfg.data) == {
+        "mel": "3e278d5d007dbf2d",
+        "egemaps": None,
+        "phones": "497a970bfb26a513",
+        "targets": "60c9d44a7438a79f",
+        "phones_text": "35ae56edb51df1f3",
+    }
     old_default = load_config(None, ["model.mel_bands=4", "features.phones=false"]).model
     assert config_hash(old_default) == "b60437f2c9c39d1c"
 

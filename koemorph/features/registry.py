@@ -16,7 +16,7 @@ and ``koemorph render`` computes its features through it. :func:`register` adds 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,11 +31,21 @@ class Feature:
     compute: Callable[[np.ndarray, FeaturesConfig], tuple[np.ndarray, dict]]
     enabled: Callable[[FeaturesConfig], bool] = lambda cfg: True
     constants: Callable[[], dict] = dict  # what else fixes the values (decoder settings, versions)
+    # hash key -> the value a field added later had before it existed: left out of the hash at that
+    # value, so that the arrays extracted before the field stay valid
+    added: dict = field(default_factory=dict)
 
     def config_values(self, cfg: FeaturesConfig) -> dict:
         """``{hash key: value}`` of the fields and constants this feature depends on (hashed with the
         grid by extract)."""
-        return {**{key: getattr(cfg, field) for key, field in self.fields.items()}, **self.constants()}
+        values = {key: getattr(cfg, name) for key, name in self.fields.items()}
+        kept = {key: v for key, v in values.items() if key not in self.added or _plain(v) != self.added[key]}
+        return {**kept, **self.constants()}
+
+
+def _plain(value):
+    """A config value as its JSON form compares (tuples as lists)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 FEATURES: dict[str, Feature] = {}
@@ -112,5 +122,6 @@ register(
         _phones,
         enabled=lambda cfg: bool(cfg.phones),
         constants=_phone_constants,
+        added={"warps": [1.0]},
     )
 )
