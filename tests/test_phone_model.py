@@ -236,3 +236,22 @@ def test_render_names_the_phones_with_a_transcript_beside_the_audio(env, tmp_pat
         again["errors"][0]
         == f"{data / 'train/spk0_000.txt'}: the transcript is not UTF-8 text (byte 0: invalid start byte)"
     )
+
+
+def test_training_reads_the_warps_its_store_was_extracted_with(env, tmp_path):
+    """A store records its feature settings; one written before ``features.phones_warps`` existed
+    holds one unwarped decode, whatever the config asks for."""
+    import shutil
+
+    from koemorph.training.setup import open_store
+
+    store = tmp_path / "features.zarr"
+    shutil.copytree(env["store"], store)
+    shutil.copy(env["root"] / "features.results.jsonl", tmp_path)
+    stats = json.loads((env["root"] / "features.stats.json").read_text())
+    assert stats["features"]["phones_warps"] == [1.0]
+    del stats["features"]["phones_warps"]
+    (tmp_path / "features.stats.json").write_text(json.dumps(stats))
+    cfg = load_config(None, SMALL + PHONES + ["features.egemaps=false", "features.phones_warps=[0.9,1.1]"])
+    run_cfg, _ = open_store(cfg, store, None, {})
+    assert cfg.features.phones_warps == (0.9, 1.1) and run_cfg.features.phones_warps == (1.0,)

@@ -20,7 +20,7 @@ from koemorph.model import build_model
 from koemorph.model.windows import spans
 from koemorph.training import distributed
 from koemorph.training.batches import BlockDataset
-from koemorph.training.checkpoint import load_checkpoint, seed_everything, set_rng_state
+from koemorph.training.checkpoint import ADDED_KEYS, load_checkpoint, seed_everything, set_rng_state
 from koemorph.training.diagnostics import GradientWarnings, StepMeter
 from koemorph.training.losses import channel_scale
 from koemorph.training.outputs import read_epoch_rows
@@ -191,7 +191,9 @@ def open_store(cfg: Config, store: Path, ckpt: dict | None, overrides: dict) -> 
         use_phones=bool(want.get("phones")),
         use_text=bool(want.get("phones_text")),
     )
-    known = {k: v for k, v in cache.features.items() if k in FeaturesConfig.__dataclass_fields__}
+    # a store written before a features key existed was extracted with the value it had then
+    known = {key: value for (section, key), value in ADDED_KEYS.items() if section == "features"}
+    known |= {k: v for k, v in cache.features.items() if k in FeaturesConfig.__dataclass_fields__}
     used = {"egemaps": cache.use_egemaps, "phones": cache.use_phones, "phones_text": cache.use_text}
     used["fps"] = cache.fps
     features = {**values["features"], **known, **used}
