@@ -244,7 +244,10 @@ def main() -> None:
     )
     print(f"\n== per audio second, CPU seconds, 1 thread, same audio (chunk {alone['chunk']}) ==")
     print(f"features: log-mel alone                    {alone['mel']:.4f}")
-    print(f"features: all the model's (as render)      {alone['features']:.4f}   (log-mel, phones, eGeMAPS)")
+    from koemorph.inference.bundled import describe
+
+    inputs = ", ".join(describe(ckpt)["inputs"])
+    print(f"features: all the model's (as render)      {alone['features']:.4f}   ({inputs})")
     print(f"model alone, predict_file                  {alone['model']:.4f}   goal <= 0.01")
     print(f"  the same frames as one file, no features {alone['model_long']:.4f}   (blocks back to back)")
     print(

@@ -125,6 +125,8 @@ def test_a_transcript_names_the_bilabials_the_recogniser_missed(text, voice):
 
 
 def test_with_several_warps_each_decode_is_renamed_and_the_rows_averaged():
+    from koemorph.features import phones as ph
+    from koemorph.features.phones import phone_features
     from tests.test_phones import speak
 
     text = "Bob bought a map"
@@ -133,3 +135,6 @@ def test_with_several_warps_each_decode_is_renamed_and_the_rows_averaged():
     both, unknown = tr.transcript_phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)), text)
     assert unknown == [] and not np.array_equal(one[0.9], one[1.1])
     np.testing.assert_allclose(both, (one[0.9] + one[1.1]) / 2, atol=1e-6)
+    heard = phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)))
+    told = [ph.PHONE_INDEX[p] for p in ("B", "AA", "T", "M", "AE", "P")]  # "Bob bought a map"
+    assert both[:, told].sum() > heard[:, told].sum()  # each decode renamed with the words
