@@ -16,6 +16,7 @@ from koemorph.config.load import (
 )
 from koemorph.config.rules import ConfigError
 from koemorph.config.tree import (
+    ADDED_KEYS,
     AugmentConfig,
     ClampChannelError,
     Config,
@@ -35,6 +36,7 @@ from koemorph.config.tree import (
 )
 
 __all__ = [
+    "ADDED_KEYS",
     "AugmentConfig",
     "ClampChannelError",
     "Config",

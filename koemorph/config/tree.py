@@ -299,3 +299,17 @@ class Config:
 
     def __post_init__(self):
         check_tree(self)
+
+
+# Config keys added after checkpoints and feature stores were written, with the value that applied
+# to those (not today's default): a checkpoint without them was trained without phones and without
+# the closure loss, and a store without phones_warps holds one unwarped decode.
+ADDED_KEYS = {
+    ("features", "phones"): False,
+    ("features", "phones_decoding"): "whole",
+    ("loss", "closure"): 0.0,
+    ("augment", "phone_swap"): 0.0,
+    ("features", "phones_text"): False,
+    ("augment", "text_phones"): 0.0,
+    ("features", "phones_warps"): [1.0],
+}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from koemorph.config import FeaturesConfig
+from koemorph.config import ADDED_KEYS, FeaturesConfig
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,8 @@ class Feature:
     compute: Callable[[np.ndarray, FeaturesConfig], tuple[np.ndarray, dict]]
     enabled: Callable[[FeaturesConfig], bool] = lambda cfg: True
     constants: Callable[[], dict] = dict  # what else fixes the values (decoder settings, versions)
-    # hash key -> the value a field added later had before it existed: left out of the hash at that
-    # value, so that the arrays extracted before the field stay valid
+    # hash key -> the value a field added later had before it existed (``ADDED_KEYS``): left out of
+    # the hash at that value, so that the arrays extracted before the field stay valid
     added: dict = field(default_factory=dict)
 
     def config_values(self, cfg: FeaturesConfig) -> dict:
@@ -122,6 +122,6 @@ register(
         _phones,
         enabled=lambda cfg: bool(cfg.phones),
         constants=_phone_constants,
-        added={"warps": [1.0]},
+        added={"warps": ADDED_KEYS[("features", "phones_warps")]},
     )
 )

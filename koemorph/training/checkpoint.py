@@ -22,21 +22,11 @@ import numpy as np
 import torch
 
 from koemorph.blendshapes import ARKIT_NAMES, ORDER_NAME
+from koemorph.config import ADDED_KEYS
 from koemorph.io.atomic import atomic_path
 
 FORMAT_VERSION = 2  # 2: numpy RNG state as a tensor and plain values (1: a numpy array)
 REQUIRED = ("model", "config", "stats", "fps", "blendshape_order")  # what rendering needs
-# Config keys added after checkpoints were written, with the value that applied to those (not today's
-# default): a checkpoint without them was trained without phones and without the closure loss.
-ADDED_KEYS = {
-    ("features", "phones"): False,
-    ("features", "phones_decoding"): "whole",
-    ("loss", "closure"): 0.0,
-    ("augment", "phone_swap"): 0.0,
-    ("features", "phones_text"): False,
-    ("augment", "text_phones"): 0.0,
-    ("features", "phones_warps"): [1.0],
-}
 
 
 def rng_state() -> dict:
@@ -149,7 +139,8 @@ def save_untrained(path: str | Path, model, cfg, stats: dict) -> Path:
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, safely (see the module docstring).
 
-    Config keys added since the file was written get the values that applied then (:data:`ADDED_KEYS`).
+    Config keys added since the file was written get the values that applied then
+    (:data:`koemorph.config.ADDED_KEYS`).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for one that
     is empty, not a checkpoint, holds anything but tensors and plain values (refused unread: nothing
     in it runs), or whose blendshape order differs from koemorph's.

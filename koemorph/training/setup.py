@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from koemorph.config import Config, FeaturesConfig, flatten, load_config, to_dict
+from koemorph.config import ADDED_KEYS, Config, FeaturesConfig, flatten, load_config, to_dict
 from koemorph.data.cache import FeatureCache
 from koemorph.model import build_model
 from koemorph.model.windows import spans
 from koemorph.training import distributed
 from koemorph.training.batches import BlockDataset
-from koemorph.training.checkpoint import ADDED_KEYS, load_checkpoint, seed_everything, set_rng_state
+from koemorph.training.checkpoint import load_checkpoint, seed_everything, set_rng_state
 from koemorph.training.diagnostics import GradientWarnings, StepMeter
 from koemorph.training.losses import channel_scale
 from koemorph.training.outputs import read_epoch_rows
