@@ -58,10 +58,25 @@ TranscriptsOpt = Annotated[
         help="Read NAME.txt beside NAME.wav as the words said (phone models; default: render.transcripts).",
     ),
 ]
+FpsOpt = Annotated[int | None, typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format).")
+]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="Feature store to reuse cached features from.")
+]
+RecogniseOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--recognise-words/--no-recognise-words",
+        help="A file without NAME.txt: recognise its words and read them as its transcript (phone "
+        "models; slower; default: render.recognise_words).",
+    ),
+]
 
 
 def _render_options(
-    fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
+    fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts, recognise
 ) -> dict:
     """The render options given on the command line, as a ``render`` config section (None: not given)."""
     options = {
@@ -72,6 +87,7 @@ def _render_options(
         "rest_pose": rest_pose,
         "rest_threshold_db": rest_threshold_db,
         "transcripts": transcripts,
+        "recognise_words": recognise,
     }
     if clamp:
         from koemorph.inference.postprocess import parse_clamp
@@ -98,18 +114,11 @@ def render(
     input_dir: RenderInputArg = None,
     model: ModelOpt = None,
     out: RenderOutOpt = None,
-    fps: Annotated[
-        int | None, typer.Option("--fps", help="30 or 60 (default: render.fps, 0 = the model's).")
-    ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option("--format", help="jsonl | livelink-csv | beat-json (default: render.format)."),
-    ] = None,
+    fps: FpsOpt = None,
+    fmt: FormatOpt = None,
     workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
-    store: Annotated[
-        Path | None, typer.Option("--store", help="Feature store to reuse cached features from.")
-    ] = None,
+    store: StoreOpt = None,
     tracking_uri: TrackingUriOpt = None,
     smooth_mouth: SmoothMouthOpt = None,
     smooth_face: SmoothFaceOpt = None,
@@ -117,6 +126,7 @@ def render(
     rest_threshold_db: RestDbOpt = None,
     clamp: ClampOpt = None,
     transcripts: TranscriptsOpt = None,
+    recognise_words: RecogniseOpt = None,
     runtime: RuntimeOpt = "torch",
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -128,7 +138,7 @@ def render(
     Audio: .wav, .flac, .ogg (libsndfile); convert .mp3/.m4a first (they need an extra decoder).
     """
     options = _render_options(
-        fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts
+        fmt, fps, smooth_mouth, smooth_face, rest_pose, rest_threshold_db, clamp, transcripts, recognise_words
     )
     cfg = config_from(params, set_, {"render": options})
     paths = cfg.paths

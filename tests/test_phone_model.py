@@ -255,3 +255,35 @@ def test_training_reads_the_warps_its_store_was_extracted_with(env, tmp_path):
     cfg = load_config(None, SMALL + PHONES + ["features.egemaps=false", "features.phones_warps=[0.9,1.1]"])
     run_cfg, _ = open_store(cfg, store, None, {})
     assert cfg.features.phones_warps == (0.9, 1.1) and run_cfg.features.phones_warps == (1.0,)
+
+
+def test_render_reads_the_recognised_words_of_a_file_without_a_transcript(env, tmp_path):
+    import shutil
+
+    from koemorph.config import RenderConfig
+    from koemorph.inference.manifest import read_manifest
+    from koemorph.io.tracks import read_track
+
+    data = tmp_path / "data"
+    shutil.copytree(env["data"], data)
+    (data / "train/spk0_000.txt").write_text("Bob bought a map.")
+    ckpt, hear = str(env["ckpt"]), RenderConfig(recognise_words=True)
+    render(data, tmp_path / "plain", ckpt, workers=0)
+    heard = render(data, tmp_path / "heard", ckpt, workers=0, post=hear)
+    records = read_manifest(tmp_path / "heard")
+    told = records.pop("train/spk0_000.jsonl")
+    assert told.transcript and not told.recognise_words and told.recognised_words is None
+    assert heard["files with a transcript"] == 1 and heard["files with recognised words"] == len(records)
+    moved = {}
+    for name, r in records.items():
+        assert r.recognise_words and isinstance(r.recognised_words, str), name
+        a, b = (read_track(tmp_path / d / name).values for d in ("plain", "heard"))
+        moved[name] = np.abs(a - b).max() > 1e-3
+        assert r.recognised_words or not moved[name], name  # no words: the recognised phones as they were
+    assert any(moved.values())
+    assert render(data, tmp_path / "heard", ckpt, workers=0, post=hear)["skipped files"] == len(records) + 1
+    off = render(data, tmp_path / "heard", ckpt, workers=0)  # the setting is part of what is skipped
+    assert off["skipped files"] == 1 and "files with recognised words" not in off
+    for name in records:
+        a, b = (read_track(tmp_path / d / name).values for d in ("plain", "heard"))
+        assert np.abs(a - b).max() <= 1e-3, name

@@ -227,16 +227,18 @@ class RenderConfig:
     rest_fade_s: float = 0.15  # ease-in / ease-out at each edge of a pause
     clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
     transcripts: bool = True  # phone models: <stem>.txt beside an input is its transcript
+    recognise_words: bool = False  # phone models: a file without a transcript gets its recognised words
 
     def __post_init__(self):
         check_section("render", self)
         self.clamp = parse_clamp_table(self.clamp)
 
     def to_dict(self) -> dict:
-        """The post-processing settings (not format, fps or transcripts, recorded on their own), as
+        """The post-processing settings (not format, fps, transcripts or recognise_words, recorded on
+        their own), as
         written in the render manifest and compared for skipping."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in ("format", "fps", "transcripts")}
+        return {k: v for k, v in d.items() if k not in ("format", "fps", "transcripts", "recognise_words")}
 
     @property
     def active(self) -> bool:

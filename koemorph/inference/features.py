@@ -66,15 +66,18 @@ def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
     """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad",
-    "unknown_words"}, source)`` (:func:`koemorph.features.normalise.normalise_features`: with phones,
-    ``mel`` is the frame input).
+    "unknown_words", "recognised_words"}, source)``
+    (:func:`koemorph.features.normalise.normalise_features`: with phones, ``mel`` is the frame input).
 
     ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
     when read from ``job.store`` (same audio sha256 and feature hashes, same frame count), else
     ``"computed"``. With ``job.transcript`` (phone models only), the phones are the recognised ones
     relabelled with its words (:func:`koemorph.features.transcript.transcript_phone_features`),
     whatever the store holds (source column 1 for a model with ``features.phones_text``), and
-    ``unknown_words`` lists the words it left out (else None).
+    ``unknown_words`` lists the words it left out (else None). Without a transcript but with
+    ``job.recognise_words``, the words PocketSphinx recognises
+    (:func:`koemorph.features.words.recognise_words`) serve as one, and ``recognised_words`` holds
+    them (else None).
     """
     from koemorph.features.normalise import normalise_features
 
@@ -87,17 +90,34 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     if cached is not None:
         (mel, ege, first, phones), source = cached, f"store:{job.store_group}"
     else:
-        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not job.transcript)
+        renamed = bool(job.transcript or job.recognise_words)
+        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not renamed)
         source = "computed"
-    unknown = None
-    if cfg.phones and job.transcript:
-        from koemorph.features.transcript import read_transcript, transcript_phone_features
-
-        text = read_transcript(job.transcript)
-        phones, unknown = transcript_phone_features(samples, cfg, text)
+    unknown, words = None, None
+    if cfg.phones and (job.transcript or job.recognise_words):
+        phones, unknown, words = _renamed_phones(samples, cfg, job)
     from_text = unknown is not None
     out = normalise_features(mel, ege, first, meta["stats"], cfg, phones, from_text)
-    return out | {"unknown_words": unknown}, source
+    return out | {"unknown_words": unknown, "recognised_words": words}, source
+
+
+def _renamed_phones(samples: np.ndarray, cfg, job) -> tuple:
+    """``(phones [T, P], unknown words or None, recognised words or None)``: the recognised phones
+    renamed with ``job.transcript``'s words, else with the words recognised in ``samples``. When
+    none are recognised, the phones stay as recognised and ``unknown`` is None (not a transcript's)."""
+    from koemorph.features.registry import FEATURES
+    from koemorph.features.transcript import read_transcript, transcript_phone_features
+    from koemorph.features.words import recognise_words
+
+    words = None
+    if job.transcript:
+        text = read_transcript(job.transcript)
+    else:
+        text = words = recognise_words(samples)
+        if not words:
+            return FEATURES["phones"].compute(samples, cfg)[0], None, words
+    phones, unknown = transcript_phone_features(samples, cfg, text)
+    return phones, unknown, words
 
 
 def _computed(samples: np.ndarray, cfg, use_ege: bool, with_phones: bool) -> tuple:

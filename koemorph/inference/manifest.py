@@ -42,6 +42,7 @@ SKIP_KEYS = (
     "postprocess",
     "output",
     "transcript",
+    "recognise_words",
     "transcript_sha256",
 )
 # Deterministic kill point for tests: "N:PATH" makes the driver, right after the N-th record of a run
@@ -59,7 +60,9 @@ class RenderRecord:
     ``frames`` at ``fps`` (the output's), ``duration`` in s of audio, ``seconds`` / ``cpu_seconds``
     the wall and CPU time spent on the file; ``features`` is ``computed`` or ``store:<group>``.
     ``transcript`` is the ``<stem>.txt`` whose words relabelled the recognised phones (phone models,
-    ``render.transcripts``), with the words it had to leave out in ``unknown_words``.
+    ``render.transcripts``), with the words it had to leave out in ``unknown_words``. Without one,
+    ``recognise_words`` says the file's recognised words served as its transcript
+    (``render.recognise_words``), ``recognised_words`` holds them.
     """
 
     input: str
@@ -84,6 +87,8 @@ class RenderRecord:
     transcript: str | None = None  # the transcript used (relative to input_dir), if any
     transcript_sha256: str | None = None
     unknown_words: list | None = None  # transcript words the dictionary does not know (left out)
+    recognise_words: bool = False  # no transcript, render.recognise_words: the recognised words were one
+    recognised_words: str | None = None  # those words
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:
@@ -224,8 +229,8 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
 
     ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
     say which older records are stale. Returns the manifest's path, this run's error messages and,
-    when transcripts were used, how many files had one and how many of their words were left out
-    (``pipeline.jobs.run_jobs`` adds the files and audio hours per status).
+    when transcripts (or recognised words) were used, how many files had one and how many of their
+    words were left out (``pipeline.jobs.run_jobs`` adds the files and audio hours per status).
     """
     from koemorph.io.atomic import write_jsonl
 
@@ -237,8 +242,12 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     write_jsonl(Path(out_dir) / MANIFEST_NAME, [r.to_json() for r in rows])
     errors = [r.error for r in records if r.status == "error"]
     summary = {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}
-    transcribed = [r for r in records if r.transcript and r.status != "error"]
-    if transcribed:
-        summary["files with a transcript"] = len(transcribed)
-        summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in transcribed)
+    done = [r for r in records if r.status != "error"]
+    told, heard = sum(bool(r.transcript) for r in done), sum(r.recognise_words for r in done)
+    if told:
+        summary["files with a transcript"] = told
+    if heard:
+        summary["files with recognised words"] = heard
+    if any(r.transcript or r.recognise_words for r in done):
+        summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in done)
     return summary

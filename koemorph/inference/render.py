@@ -77,6 +77,7 @@ class RenderJob:
     out_dir: str | None = None  # OUT_DIR, resolved
     transcript: str | None = None  # <stem>.txt beside the input, when used
     transcript_sha256: str | None = None  # the driver's hash of it (None: unreadable or no transcript)
+    recognise_words: bool = False  # no transcript: recognise the words and use them as one
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -140,6 +141,7 @@ def plan(
         "input_dir": str(input_dir.resolve()),
         "out_dir": str(out_dir.resolve()),
         "transcripts": (post or RenderConfig()).transcripts and bool(model.features.get("phones")),
+        "recognise_words": (post or RenderConfig()).recognise_words and bool(model.features.get("phones")),
     }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
@@ -207,6 +209,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         settings["out_dir"],
         str(transcript.resolve()) if transcript else None,
         transcript_sha,
+        settings["recognise_words"] and transcript is None,
     )
 
 
@@ -245,6 +248,7 @@ def _record(job: RenderJob, status: str, **extra) -> RenderRecord:
         "input_dir": job.input_dir,
         "transcript": Path(job.rel).with_suffix(".txt").as_posix() if job.transcript else None,
         "transcript_sha256": job.transcript_sha256,
+        "recognise_words": job.recognise_words,
     }
     fields.update(extra)
     return RenderRecord(**fields)
@@ -305,6 +309,7 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
         "duration": round(samples.size / grid.SAMPLE_RATE, 6),
         "features": source,
         "unknown_words": feats["unknown_words"],
+        "recognised_words": feats["recognised_words"],
     }
 
 

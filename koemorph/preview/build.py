@@ -39,7 +39,7 @@ def read_grid_track(path: str | Path, n_frames: int, fps: int) -> np.ndarray:
 def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime: str = "torch") -> np.ndarray:
     """What ``koemorph render`` writes for ``audio`` with model ``spec`` (checkpoint or MLflow URI)
     and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32 (with the transcript beside
-    the audio, as render reads it)."""
+    the audio, or its recognised words, as render reads them)."""
     from koemorph.inference.models import resolve_model
     from koemorph.inference.render import RenderJob, render_values
 
@@ -58,6 +58,7 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
         None,
         0.0,
         transcript=str(transcript.resolve()) if used else None,
+        recognise_words=bool(cfg.render.recognise_words and ref.features.get("phones") and not used),
     )
     return render_values(job)[0]
 

@@ -1,0 +1,77 @@
+"""Recognised words (``render.recognise_words``): PocketSphinx's word search with its bundled en-us
+language model and dictionary, as an automatic transcript."""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import pytest
+import soxr
+
+from koemorph import grid
+from koemorph.config import FeaturesConfig
+from koemorph.demo.engines import EngineMissing, check_engines
+
+pytest.importorskip("pocketsphinx")
+
+SAID = "Please remember to buy milk and bread on your way home."
+
+
+def flite(text: str) -> np.ndarray:
+    """flite's slt voice saying ``text``: ``[N]`` float32 at 16 kHz with 0.3 s of silence each side."""
+    from koemorph.demo.binaries import flite_synth
+
+    try:
+        check_engines(["flite"])
+    except EngineMissing as exc:
+        pytest.skip(str(exc))
+    samples, rate, _ = flite_synth("slt", text, 175, 50, 50)
+    x = soxr.resample(samples.astype(np.float64) / 32768.0, rate, grid.SAMPLE_RATE).astype(np.float32)
+    pad = np.zeros(grid.num_samples(0.3), np.float32)
+    return np.concatenate([pad, x, pad])
+
+
+def test_a_clear_voice_is_heard_word_for_word_and_silence_as_nothing():
+    from koemorph.features.words import recognise_words
+
+    x = flite(SAID)
+    heard = recognise_words(x)
+    said = SAID.lower().rstrip(".").split()
+    same = sum(b.size for b in difflib.SequenceMatcher(a=said, b=heard.split()).get_matching_blocks())
+    assert same >= len(said) - 2, heard
+    assert heard == heard.lower() and "  " not in heard and "<" not in heard
+    assert recognise_words(np.zeros(grid.SAMPLE_RATE, np.float32)) == ""
+    assert recognise_words(np.zeros(0, np.float32)) == ""
+
+
+def test_words_are_a_pure_function_of_the_samples():
+    """The front end is reset per file: a file decoded after another gives the same words."""
+    from koemorph.features.words import recognise_words
+
+    x = flite(SAID)
+    first = recognise_words(x)
+    recognise_words(flite("Bob met Pam by the blue moon.") * 0.3)
+    assert recognise_words(x) == first
+
+
+def test_recognised_words_name_the_bilabials_phone_recognition_missed():
+    """ "I made a big mistake and I am sorry": phone recognition alone names none of its four
+    bilabials (made, big, mistake, am) P/B/M; renamed with the recognised words, the phones have
+    P/B/M rows exactly where the true transcript's renaming puts them."""
+    from koemorph.features.phones import phone_features
+    from koemorph.features.transcript import transcript_phone_features
+    from koemorph.features.words import recognise_words
+    from tests.test_phones import BILABIAL
+
+    said = "I made a big mistake and I am sorry."
+    x, cfg = flite(said), FeaturesConfig(fps=30)
+
+    def bilabial(rows: np.ndarray) -> np.ndarray:
+        return rows[:, BILABIAL].sum(1) > 0.5
+
+    told = bilabial(transcript_phone_features(x, cfg, said)[0])
+    onsets = np.flatnonzero(np.diff(told.astype(int)) == 1) + 1
+    assert len(onsets) == 4
+    assert not bilabial(phone_features(x, cfg))[onsets].any()
+    assert np.array_equal(bilabial(transcript_phone_features(x, cfg, recognise_words(x))[0]), told)
