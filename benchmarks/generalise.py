@@ -15,15 +15,19 @@ for every engine in turn as the held-out fold:
    and score them (:func:`koemorph.evaluation.evaluate.evaluate`, the code of ``koemorph
    evaluate``, with the ridge and mean-pose baselines fit on the fold's train split);
 4. for a phone model, render them again with each file's words as its transcript (``NAME.txt``
-   from the corpus's ``.phones.json``, ``render.transcripts``): the method ``model+text``.
+   from the corpus's ``.phones.json``, ``render.transcripts``): the method ``model+text``; and
+   again with the words PocketSphinx recognises as the transcript (``render.recognise_words``,
+   no ``NAME.txt`` read): ``model+words``.
 
-Printed per fold and method (model, model+text, ridge, mean pose): lip r and closure r (Pearson r per channel
-over every held-out frame pooled, mean over the 18 ``LIP_NAMES`` / the 4 ``CLOSURE_NAMES`` of
-:mod:`koemorph.blendshapes`), Pearson r of the mouth and expression groups (mean over files of the
-mean over non-flat channels), bilabial closure recall and the false-closure rate on open vowels
-(segments from each file's ``.phones.json``, pooled counts;
+Printed per fold and method (model, model+text, model+words, ridge, mean pose): lip r and closure r
+(Pearson r per channel over every held-out frame pooled, mean over the 18 ``LIP_NAMES`` / the 4
+``CLOSURE_NAMES`` of :mod:`koemorph.blendshapes`), Pearson r of the mouth and expression groups (mean
+over files of the mean over non-flat channels), bilabial closure recall and the false-closure rate on
+open vowels (segments from each file's ``.phones.json``, pooled counts;
 :func:`koemorph.evaluation.metrics.closure_scores`), and the jawOpen sync lag (ms, mean over
-files); then Pearson r per mouth/key channel over the pooled frames. ``--set KEY=VALUE``
+files); the same per recording condition (``clean``, ``noise``, ``room``, ``room+noise``: how the
+demo corpus degraded each file, from its ``.phones.json``); then Pearson r per mouth/key channel over
+the pooled frames. ``--set KEY=VALUE``
 overrides the config of every fold (e.g. ``model.kind=simplified``).
 Everything goes under ``--out``: per fold the manifest, store, run, renders and ``generalise.json``.
 """
@@ -41,7 +45,8 @@ import numpy as np
 
 from koemorph import blendshapes as bs
 
-METHODS = ("model", "model+text", "ridge", "mean_pose")
+METHODS = ("model", "model+text", "model+words", "ridge", "mean_pose")
+CONDITIONS = ("clean", "noise", "room", "room+noise")  # how the demo corpus degraded a file
 ROWS = list(bs.MOUTH_NAMES) + [n for n in bs.KEY_NAMES if n not in bs.MOUTH_NAMES]
 
 
@@ -124,25 +129,37 @@ def run_fold(corpus: Path, engine: str, args) -> dict:
     res = train_fold(cfg, store, fold, engine, args)
     truth = held_out_truth(manifest, fold)
     checkpoint = str(res["best_checkpoint"] or res["last"])
-    scores = render_and_score(truth, fold / "render", checkpoint, cfg, store, transcripts=False)
-    if cfg.features.phones:
-        told = render_and_score(truth, fold / "render-text", checkpoint, cfg, store, transcripts=True)
-        for part in ("methods", "channels"):
-            scores[part]["model+text"] = told[part]["model"]
+    scores = render_methods(truth, fold, checkpoint, cfg, store)
     scores |= {"engine": engine, "files": counts, "steps": res["steps"]}
     (fold / "generalise.json").write_text(json.dumps(scores, indent=1, default=float))
     return scores
 
 
-def render_and_score(truth: Path, out: Path, checkpoint: str, cfg, store: Path, transcripts: bool) -> dict:
-    """Render ``truth``'s audio into ``out`` (with or without the transcripts beside it) and score it
-    (:func:`fold_scores`, plus the evaluation's ``notes``)."""
+def render_methods(truth: Path, work: Path, checkpoint: str, cfg, store: Path) -> dict:
+    """:func:`render_and_score` into ``work/render``, and for a phone model again with the
+    transcripts (``work/render-text``: method ``model+text``) and with recognised words
+    (``work/render-recognised``: ``model+words``), merged into one set of scores."""
+    scores = render_and_score(truth, work / "render", checkpoint, cfg, store)
+    if cfg.features.phones:
+        for method, words in (("model+text", "text"), ("model+words", "recognised")):
+            also = render_and_score(truth, work / f"render-{words}", checkpoint, cfg, store, words)
+            for part in ("methods", "channels"):
+                scores[part][method] = also[part]["model"]
+            for c, by_method in also["conditions"].items():
+                scores["conditions"][c][method] = by_method["model"]
+    return scores
+
+
+def render_and_score(truth: Path, out: Path, checkpoint: str, cfg, store: Path, words: str = "") -> dict:
+    """Render ``truth``'s audio into ``out`` and score it (:func:`fold_scores`, plus the evaluation's
+    ``notes``). ``words``: ``""`` renders from the audio alone, ``"text"`` reads the transcripts beside
+    it, ``"recognised"`` recognises each file's words (``render.recognise_words``)."""
     import dataclasses
 
     from koemorph.evaluation.evaluate import evaluate
     from pipeline.render import render
 
-    post = dataclasses.replace(cfg.render, transcripts=transcripts)
+    post = dataclasses.replace(cfg.render, transcripts=words == "text", recognise_words=words == "recognised")
     rendered = render(truth, out, checkpoint, fmt="jsonl", post=post, store=store, workers=0)
     if rendered["errors"]:
         log(f"{out}: render errors: {rendered['errors'][:5]}")
@@ -155,7 +172,7 @@ def render_and_score(truth: Path, out: Path, checkpoint: str, cfg, store: Path, 
         ridge_cache=out.parent / "ridge.npz",
         log=log,
     )
-    return fold_scores(ev, cfg.evaluate) | {"notes": ev.notes}
+    return fold_scores(ev, cfg.evaluate, truth) | {"notes": ev.notes}
 
 
 def pooled_r(preds: list, truths: list, names, flat_std: float) -> float:
@@ -166,32 +183,58 @@ def pooled_r(preds: list, truths: list, names, flat_std: float) -> float:
     return float(np.nanmean(r)) if np.isfinite(r).any() else float("nan")
 
 
-def fold_scores(ev, ecfg) -> dict:
-    """Per method: pooled lip and closure r, per-file group r, closure recall / false closures
-    (pooled counts), sync lag; per channel pooled r."""
+def method_scores(ev, m: str, ecfg, keys: set[str] | None = None) -> dict:
+    """Method ``m``'s pooled lip and closure r, per-file group r, closure recall / false closures
+    (pooled counts) and sync lag, over the files with these ``keys`` (all by default)."""
+    from koemorph.evaluation.metrics import aggregate, micro_scores
+
+    picked = [(j, t) for j, t in enumerate(ev.truth_index[m]) if keys is None or ev.keys[t] in keys]
+    rows = [ev.per_file[m][j] for j, _ in picked]
+    preds, truths = [ev.preds[m][j] for j, _ in picked], [ev.truths[t] for _, t in picked]
+    if not picked:
+        return {"files": 0}
+    agg = {**aggregate(rows), **micro_scores(preds, truths, ecfg.flat_std, rows)}
+    return {
+        "files": len(truths),
+        "lip r": pooled_r(preds, truths, bs.LIP_NAMES, ecfg.flat_std),
+        "closure r": pooled_r(preds, truths, bs.CLOSURE_NAMES, ecfg.flat_std),
+        "mouth r": agg.get("mouth/pearson"),
+        "expression r": agg.get("expression/pearson"),
+        "closure recall": agg.get("micro/closure/recall"),
+        "false closures": agg.get("micro/closure/false_closure_rate"),
+        "sync lag ms": agg.get("sync_lag_ms"),
+    }
+
+
+def recording_condition(truth: Path, key: str) -> str:
+    """How the demo corpus degraded a held-out file (its ``.phones.json``'s ``degradation``):
+    ``clean``, ``noise``, ``room`` (reverb) or ``room+noise``."""
+    degradation = json.loads((truth / f"{key}.phones.json").read_text()).get("degradation", {})
+    parts = [name for name, k in (("room", "rt60_s"), ("noise", "snr_db")) if k in degradation]
+    return "+".join(parts) or "clean"
+
+
+def fold_scores(ev, ecfg, truth: Path) -> dict:
+    """Per method: :func:`method_scores` over every held-out file, the same per recording condition
+    (:func:`recording_condition`), and pooled r per channel."""
     from koemorph.evaluation.metrics import channel_pearson
 
-    summary = ev.summary(ecfg)
-    out: dict = {"methods": {}, "channels": {}}
+    out: dict = {"methods": {}, "conditions": {}, "channels": {}}
+    conditions = {c: set() for c in CONDITIONS}
+    for key in ev.keys:
+        conditions[recording_condition(truth, key)].add(key)
     for m in ev.methods():
-        agg, truths = summary[m], [ev.truths[i] for i in ev.truth_index[m]]
-        out["methods"][m] = {
-            "files": len(truths),
-            "lip r": pooled_r(ev.preds[m], truths, bs.LIP_NAMES, ecfg.flat_std),
-            "closure r": pooled_r(ev.preds[m], truths, bs.CLOSURE_NAMES, ecfg.flat_std),
-            "mouth r": agg.get("mouth/pearson"),
-            "expression r": agg.get("expression/pearson"),
-            "closure recall": agg.get("micro/closure/recall"),
-            "false closures": agg.get("micro/closure/false_closure_rate"),
-            "sync lag ms": agg.get("sync_lag_ms"),
-        }
+        out["methods"][m] = method_scores(ev, m, ecfg)
+        for c in CONDITIONS:
+            out["conditions"].setdefault(c, {})[m] = method_scores(ev, m, ecfg, conditions[c])
+        truths = [ev.truths[i] for i in ev.truth_index[m]]
         r = channel_pearson(np.concatenate(ev.preds[m]), np.concatenate(truths), ecfg.flat_std)
         out["channels"][m] = {n: float(r[bs.INDEX[n]]) for n in ROWS}
     return out
 
 
 def _cell(v) -> str:
-    return f"{v:10.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>10s}"
+    return f"{v:12.3f}" if isinstance(v, (int, float)) and np.isfinite(v) else f"{'-':>12s}"
 
 
 def print_fold(s: dict) -> None:
@@ -200,7 +243,7 @@ def print_fold(s: dict) -> None:
     print(f"\n== held out: {s['engine']} ({files} test files; split {s['files']}; {s['steps']} steps)")
     for note in s["notes"]:
         print(f"   {note}")
-    print(f"{'group':22s}" + "".join(f"{m:>10s}" for m in methods))
+    print(f"{'group':22s}" + "".join(f"{m:>12s}" for m in methods))
     for key in (
         "lip r",
         "closure r",
@@ -211,24 +254,34 @@ def print_fold(s: dict) -> None:
         "sync lag ms",
     ):
         print(f"{key:22s}" + "".join(_cell(s["methods"][m][key]) for m in methods))
-    print(f"{'channel (pooled r)':22s}" + "".join(f"{m:>10s}" for m in methods))
+    print_conditions(s, methods)
+    print(f"{'channel (pooled r)':22s}" + "".join(f"{m:>12s}" for m in methods))
     for n in ROWS:
         print(f"{n:22s}" + "".join(_cell(s["channels"][m][n]) for m in methods))
+
+
+def print_conditions(s: dict, methods: list[str]) -> None:
+    keys = ("lip r", "closure r", "closure recall", "false closures")
+    print(f"{'recording condition':22s}{'files':>6s}" + "".join(f"{k:>16s}" for k in keys))
+    for c, by_method in s.get("conditions", {}).items():
+        for m in (m for m in methods if m != "mean_pose" and by_method.get(m, {}).get("files")):
+            row = by_method[m]
+            print(f"{c + ' ' + m:22s}{row['files']:6d}" + "".join(f"{_cell(row[k]):>16s}" for k in keys))
 
 
 def print_overall(folds: list[dict]) -> None:
     print("\n== all folds: mean over held-out engines")
     keys = ("lip r", "closure r", "mouth r", "closure recall", "false closures", "sync lag ms")
-    print(f"{'fold':14s}{'method':>10s}" + "".join(f"{k:>16s}" for k in keys))
+    print(f"{'fold':14s}{'method':>12s}" + "".join(f"{k:>16s}" for k in keys))
     for s in folds:
         for m in (m for m in METHODS if m in s["methods"]):
-            print(f"{s['engine']:14s}{m:>10s}" + "".join(f"{_cell(s['methods'][m][k]):>16s}" for k in keys))
+            print(f"{s['engine']:14s}{m:>12s}" + "".join(f"{_cell(s['methods'][m][k]):>16s}" for k in keys))
     for m in METHODS:
         rows = [s["methods"][m] for s in folds if m in s["methods"]]
         if rows:
             values = np.array([[np.nan if r[k] is None else r[k] for r in rows] for k in keys], float)
             means = [float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else np.nan for v in values]
-            print(f"{'mean':14s}{m:>10s}" + "".join(f"{_cell(v):>16s}" for v in means))
+            print(f"{'mean':14s}{m:>12s}" + "".join(f"{_cell(v):>16s}" for v in means))
 
 
 def main(argv=None) -> list[dict]:

@@ -1,0 +1,94 @@
+"""Held-out voices speaking ordinary English sentences: the folds of ``generalise.py`` on real text.
+
+The demo corpus speaks sentences from a small random grammar ("June should drop Rose past, this
+soft mop."), which no language model expects; real speech and TTS lines are ordinary sentences.
+``python benchmarks/natural_sentences.py --runs runs/generalise`` takes the folds a
+``generalise.py`` run left under ``--runs`` (``holdout-<engine>/run/best.pt``, its store and
+manifest) and, for every fold:
+
+1. makes a held-out set in the demo's format (``.wav``, ``.jsonl`` track, ``.phones.json``,
+   ``.txt``; :func:`koemorph.demo.render.render_file`, the code of ``koemorph demo-data``, with
+   its noise and room degradation): each test voice of the held-out engine (the voices of the
+   fold's test split) says ``--files`` files of three consecutive sentences of
+   ``natural_sentences.txt`` (60 sentences written for this benchmark), starting at a different
+   sentence per voice;
+2. renders and scores it as ``generalise.py`` does (:func:`generalise.render_methods`): the
+   model from the audio alone, with the true words as transcript (``model+text``), and with the
+   words PocketSphinx recognises as transcript (``model+words``, ``render.recognise_words``),
+   beside the ridge and mean-pose baselines fit on the fold's training files;
+3. prints the same tables as ``generalise.py``, per recording condition too.
+Everything goes under ``--out`` (default ``RUNS/natural``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from generalise import log, print_fold, print_overall, render_methods
+
+SENTENCES = Path(__file__).with_name("natural_sentences.txt")
+
+
+def make_set(out: Path, engine: str, seed: int, files: int) -> Path:
+    """The held-out engine's test voices saying the sentences, in the demo's format, under
+    ``out/<engine>``; files already there are kept (the same seed makes the same bytes)."""
+    from koemorph.demo.corpus import FPS, FilePlan
+    from koemorph.demo.render import render_file
+    from koemorph.demo.voices import split_engine_voices
+
+    sentences = SENTENCES.read_text().splitlines()
+    folder = out / engine
+    for v, voice in enumerate(split_engine_voices(engine, seed)["test"]):
+        for f in range(files):
+            first = (3 * f + 11 * v) % len(sentences)
+            text = " ".join((sentences * 2)[first : first + 3])
+            plan = FilePlan(f"{voice.slug}_s{f:03d}", engine, 100_000 + 1000 * v + f, voice, text)
+            if not (folder / f"{plan.id}.txt").is_file():
+                render_file(out, seed, plan, FPS)
+    return folder
+
+
+def run_fold(runs: Path, out: Path, engine: str, args) -> dict:
+    """Render and score one fold's model on the natural-sentence set of its held-out engine."""
+    from koemorph.config import load_config
+
+    fold = runs / f"holdout-{engine}"
+    checkpoint = fold / "run" / "best.pt"
+    if not checkpoint.is_file():
+        raise SystemExit(f"{checkpoint}: no finished fold here (run generalise.py --out {runs} first)")
+    store = (Path(args.stores) / f"holdout-{engine}" if args.stores else fold) / "features.zarr"
+    sets = ["data.split_by=engine", f"data.holdout_engine={engine}"]
+    cfg = load_config(args.params or None, overrides=sets)
+    truth = make_set(out / "audio", engine, args.seed, args.files)
+    scores = render_methods(truth, out / f"holdout-{engine}", str(checkpoint), cfg, store)
+    steps = json.loads((fold / "generalise.json").read_text())["steps"]
+    return scores | {"engine": engine, "files": {"test": len(list(truth.glob("*.wav")))}, "steps": steps}
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", required=True, help="a generalise.py --out folder with finished folds")
+    ap.add_argument("--folds", default="espeak,flite,festival", help="held-out engines (comma-separated)")
+    ap.add_argument("--files", type=int, default=20, help="files per test voice")
+    ap.add_argument("--seed", type=int, default=0, help="the corpus seed of the generalise.py run")
+    ap.add_argument("--params", default="", help="the recipe the folds were trained with")
+    ap.add_argument("--stores", default="", help="generalise.py's --stores, if it had one")
+    ap.add_argument("--out", default="", help="default: RUNS/natural")
+    args = ap.parse_args(argv)
+    runs = Path(args.runs)
+    out = Path(args.out or runs / "natural")
+    folds = []
+    for engine in args.folds.split(","):
+        log(f"[{engine}] natural sentences")
+        folds.append(run_fold(runs, out, engine, args))
+        print_fold(folds[-1])
+    print_overall(folds)
+    (out / "natural.json").write_text(json.dumps(folds, indent=1, default=float))
+    return folds
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
