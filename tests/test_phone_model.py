@@ -257,15 +257,21 @@ def test_training_reads_the_warps_its_store_was_extracted_with(env, tmp_path):
     assert cfg.features.phones_warps == (0.9, 1.1) and run_cfg.features.phones_warps == (1.0,)
 
 
-def test_render_reads_the_recognised_words_of_a_file_without_a_transcript(env, tmp_path):
+def test_render_reads_confident_recognised_words_of_a_file_without_a_transcript(env, tmp_path):
+    """Beside the store's speech-like noise, flite saying a sentence PocketSphinx hears exactly: its
+    words are confident and rename its phones; words heard in noise that are not leave them."""
     import shutil
 
     from koemorph.config import RenderConfig
+    from koemorph.features.words import MIN_LOG_POSTERIOR
     from koemorph.inference.manifest import read_manifest
+    from koemorph.io.audio import write_wav
     from koemorph.io.tracks import read_track
+    from tests.test_words import MISTAKE, flite
 
     data = tmp_path / "data"
     shutil.copytree(env["data"], data)
+    write_wav(data / "said.wav", flite(MISTAKE))
     (data / "train/spk0_000.txt").write_text("Bob bought a map.")
     ckpt, hear = str(env["ckpt"]), RenderConfig(recognise_words=True)
     render(data, tmp_path / "plain", ckpt, workers=0)
@@ -273,14 +279,17 @@ def test_render_reads_the_recognised_words_of_a_file_without_a_transcript(env, t
     records = read_manifest(tmp_path / "heard")
     told = records.pop("train/spk0_000.jsonl")
     assert told.transcript and not told.recognise_words and told.recognised_words is None
-    assert heard["files with a transcript"] == 1 and heard["files with recognised words"] == len(records)
-    moved = {}
+    said = records["said.jsonl"]
+    assert said.recognised_words == MISTAKE.lower().rstrip(".") and said.recognised_words_used
+    used = {name for name, r in records.items() if r.recognised_words_used}
+    assert heard["files with a transcript"] == 1 and heard["files with recognised words"] == len(used)
     for name, r in records.items():
         assert r.recognise_words and isinstance(r.recognised_words, str), name
+        logp = r.recognised_log_posterior
+        assert r.recognised_words_used == (logp is not None and logp >= MIN_LOG_POSTERIOR), name
         a, b = (read_track(tmp_path / d / name).values for d in ("plain", "heard"))
-        moved[name] = np.abs(a - b).max() > 1e-3
-        assert r.recognised_words or not moved[name], name  # no words: the recognised phones as they were
-    assert any(moved.values())
+        assert (np.abs(a - b).max() > 1e-3) == (name in used), name  # unused words leave the phones
+    assert len(used) < len(records)
     assert render(data, tmp_path / "heard", ckpt, workers=0, post=hear)["skipped files"] == len(records) + 1
     off = render(data, tmp_path / "heard", ckpt, workers=0)  # the setting is part of what is skipped
     assert off["skipped files"] == 1 and "files with recognised words" not in off

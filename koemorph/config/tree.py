@@ -227,7 +227,7 @@ class RenderConfig:
     rest_fade_s: float = 0.15  # ease-in / ease-out at each edge of a pause
     clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
     transcripts: bool = True  # phone models: <stem>.txt beside an input is its transcript
-    recognise_words: bool = False  # phone models: a file without a transcript gets its recognised words
+    recognise_words: bool = False  # phone models: no transcript, the recognised words if confident
 
     def __post_init__(self):
         check_section("render", self)

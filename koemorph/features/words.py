@@ -9,6 +9,12 @@ understands, the dictionary's phones name the segments far better than phone rec
 on a voice it does not (or random words, which the language model does not expect), the words are
 wrong and so are their phones.
 
+Confidence. The search's posterior probability of its hypothesis (from its best-path lattice),
+as a log per recognised word, says whether the words fit the sound: it is high on clear speech the
+recogniser understands and low on a voice it does not, on noisy audio and on word strings the
+language model does not expect. Recognised words are used as a transcript only when it is at least
+:data:`MIN_LOG_POSTERIOR`; otherwise the file keeps its recognised phones.
+
 Search settings: the tree search alone (no second flat pass), at most 2000 active HMMs and 5
 word exits per frame, which keeps decoding near 0.1 CPU s per audio second; half-bit dither from
 a fixed seed as for the phones, so digital silence decodes as silence and the result is a pure
@@ -17,12 +23,30 @@ function of the samples.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
 WORD_DECODER_SETTINGS = {"fwdflat": False, "maxhmmpf": 2000, "maxwpf": 5, "dither": True, "seed": 1}
+MIN_LOG_POSTERIOR = -0.6  # natural log of the hypothesis' posterior, per word
+
+
+class Recognised(NamedTuple):
+    """``words``: lower case, single spaces ("" for none); ``log_posterior``: the natural log of the
+    hypothesis' posterior probability divided by the number of words (None without words, or when
+    the posterior underflows to 0)."""
+
+    words: str
+    log_posterior: float | None
+
+    @property
+    def confident(self) -> bool:
+        """Whether the words are trusted as a transcript (log posterior >= MIN_LOG_POSTERIOR)."""
+        return self.log_posterior is not None and self.log_posterior >= MIN_LOG_POSTERIOR
+
 
 _local = threading.local()  # per thread: one decoder (loading the model and dictionary takes ~1 s)
 
@@ -49,14 +73,14 @@ def new_word_decoder():
     )
 
 
-def recognise_words(samples: np.ndarray) -> str:
-    """The words PocketSphinx hears in a whole file, lower case, separated by single spaces ("" for
-    none). ``samples``: ``[N]`` float32 mono at 16 kHz. Fillers (silence, noise) are left out."""
+def recognise_words(samples: np.ndarray) -> Recognised:
+    """The words PocketSphinx hears in a whole file and their confidence (:class:`Recognised`).
+    ``samples``: ``[N]`` float32 mono at 16 kHz. Fillers (silence, noise) are left out."""
     from koemorph.features.phones import to_pcm16
 
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
-        return ""
+        return Recognised("", None)
     if not hasattr(_local, "decoder"):
         _local.decoder = new_word_decoder()
     dec = _local.decoder
@@ -65,7 +89,10 @@ def recognise_words(samples: np.ndarray) -> str:
     dec.process_raw(to_pcm16(x), False, True)
     dec.end_utt()
     hyp = dec.hyp()
-    return " ".join(hyp.hypstr.split()) if hyp is not None else ""
+    words = hyp.hypstr.split() if hyp is not None else []
+    if not words or not hyp.prob > 0.0:
+        return Recognised(" ".join(words), None)
+    return Recognised(" ".join(words), round(math.log(hyp.prob) / len(words), 4))
 
 
-__all__ = ["WORD_DECODER_SETTINGS", "new_word_decoder", "recognise_words"]
+__all__ = ["MIN_LOG_POSTERIOR", "WORD_DECODER_SETTINGS", "Recognised", "new_word_decoder", "recognise_words"]

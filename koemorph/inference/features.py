@@ -66,7 +66,7 @@ def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
     """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad",
-    "unknown_words", "recognised_words"}, source)``
+    "unknown_words", "recognised"}, source)``
     (:func:`koemorph.features.normalise.normalise_features`: with phones, ``mel`` is the frame input).
 
     ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
@@ -76,8 +76,8 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     whatever the store holds (source column 1 for a model with ``features.phones_text``), and
     ``unknown_words`` lists the words it left out (else None). Without a transcript but with
     ``job.recognise_words``, the words PocketSphinx recognises
-    (:func:`koemorph.features.words.recognise_words`) serve as one, and ``recognised_words`` holds
-    them (else None).
+    (:func:`koemorph.features.words.recognise_words`) serve as one when they are confident, and
+    ``recognised`` holds them and their confidence (else None).
     """
     from koemorph.features.normalise import normalise_features
 
@@ -93,31 +93,33 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
         renamed = bool(job.transcript or job.recognise_words)
         mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not renamed)
         source = "computed"
-    unknown, words = None, None
+    unknown, heard = None, None
     if cfg.phones and (job.transcript or job.recognise_words):
-        phones, unknown, words = _renamed_phones(samples, cfg, job)
+        phones, unknown, heard = _renamed_phones(samples, cfg, job)
     from_text = unknown is not None
     out = normalise_features(mel, ege, first, meta["stats"], cfg, phones, from_text)
-    return out | {"unknown_words": unknown, "recognised_words": words}, source
+    return out | {"unknown_words": unknown, "recognised": heard}, source
 
 
 def _renamed_phones(samples: np.ndarray, cfg, job) -> tuple:
-    """``(phones [T, P], unknown words or None, recognised words or None)``: the recognised phones
-    renamed with ``job.transcript``'s words, else with the words recognised in ``samples``. When
-    none are recognised, the phones stay as recognised and ``unknown`` is None (not a transcript's)."""
+    """``(phones [T, P], unknown words or None, recognised or None)``: the recognised phones renamed
+    with ``job.transcript``'s words, else with the words recognised in ``samples``
+    (:class:`koemorph.features.words.Recognised`) when they are confident; otherwise the phones stay
+    as recognised and ``unknown`` is None (not a transcript's)."""
     from koemorph.features.registry import FEATURES
     from koemorph.features.transcript import read_transcript, transcript_phone_features
     from koemorph.features.words import recognise_words
 
-    words = None
+    heard = None
     if job.transcript:
         text = read_transcript(job.transcript)
     else:
-        text = words = recognise_words(samples)
-        if not words:
-            return FEATURES["phones"].compute(samples, cfg)[0], None, words
+        heard = recognise_words(samples)
+        if not heard.confident:
+            return FEATURES["phones"].compute(samples, cfg)[0], None, heard
+        text = heard.words
     phones, unknown = transcript_phone_features(samples, cfg, text)
-    return phones, unknown, words
+    return phones, unknown, heard
 
 
 def _computed(samples: np.ndarray, cfg, use_ege: bool, with_phones: bool) -> tuple:

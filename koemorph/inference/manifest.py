@@ -61,8 +61,9 @@ class RenderRecord:
     the wall and CPU time spent on the file; ``features`` is ``computed`` or ``store:<group>``.
     ``transcript`` is the ``<stem>.txt`` whose words relabelled the recognised phones (phone models,
     ``render.transcripts``), with the words it had to leave out in ``unknown_words``. Without one,
-    ``recognise_words`` says the file's recognised words served as its transcript
-    (``render.recognise_words``), ``recognised_words`` holds them.
+    ``recognise_words`` says the file's words were recognised (``render.recognise_words``):
+    ``recognised_words`` holds them, ``recognised_log_posterior`` their confidence, and
+    ``recognised_words_used`` whether they were confident enough to serve as its transcript.
     """
 
     input: str
@@ -87,8 +88,10 @@ class RenderRecord:
     transcript: str | None = None  # the transcript used (relative to input_dir), if any
     transcript_sha256: str | None = None
     unknown_words: list | None = None  # transcript words the dictionary does not know (left out)
-    recognise_words: bool = False  # no transcript, render.recognise_words: the recognised words were one
+    recognise_words: bool = False  # no transcript, render.recognise_words: words were recognised
     recognised_words: str | None = None  # those words
+    recognised_log_posterior: float | None = None  # their confidence (log posterior per word)
+    recognised_words_used: bool | None = None  # confident enough to serve as the transcript
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:
@@ -243,11 +246,11 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     errors = [r.error for r in records if r.status == "error"]
     summary = {"manifest": str(Path(out_dir) / MANIFEST_NAME), "errors": errors}
     done = [r for r in records if r.status != "error"]
-    told, heard = sum(bool(r.transcript) for r in done), sum(r.recognise_words for r in done)
+    told, heard = sum(bool(r.transcript) for r in done), sum(bool(r.recognised_words_used) for r in done)
     if told:
         summary["files with a transcript"] = told
     if heard:
         summary["files with recognised words"] = heard
-    if any(r.transcript or r.recognise_words for r in done):
+    if told or heard:
         summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in done)
     return summary

@@ -309,7 +309,18 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
         "duration": round(samples.size / grid.SAMPLE_RATE, 6),
         "features": source,
         "unknown_words": feats["unknown_words"],
-        "recognised_words": feats["recognised_words"],
+        **_heard(feats["recognised"]),
+    }
+
+
+def _heard(recognised) -> dict:
+    """The record's fields of a file's recognised words (:class:`koemorph.features.words.Recognised`)."""
+    if recognised is None:
+        return {}
+    return {
+        "recognised_words": recognised.words,
+        "recognised_log_posterior": recognised.log_posterior,
+        "recognised_words_used": recognised.confident,
     }
 
 
