@@ -235,8 +235,7 @@ class RenderConfig:
 
     def to_dict(self) -> dict:
         """The post-processing settings (not format, fps, transcripts or recognise_words, recorded on
-        their own), as
-        written in the render manifest and compared for skipping."""
+        their own), as written in the render manifest and compared for skipping."""
         d = dataclasses.asdict(self)
         return {k: v for k, v in d.items() if k not in ("format", "fps", "transcripts", "recognise_words")}
 

@@ -90,23 +90,21 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     if cached is not None:
         (mel, ege, first, phones), source = cached, f"store:{job.store_group}"
     else:
-        renamed = bool(job.transcript or job.recognise_words)
-        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not renamed)
+        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not job.transcript)
         source = "computed"
     unknown, heard = None, None
     if cfg.phones and (job.transcript or job.recognise_words):
-        phones, unknown, heard = _renamed_phones(samples, cfg, job)
+        phones, unknown, heard = _renamed_phones(samples, cfg, job, phones)
     from_text = unknown is not None
     out = normalise_features(mel, ege, first, meta["stats"], cfg, phones, from_text)
     return out | {"unknown_words": unknown, "recognised": heard}, source
 
 
-def _renamed_phones(samples: np.ndarray, cfg, job) -> tuple:
-    """``(phones [T, P], unknown words or None, recognised or None)``: the recognised phones renamed
-    with ``job.transcript``'s words, else with the words recognised in ``samples``
-    (:class:`koemorph.features.words.Recognised`) when they are confident; otherwise the phones stay
-    as recognised and ``unknown`` is None (not a transcript's)."""
-    from koemorph.features.registry import FEATURES
+def _renamed_phones(samples: np.ndarray, cfg, job, recognised: np.ndarray | None) -> tuple:
+    """``(phones [T, P], unknown words or None, heard or None)``: the recognised phones renamed with
+    ``job.transcript``'s words, else with the words recognised in ``samples`` (``heard``,
+    :class:`koemorph.features.words.Recognised`) when they are confident; otherwise the file's
+    ``recognised`` phones as they are, and ``unknown`` is None (not a transcript's)."""
     from koemorph.features.transcript import read_transcript, transcript_phone_features
     from koemorph.features.words import recognise_words
 
@@ -116,7 +114,7 @@ def _renamed_phones(samples: np.ndarray, cfg, job) -> tuple:
     else:
         heard = recognise_words(samples)
         if not heard.confident:
-            return FEATURES["phones"].compute(samples, cfg)[0], None, heard
+            return recognised, None, heard
         text = heard.words
     phones, unknown = transcript_phone_features(samples, cfg, text)
     return phones, unknown, heard
