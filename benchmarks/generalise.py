@@ -16,8 +16,8 @@ for every engine in turn as the held-out fold:
    evaluate``, with the ridge and mean-pose baselines fit on the fold's train split);
 4. for a phone model, render them again with each file's words as its transcript (``NAME.txt``
    from the corpus's ``.phones.json``, ``render.transcripts``): the method ``model+text``; and
-   again with the words PocketSphinx recognises as the transcript (``render.recognise_words``,
-   no ``NAME.txt`` read): ``model+words``.
+   again with the words PocketSphinx recognises as the transcript where it is confident of them
+   (``render.recognise_words``, no ``NAME.txt`` read): ``model+words``.
 
 Printed per fold and method (model, model+text, model+words, ridge, mean pose): lip r and closure r
 (Pearson r per channel over every held-out frame pooled, mean over the 18 ``LIP_NAMES`` / the 4

@@ -14,7 +14,8 @@ manifest) and, for every fold:
    sentence per voice;
 2. renders and scores it as ``generalise.py`` does (:func:`generalise.render_methods`): the
    model from the audio alone, with the true words as transcript (``model+text``), and with the
-   words PocketSphinx recognises as transcript (``model+words``, ``render.recognise_words``),
+   words PocketSphinx recognises, where confident, as transcript (``model+words``,
+   ``render.recognise_words``),
    beside the ridge and mean-pose baselines fit on the fold's training files;
 3. prints the same tables as ``generalise.py``, per recording condition too.
 Everything goes under ``--out`` (default ``RUNS/natural``).
