@@ -117,20 +117,25 @@ def frame_columns(phones: np.ndarray, cfg: FeaturesConfig, from_text: bool = Fal
     return np.concatenate([phones, source], axis=1)
 
 
-def new_decoder(cmn: str, warp: float = 1.0):
-    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``;
-    ``warp``: the front end's vocal-tract-length warp (inverse-linear: frequency ``f`` is read as
-    ``f / warp``; 1.0: none).
-
-    Raises ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed.
-    """
+def pocketsphinx_model(needed_by: str):
+    """``(the pocketsphinx module, its bundled en-us model folder)``. Raises ImportError naming
+    the ``phones`` extra, and ``needed_by`` (what needs it), when ``pocketsphinx`` is not installed."""
     try:
         import pocketsphinx
     except ImportError as exc:
         raise ImportError(
-            "phone features need the optional 'pocketsphinx' package: pip install 'koemorph[phones]'"
+            f"{needed_by} need the optional 'pocketsphinx' package: pip install 'koemorph[phones]'"
         ) from exc
-    model = os.path.join(pocketsphinx.get_model_path(), "en-us")
+    return pocketsphinx, os.path.join(pocketsphinx.get_model_path(), "en-us")
+
+
+def new_decoder(cmn: str, warp: float = 1.0):
+    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``;
+    ``warp``: the front end's vocal-tract-length warp (inverse-linear: frequency ``f`` is read as
+    ``f / warp``; 1.0: none). ImportError when ``pocketsphinx`` is not installed
+    (:func:`pocketsphinx_model`).
+    """
+    pocketsphinx, model = pocketsphinx_model("phone features")
     warping = {} if warp == 1.0 else {"warp_type": "inverse_linear", "warp_params": repr(float(warp))}
     return pocketsphinx.Decoder(
         hmm=os.path.join(model, "en-us"),

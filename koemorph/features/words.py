@@ -53,16 +53,10 @@ _local = threading.local()  # per thread: one decoder (loading the model and dic
 
 def new_word_decoder():
     """A PocketSphinx word decoder on the bundled en-us model, language model and dictionary.
+    ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed."""
+    from koemorph.features.phones import pocketsphinx_model
 
-    Raises ImportError naming the ``phones`` extra when ``pocketsphinx`` is not installed.
-    """
-    try:
-        import pocketsphinx
-    except ImportError as exc:
-        raise ImportError(
-            "recognising words needs the optional 'pocketsphinx' package: pip install 'koemorph[phones]'"
-        ) from exc
-    model = os.path.join(pocketsphinx.get_model_path(), "en-us")
+    pocketsphinx, model = pocketsphinx_model("recognised words")
     return pocketsphinx.Decoder(
         hmm=os.path.join(model, "en-us"),
         lm=os.path.join(model, "en-us.lm.bin"),
