@@ -44,7 +44,15 @@ from koemorph.inference.postprocess import RenderConfig, postprocess
 from koemorph.io.tracks.formats import FORMATS as _TRACK_FORMATS
 from koemorph.io.tracks.formats import format_named
 
-__all__ = ["MANIFEST_NAME", "RenderJob", "file_features", "plan", "render_file", "render_values"]
+__all__ = [
+    "MANIFEST_NAME",
+    "RenderJob",
+    "file_features",
+    "plan",
+    "render_file",
+    "render_values",
+    "words_source",
+]
 
 OUTPUT_SUFFIXES = {f.name: f.suffix for f in _TRACK_FORMATS}  # output format name -> suffix
 # Output frames per inference block (the result does not depend on it). At 512 a block's
@@ -130,18 +138,19 @@ def plan(
     if fmt not in OUTPUT_SUFFIXES:
         raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(OUTPUT_SUFFIXES)}")
     input_dir, out_dir = Path(input_dir), Path(out_dir)
+    post, phones = post or RenderConfig(), bool(model.features.get("phones"))
     settings = {
         "format": fmt,
         "fps": grid.check_fps(fps or model.fps),
         "model": dataclasses.asdict(model),
-        "post": (post or RenderConfig()).to_dict(),
+        "post": post.to_dict(),
         "store": str(store) if store else None,
         "threads": threads,
         "chunk": chunk,
         "input_dir": str(input_dir.resolve()),
         "out_dir": str(out_dir.resolve()),
-        "transcripts": (post or RenderConfig()).transcripts and bool(model.features.get("phones")),
-        "recognise_words": (post or RenderConfig()).recognise_words and bool(model.features.get("phones")),
+        "transcripts": post.transcripts and phones,
+        "recognise_words": post.recognise_words and phones,
     }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
@@ -160,11 +169,8 @@ def plan(
             continue
         prev = previous.get(job.output_rel)
         if _up_to_date(prev, job):
-            records.append(
-                dataclasses.replace(
-                    prev, status="skipped", seconds=0.0, input=job.rel, input_dir=job.input_dir
-                )
-            )
+            skipped = {"status": "skipped", "seconds": 0.0, "input": job.rel, "input_dir": job.input_dir}
+            records.append(dataclasses.replace(prev, **skipped))
         else:
             jobs.append(job)
     return jobs, records
@@ -180,8 +186,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         sha = sha256_file(path)
     except OSError:
         sha = None
-    transcript = path.with_suffix(".txt")
-    transcript = transcript if settings["transcripts"] and transcript.is_file() else None
+    transcript, recognise = words_source(path, settings["transcripts"], settings["recognise_words"])
     transcript_sha = None  # unreadable: the worker's read names the problem
     if transcript is not None:
         with contextlib.suppress(OSError):
@@ -209,8 +214,17 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         settings["out_dir"],
         str(transcript.resolve()) if transcript else None,
         transcript_sha,
-        settings["recognise_words"] and transcript is None,
+        recognise,
     )
+
+
+def words_source(audio: Path, transcripts: bool, recognise_words: bool) -> tuple[Path | None, bool]:
+    """Where a phone model reads an input's words: ``(transcript, recognise)``. ``transcript`` is the
+    input's ``<stem>.txt`` when ``transcripts`` is set and the file exists, else None; ``recognise``
+    is whether to recognise the words instead (``recognise_words`` set and no transcript)."""
+    transcript = Path(audio).with_suffix(".txt")
+    told = transcript if transcripts and transcript.is_file() else None
+    return told, bool(recognise_words and told is None)
 
 
 def _collision(path: Path, job: RenderJob, targets: dict[str, list[str]]) -> str | None:

@@ -41,11 +41,13 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
     and ``cfg.render`` post-processing, at ``fps``: ``[T, 52]`` float32 (with the transcript beside
     the audio, or its recognised words, as render reads them)."""
     from koemorph.inference.models import resolve_model
-    from koemorph.inference.render import RenderJob, render_values
+    from koemorph.inference.render import RenderJob, render_values, words_source
 
     ref = resolve_model(spec, work_dir, runtime=runtime)
-    transcript = Path(audio).with_suffix(".txt")
-    used = cfg.render.transcripts and ref.features.get("phones") and transcript.is_file()
+    phones = bool(ref.features.get("phones"))
+    transcript, recognise = words_source(
+        Path(audio), cfg.render.transcripts and phones, cfg.render.recognise_words and phones
+    )
     job = RenderJob(
         str(Path(audio).resolve()),
         Path(audio).name,
@@ -57,8 +59,8 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
         cfg.render.to_dict(),
         None,
         0.0,
-        transcript=str(transcript.resolve()) if used else None,
-        recognise_words=bool(cfg.render.recognise_words and ref.features.get("phones") and not used),
+        transcript=str(transcript.resolve()) if transcript else None,
+        recognise_words=recognise,
     )
     return render_values(job)[0]
 
