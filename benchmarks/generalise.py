@@ -189,10 +189,10 @@ def method_scores(ev, m: str, ecfg, keys: set[str] | None = None) -> dict:
     from koemorph.evaluation.metrics import aggregate, micro_scores
 
     picked = [(j, t) for j, t in enumerate(ev.truth_index[m]) if keys is None or ev.keys[t] in keys]
-    rows = [ev.per_file[m][j] for j, _ in picked]
-    preds, truths = [ev.preds[m][j] for j, _ in picked], [ev.truths[t] for _, t in picked]
     if not picked:
         return {"files": 0}
+    rows = [ev.per_file[m][j] for j, _ in picked]
+    preds, truths = [ev.preds[m][j] for j, _ in picked], [ev.truths[t] for _, t in picked]
     agg = {**aggregate(rows), **micro_scores(preds, truths, ecfg.flat_std, rows)}
     return {
         "files": len(truths),
