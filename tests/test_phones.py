@@ -93,7 +93,7 @@ def test_missing_pocketsphinx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import now raises ImportError
     assert not ph.available()
     with pytest.raises(ImportError, match=r"koemorph\[phones\]"):
-        ph.new_decoder("batch")
+        ph.new_decoder()
 
 
 @needs_pocketsphinx

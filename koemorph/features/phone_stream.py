@@ -55,7 +55,7 @@ class PhoneStream:
 
     def __init__(self, fps: int, cmn: str | None = None):
         self.fps = grid.check_fps(fps)
-        self._dec = new_decoder("live")
+        self._dec = new_decoder()  # fed 10 ms at a time: live CMN
         if cmn is not None:
             self._dec.set_cmn(cmn)
         self._dec.start_utt()

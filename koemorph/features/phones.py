@@ -129,18 +129,21 @@ def pocketsphinx_model(needed_by: str):
     return pocketsphinx, os.path.join(pocketsphinx.get_model_path(), "en-us")
 
 
-def new_decoder(cmn: str, warp: float = 1.0):
-    """A PocketSphinx allphone decoder on the bundled en-us model; ``cmn``: ``"batch"`` | ``"live"``;
-    ``warp``: the front end's vocal-tract-length warp (inverse-linear: frequency ``f`` is read as
-    ``f / warp``; 1.0: none). ImportError when ``pocketsphinx`` is not installed
-    (:func:`pocketsphinx_model`).
+def new_decoder(warp: float = 1.0):
+    """A PocketSphinx allphone decoder on the bundled en-us model; ``warp``: the front end's
+    vocal-tract-length warp (inverse-linear: frequency ``f`` is read as ``f / warp``; 1.0: none).
+    ImportError when ``pocketsphinx`` is not installed (:func:`pocketsphinx_model`).
+
+    Cepstral mean normalisation follows how the audio is fed: a whole utterance in one
+    ``process_raw(..., full_utt=True)`` is normalised by its own mean (batch), audio fed in blocks by
+    a running mean (live). The model's ``feat.params`` fixes the front end (``-cmn batch``, noise
+    removal, the filterbank) over any setting a caller passes, so there is nothing to choose here.
     """
     pocketsphinx, model = pocketsphinx_model("phone features")
     warping = {} if warp == 1.0 else {"warp_type": "inverse_linear", "warp_params": repr(float(warp))}
     return pocketsphinx.Decoder(
         hmm=os.path.join(model, "en-us"),
         allphone=os.path.join(model, "en-us-phone.lm.bin"),
-        cmn=cmn,
         logfn=os.devnull,
         **DECODER_SETTINGS,
         **warping,
@@ -154,7 +157,7 @@ _local = threading.local()
 def _batch_decoder(warp: float):
     decoders = _local.__dict__.setdefault("decoders", {})
     if warp not in decoders:
-        decoders[warp] = new_decoder("batch", warp)
+        decoders[warp] = new_decoder(warp)
     return decoders[warp]
 
 

@@ -61,7 +61,6 @@ def new_word_decoder():
         hmm=os.path.join(model, "en-us"),
         lm=os.path.join(model, "en-us.lm.bin"),
         dict=os.path.join(model, "cmudict-en-us.dict"),
-        cmn="batch",
         logfn=os.devnull,
         **WORD_DECODER_SETTINGS,
     )
