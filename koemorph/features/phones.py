@@ -136,8 +136,8 @@ def new_decoder(warp: float = 1.0):
 
     Cepstral mean normalisation follows how the audio is fed: a whole utterance in one
     ``process_raw(..., full_utt=True)`` is normalised by its own mean (batch), audio fed in blocks by
-    a running mean (live). The model's ``feat.params`` fixes the front end (``-cmn batch``, noise
-    removal, the filterbank) over any setting a caller passes, so there is nothing to choose here.
+    a running mean (live). The model's ``feat.params`` fixes ``-cmn batch``, noise removal and the
+    filterbank whatever a caller passes for them (a warp does apply), so there is no CMN to choose.
     """
     pocketsphinx, model = pocketsphinx_model("phone features")
     warping = {} if warp == 1.0 else {"warp_type": "inverse_linear", "warp_params": repr(float(warp))}
