@@ -97,7 +97,7 @@ RULES: dict[str, dict] = {
         "egemaps_context_s": POSITIVE,
         "egemaps_step_s": POSITIVE,
         "egemaps_guard_s": NON_NEGATIVE,
-        "phones_decoding": one_of("whole", "live"),
+        "phones_decoding": one_of("whole", "adapted", "live"),
         "phones_warps": each(within(0.5, 2.0)),
     },
     "model": {
@@ -185,9 +185,9 @@ def check_tree(cfg) -> None:
     f, m = cfg.features, cfg.model
     if f.fmin >= f.fmax:
         raise ConfigError("features.fmin", f"must be below features.fmax {f.fmax}, got {f.fmin}")
-    if f.phones_decoding == "live" and tuple(f.phones_warps) != (1.0,):
-        warps = list(f.phones_warps)
-        raise ConfigError("features.phones_warps", f"live decoding is unwarped: must be [1.0], got {warps}")
+    if f.phones_decoding != "whole" and tuple(f.phones_warps) != (1.0,):
+        warps, how = list(f.phones_warps), f.phones_decoding
+        raise ConfigError("features.phones_warps", f"{how} decoding is unwarped: must be [1.0], got {warps}")
     if not sum(cfg.data.split_ratios) > 0:
         raise ConfigError("data.split_ratios", f"must not all be 0, got {list(cfg.data.split_ratios)}")
     if m.d_model % m.num_heads:

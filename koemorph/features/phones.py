@@ -17,7 +17,7 @@ phones in alphabetical order): one-hot inside a phone, split across a phone boun
 (speech the decoder cannot name) is spread evenly over the 39 speech phones. Every row sums to 1.
 Audio with no decoded segment (too short) is silence.
 
-Two decodings (``features.phones_decoding``):
+Three decodings (``features.phones_decoding``):
 
 * ``"whole"`` (:func:`phone_features`) decodes a whole file in one utterance with *batch* cepstral
   mean normalisation (the mean of the whole file): a pure function of the samples, the frame rate
@@ -25,6 +25,10 @@ Two decodings (``features.phones_decoding``):
   front end's frequency axis (inverse-linear, ``f / warp``, as in vocal tract length normalisation;
   1.0 leaves it alone) and each row is the mean of the decodes' rows, so that phones the decodes
   disagree on show as shares.
+* ``"adapted"``: as ``"whole"`` (unwarped), decoded twice: the first decode's phones fit a per-file
+  linear transform of the cepstra to the acoustic model (:mod:`koemorph.features.adaptation`, on
+  cepstra from :mod:`koemorph.features.sphinx_frontend`), and the transformed cepstra are decoded
+  again, so that a voice unlike the model's training voices is heard more like one of them.
 * ``"live"``: :class:`koemorph.features.phone_stream.PhoneStream` takes 16 kHz chunks as they
   arrive with *live* CMN (a running mean) and returns rows for the grid frames whose phone is
   decided: frames before the start of the last segments of the current partial hypothesis. A
@@ -167,31 +171,68 @@ def to_pcm16(samples: np.ndarray) -> bytes:
     return np.rint(x * 32767.0).astype("<i2").tobytes()
 
 
-def decode_segments(samples: np.ndarray, warp: float = 1.0) -> tuple[list[tuple[str, int, int]], int]:
+def decode_segments(
+    samples: np.ndarray, warp: float = 1.0, decoding: str = "whole"
+) -> tuple[list[tuple[str, int, int]], int]:
     """Recognise the phones of a whole file: ``([(phone, first, last), ...], n_frames)``.
 
-    ``samples``: ``[N]`` float32 mono at 16 kHz; ``warp``: the front end's frequency warp.
-    ``first``/``last`` are inclusive PocketSphinx frame indices (10 ms); ``n_frames`` is the number
-    of frames decoded. Batch CMN: the result depends on this file only: the front end is reset
-    before each file, since its noise estimate would otherwise carry over from the previous one and
-    change the result. The thread keeps its last file's result per warp: extract asks for a file's
-    segments for its phones, then again to rename them with its transcript's words.
+    ``samples``: ``[N]`` float32 mono at 16 kHz; ``warp``: the front end's frequency warp;
+    ``decoding``: ``"whole"`` (PocketSphinx's front end) or ``"adapted"`` (:func:`adapted_segments`,
+    unwarped only). ``first``/``last`` are inclusive PocketSphinx frame indices (10 ms); ``n_frames``
+    is the number of frames decoded. Batch CMN: the result depends on this file only: the front end
+    is reset before each file, since its noise estimate would otherwise carry over from the previous
+    one and change the result. The thread keeps its last file's result per warp and decoding:
+    extract asks for a file's segments for its phones, then again to rename them with its
+    transcript's words.
     """
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
         return [], 0
     pcm = to_pcm16(x)
-    key = hashlib.sha1(pcm).digest()
+    key, slot = hashlib.sha1(pcm).digest(), (decoding, warp)
     last = _local.__dict__.setdefault("last", {})
-    if last.get(warp, (None,))[0] != key:
+    if last.get(slot, (None,))[0] != key:
         dec = _batch_decoder(warp)
-        dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
-        dec.start_utt()
-        dec.process_raw(pcm, False, True)
-        dec.end_utt()
-        last[warp] = (key, best_segments(dec), int(dec.n_frames()))
-    _, segments, n_frames = last[warp]
+        if decoding == "adapted":
+            assert warp == 1.0, "adapted decoding is unwarped"
+            segments, n_frames = adapted_segments(dec, np.frombuffer(pcm, dtype="<i2"))
+        else:
+            dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
+            dec.start_utt()
+            dec.process_raw(pcm, False, True)
+            dec.end_utt()
+            segments, n_frames = best_segments(dec), int(dec.n_frames())
+        last[slot] = (key, segments, n_frames)
+    _, segments, n_frames = last[slot]
     return list(segments), n_frames
+
+
+def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], int]:
+    """Decode ``pcm`` (``[N]`` int16 at 16 kHz) twice: ``(segments, n_frames)`` as :func:`decode_segments`.
+
+    The cepstra come from :mod:`koemorph.features.sphinx_frontend` (PocketSphinx's front end without
+    its noise removal); the first decode's phones give the frames' codebooks for a per-file
+    constrained MLLR transform (:func:`koemorph.features.adaptation.estimate_transform`), and the
+    transformed cepstra are decoded again, which is the result.
+    """
+    from koemorph.features import adaptation, sphinx_frontend
+
+    _, model = pocketsphinx_model("phone features")
+    ceps = sphinx_frontend.cepstra(pcm)
+    first = _decode_cepstra(dec, ceps)
+    books = adaptation.codebook_of(first, len(ceps))
+    A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
+    return _decode_cepstra(dec, (ceps @ A.T).astype(np.float32)), len(ceps)
+
+
+def _decode_cepstra(dec, ceps: np.ndarray) -> list[tuple[str, int, int]]:
+    """Segments of one utterance of ``[F, 13]`` float32 cepstra (batch CMN); none when ``F`` is 0."""
+    if len(ceps) == 0:
+        return []
+    dec.start_utt()
+    dec.process_cep(np.ascontiguousarray(ceps, dtype=np.float32).tobytes(), False, True)
+    dec.end_utt()
+    return best_segments(dec)
 
 
 def best_segments(dec) -> list[tuple[str, int, int]]:
@@ -276,7 +317,8 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
     ``samples``: ``[N]`` float32 mono at 16 kHz in [-1, 1]. Row ``k`` is the share of the time around
     ``k / cfg.fps`` s given to each of :data:`PHONES` (:func:`encode`; mostly one-hot, ``+SPN+``
     spread evenly over the speech phones); every row sums to 1. ``cfg.phones_decoding``: ``"whole"``,
-    whole-file allphone decoding with batch CMN; ``"live"``, the rows ``PhoneStream`` returns
+    whole-file allphone decoding with batch CMN; ``"adapted"``, the same after a per-file adaptation
+    (:func:`adapted_segments`); ``"live"``, the rows ``PhoneStream`` returns
     for the file (from the model's prior mean), which any chunking of a stream reproduces exactly.
     Reads ``cfg.fps``, ``cfg.phones_decoding`` and ``cfg.phones_warps``. An empty input gives
     ``[0, P]``; audio too short to decode gives silence rows.
@@ -288,7 +330,7 @@ def phone_features(samples: np.ndarray, cfg: FeaturesConfig) -> np.ndarray:
         stream = PhoneStream(cfg.fps)
         return np.concatenate([stream.push(x), stream.finish()])
     n = grid.num_frames_for_samples(x.size, cfg.fps)
-    return mean_over_warps(lambda warp: frame_labels(*decode_segments(x, warp)), n, cfg)
+    return mean_over_warps(lambda warp: frame_labels(*decode_segments(x, warp, cfg.phones_decoding)), n, cfg)
 
 
 def mean_over_warps(labels, n: int, cfg: FeaturesConfig) -> np.ndarray:

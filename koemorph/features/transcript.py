@@ -261,10 +261,11 @@ def _split(segments, assigned, phones) -> list[tuple[str, int, int]]:
 def transcript_phone_features(samples: np.ndarray, cfg, text: str) -> tuple[np.ndarray, list[str]]:
     """Phone rows of a file whose words are known: ``([T, P] float32, unknown words)``.
 
-    As :func:`koemorph.features.phones.phone_features` with whole-file decoding (whatever
-    ``cfg.phones_decoding``), each warp's recognised segments relabelled with ``text``'s phones
-    (:func:`relabel`). ``samples`` ``[N]`` float32 mono at 16 kHz; ``T =
-    grid.num_frames_for_samples(N, cfg.fps)``; reads ``cfg.fps`` and ``cfg.phones_warps``.
+    As :func:`koemorph.features.phones.phone_features` with whole-file decoding (adapted when
+    ``cfg.phones_decoding`` is ``"adapted"``, otherwise ``"whole"``), each warp's recognised segments
+    relabelled with ``text``'s phones (:func:`relabel`). ``samples`` ``[N]`` float32 mono at 16 kHz;
+    ``T = grid.num_frames_for_samples(N, cfg.fps)``; reads ``cfg.fps``, ``cfg.phones_decoding`` and
+    ``cfg.phones_warps``.
     """
     from koemorph import grid
     from koemorph.features.phones import decode_segments, frame_labels, mean_over_warps
@@ -272,8 +273,10 @@ def transcript_phone_features(samples: np.ndarray, cfg, text: str) -> tuple[np.n
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     phones, unknown = transcript_phones(text)
 
+    decoding = "adapted" if cfg.phones_decoding == "adapted" else "whole"
+
     def labels(warp: float) -> np.ndarray:
-        segments, n_sphinx = decode_segments(x, warp)
+        segments, n_sphinx = decode_segments(x, warp, decoding)
         return frame_labels(relabel(segments, phones), n_sphinx)
 
     return mean_over_warps(labels, grid.num_frames_for_samples(x.size, cfg.fps), cfg), unknown

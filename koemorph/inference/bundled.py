@@ -117,9 +117,10 @@ def describe(path: str | Path) -> dict:
 def _summary(ckpt: dict, name: str) -> dict:
     """What any checkpoint tells of itself: inputs, frame rate, model kind, training steps and files."""
     features = ckpt["config"]["features"]
-    live = features.get("phones_decoding") == "live"
+    decoding = features.get("phones_decoding")
     warps = [float(w) for w in features["phones_warps"]]
-    how = " (live)" if live else (f" (warps {', '.join(map(str, warps))})" if warps != [1.0] else "")
+    how = f" ({decoding})" if decoding in ("live", "adapted") else ""
+    how = how or (f" (warps {', '.join(map(str, warps))})" if warps != [1.0] else "")
     inputs = ["log-mel"] + ([f"phones{how}"] if features.get("phones") else [])
     if features.get("phones") and features.get("phones_text"):
         inputs.append(TRANSCRIPT_INPUT)

@@ -165,7 +165,7 @@ class Streamer:
 
             # a whole-file phone model gets phones nearer its own from the live CMN the session's last
             # utterance reached; a live one gets exactly its render's from the model's prior mean
-            carry = self._phones is not None and self.cfg.phones_decoding == "whole"
+            carry = self._phones is not None and self.cfg.phones_decoding != "live"
             self._phones = PhoneStream(self.fps, cmn=self._phones.cmn if carry else None)
         self.close()
         if self.use_egemaps:
