@@ -17,7 +17,14 @@ import os
 
 import numpy as np
 
-from koemorph.features.sphinx_frontend import NUM_CEPS, check_model, dynamic
+from koemorph.features.sphinx_frontend import (
+    DITHER_SEED,
+    MODEL_PARAMS,
+    NUM_CEPS,
+    PREEMPHASIS,
+    check_model,
+    dynamic,
+)
 
 # the model's base phones in its mdef's order: codebook i belongs to BASE_PHONES[i]
 # fmt: off
@@ -29,7 +36,8 @@ BASE_PHONES: tuple[str, ...] = (
 # fmt: on
 DENSITIES, STREAMS = 128, 3
 VARIANCE_FLOOR = 1e-4  # PocketSphinx's default -varfloor
-EM_ITERATIONS, ROW_SWEEPS = 4, 3
+EM_ITERATIONS, ROW_SWEEPS = 2, 3
+VERSION = 1  # bump when the front end or the estimate changes
 
 
 def _read_gauden(path: str) -> np.ndarray:
@@ -146,3 +154,13 @@ def codebook_of(segments, n_frames: int) -> np.ndarray:
     for phone, first, last in segments:
         books[max(first, 0) : last + 1] = index.get(phone, silence)
     return books
+
+
+def hash_constants() -> dict:
+    """What fixes the adapted decodes besides the decoder (part of the phones' cache hash)."""
+    return {
+        "version": VERSION,
+        "iterations": [EM_ITERATIONS, ROW_SWEEPS],
+        "variance_floor": VARIANCE_FLOOR,
+        "front_end": {**MODEL_PARAMS, "dither_seed": DITHER_SEED, "preemphasis": PREEMPHASIS},
+    }

@@ -83,18 +83,23 @@ def available() -> bool:
     return True
 
 
-def hash_constants() -> dict:
+def hash_constants(decoding: str = "whole") -> dict:
     """What fixes :func:`phone_features`' output besides the grid and the config (the feature-cache
     hash adds fps, sample rate, decoding and warps): the phone set, the decoder settings, the
-    PocketSphinx version, the encoding."""
+    PocketSphinx version, the encoding, and for ``"adapted"`` decoding the adaptation's settings."""
     from importlib.metadata import version
 
-    return {
+    constants = {
         "phones": list(PHONES),
         "decoder": dict(DECODER_SETTINGS),
         "pocketsphinx": version("pocketsphinx"),
         "encoding": ENCODING_VERSION,
     }
+    if decoding == "adapted":
+        from koemorph.features.adaptation import hash_constants as adaptation_constants
+
+        constants["adaptation"] = adaptation_constants()
+    return constants
 
 
 def silence_row() -> np.ndarray:

@@ -30,7 +30,7 @@ class Feature:
     dim: Callable[[FeaturesConfig], int]  # D of the [T, D] output
     compute: Callable[[np.ndarray, FeaturesConfig], tuple[np.ndarray, dict]]
     enabled: Callable[[FeaturesConfig], bool] = lambda cfg: True
-    constants: Callable[[], dict] = dict  # what else fixes the values (decoder settings, versions)
+    constants: Callable[[FeaturesConfig], dict] = lambda cfg: {}  # what else fixes them (settings, versions)
     # hash key -> the value a field added later had before it existed (``ADDED_KEYS``): left out of
     # the hash at that value, so that the arrays extracted before the field stay valid
     added: dict = field(default_factory=dict)
@@ -40,7 +40,7 @@ class Feature:
         grid by extract)."""
         values = {key: getattr(cfg, name) for key, name in self.fields.items()}
         kept = {key: v for key, v in values.items() if key not in self.added or _plain(v) != self.added[key]}
-        return {**kept, **self.constants()}
+        return {**kept, **self.constants(cfg)}
 
 
 def _plain(value):
@@ -91,10 +91,10 @@ def _phones(samples: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, dict]
     return phone_features(samples, cfg), {}
 
 
-def _phone_constants() -> dict:
+def _phone_constants(cfg: FeaturesConfig) -> dict:
     from koemorph.features.phones import hash_constants
 
-    return hash_constants()
+    return hash_constants(cfg.phones_decoding)
 
 
 register(
