@@ -109,7 +109,7 @@ def test_transform_raises_the_likelihood_and_undoes_a_linear_distortion(monkeypa
     distortion = np.diag(np.linspace(0.6, 1.2, 13))
     B = ad.estimate_transform(ceps @ distortion.T, books, model)
     np.testing.assert_allclose(B @ distortion, A, atol=0.1 * np.abs(A).max())
-    assert np.array_equal(ad.estimate_transform(ceps[:50], books[:50], model), np.eye(13))
+    assert np.array_equal(ad.estimate_transform(ceps[:80], books[:80], model), np.eye(13))  # < 1 s of phones
 
 
 @needs_pocketsphinx
@@ -122,7 +122,7 @@ def test_adapted_decoding_is_a_pure_function_and_finds_other_phones():
     ph.phone_features(y, cfg)
     ph._local.__dict__.clear()
     np.testing.assert_array_equal(ph.phone_features(x, cfg), rows)
-    whole = ph.phone_features(x, FeaturesConfig())
+    whole = ph.phone_features(x, FeaturesConfig(phones_decoding="whole"))
     assert rows.shape == whole.shape and (rows.argmax(1) != whole.argmax(1)).any()
 
 

@@ -31,12 +31,15 @@ def test_the_bundled_models_are_small_and_free_of_egemaps(name):
     assert "optimizer" not in ckpt and ckpt["card"] == card
 
 
-def test_a_card_names_warped_decoding():
+def test_a_card_names_adapted_and_warped_decoding():
     from koemorph.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(bundled.BUNDLED["default"])
-    assert bundled._summary(ckpt, "x")["inputs"][1] == "phones"  # written before the key: unwarped
-    ckpt["config"]["features"]["phones_warps"] = [0.9, 1.1]
+    features = ckpt["config"]["features"]
+    assert bundled._summary(ckpt, "x")["inputs"][1] == "phones (adapted)"
+    features["phones_decoding"] = "whole"
+    assert bundled._summary(ckpt, "x")["inputs"][1] == "phones"
+    features["phones_warps"] = [0.9, 1.1]
     assert bundled._summary(ckpt, "x")["inputs"][1] == "phones (warps 0.9, 1.1)"
 
 

@@ -252,7 +252,8 @@ def test_training_reads_the_warps_its_store_was_extracted_with(env, tmp_path):
     assert stats["features"]["phones_warps"] == [1.0]
     del stats["features"]["phones_warps"]
     (tmp_path / "features.stats.json").write_text(json.dumps(stats))
-    cfg = load_config(None, SMALL + PHONES + ["features.egemaps=false", "features.phones_warps=[0.9,1.1]"])
+    warped = ["features.egemaps=false", "features.phones_decoding=whole", "features.phones_warps=[0.9,1.1]"]
+    cfg = load_config(None, SMALL + PHONES + warped)
     run_cfg, _ = open_store(cfg, store, None, {})
     assert cfg.features.phones_warps == (0.9, 1.1) and run_cfg.features.phones_warps == (1.0,)
 

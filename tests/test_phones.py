@@ -56,6 +56,11 @@ def speak(text: str, voice: str = "en-us") -> tuple[np.ndarray, list[tuple[str, 
     return x, [(name, PAD_S + a / SYNTH_RATE, PAD_S + b / SYNTH_RATE) for name, a, b in phones]
 
 
+def whole_at(*warps: float) -> FeaturesConfig:
+    """Whole-file decoding (the only kind that warps) at ``warps``."""
+    return FeaturesConfig(phones_decoding="whole", phones_warps=warps)
+
+
 def check_rows(rows: np.ndarray) -> None:
     assert rows.dtype == np.float32 and rows.ndim == 2 and rows.shape[1] == P
     assert np.isfinite(rows).all() and (rows >= 0).all()
@@ -158,7 +163,7 @@ def test_bilabials_are_recognised_near_their_true_time(text, voice):
 def test_stream_returns_final_rows_and_mostly_agrees_with_whole_file():
     x, _ = speak("Her view was calm and deep among a maple, and Bob sat by the pool.")
     for fps in grid.SUPPORTED_FPS:
-        whole = ph.phone_features(x, FeaturesConfig(fps=fps))
+        whole = ph.phone_features(x, FeaturesConfig(fps=fps, phones_decoding="whole"))
         stream = ps.PhoneStream(fps)
         sizes = [1600, 320, 4000, 7]  # uneven chunks, one shorter than a decoder frame
         parts, a, i = [], 0, 0
@@ -236,7 +241,7 @@ def test_the_cache_hash_covers_what_fixes_the_output():
     at60 = array_hashes(FeaturesConfig(phones=True, fps=60), DataConfig())["phones"]
     live = array_hashes(FeaturesConfig(phones=True, phones_decoding="live"), DataConfig())["phones"]
     assert off is None and on is not None and at60 not in (None, on) and live not in (None, on, at60)
-    warped = array_hashes(FeaturesConfig(phones=True, phones_warps=(0.9, 1.1)), DataConfig())
+    warped = array_hashes(whole_at(0.9, 1.1), DataConfig())
     assert warped["phones"] not in (None, on, at60, live)
     assert warped["phones_text"] != array_hashes(FeaturesConfig(phones=True), DataConfig())["phones_text"]
 
@@ -246,11 +251,11 @@ def test_warped_decodes_differ_and_their_rows_are_averaged():
     """Each warp is a decode of its own (the front end's frequency axis is warped, so the phones
     change), and the rows of several warps are the mean of each one's rows."""
     x, _ = speak("Bob bought a big map, and my mom sat by the pool.", "en-us+m3")
-    rows = {w: ph.phone_features(x, FeaturesConfig(phones_warps=(w,))) for w in (0.9, 1.0, 1.1)}
+    rows = {w: ph.phone_features(x, whole_at(w)) for w in (0.9, 1.0, 1.1)}
     assert (rows[0.9].argmax(1) != rows[1.0].argmax(1)).any()
     assert (rows[1.1].argmax(1) != rows[1.0].argmax(1)).any()
     ph._local.__dict__.clear()  # fresh decoders and no kept result: both warps decoded again
-    both = ph.phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)))
+    both = ph.phone_features(x, whole_at(0.9, 1.1))
     check_rows(both)
     np.testing.assert_allclose(both, (rows[0.9] + rows[1.1]) / 2, atol=1e-6)
 
@@ -269,7 +274,7 @@ def test_live_decoding_is_unwarped():
 @needs_pocketsphinx
 def test_stream_started_from_a_settled_cmn_agrees_more():
     x, _ = speak("Her view was calm and deep among a maple, and Bob sat by the pool.")
-    whole = ph.phone_features(x, FeaturesConfig(fps=30)).argmax(1)
+    whole = ph.phone_features(x, FeaturesConfig(fps=30, phones_decoding="whole")).argmax(1)
 
     def run(cmn):
         stream = ps.PhoneStream(30, cmn=cmn)

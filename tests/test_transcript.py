@@ -96,7 +96,7 @@ def test_an_unreadable_transcript_is_named(tmp_path):
     ("text", "voice"), [("Paul put the pie by the bench", "en-us"), ("Bob bought a map", "en+f1")]
 )
 def test_a_transcript_names_the_bilabials_the_recogniser_missed(text, voice):
-    """Voices and words where PocketSphinx alone finds at most one of five espeak bilabials: with
+    """Voices and words where one PocketSphinx decode finds at most one of five espeak bilabials: with
     the transcript there is a P/B/M row within ±50 ms of each, and none further than 150 ms from one
     (the segments keep the recogniser's times: a "b" whose closure it heard as silence is named on
     the sound after it)."""
@@ -104,7 +104,7 @@ def test_a_transcript_names_the_bilabials_the_recogniser_missed(text, voice):
     from tests.test_phones import BILABIAL, speak
 
     x, phones = speak(text, voice)
-    cfg = FeaturesConfig(fps=30)
+    cfg = FeaturesConfig(fps=30, phones_decoding="whole")
     heard = phone_features(x, cfg)
     told, unknown = tr.transcript_phone_features(x, cfg, text)
     assert told.shape == heard.shape and np.allclose(told.sum(1), 1.0) and unknown == []
@@ -127,14 +127,14 @@ def test_a_transcript_names_the_bilabials_the_recogniser_missed(text, voice):
 def test_with_several_warps_each_decode_is_renamed_and_the_rows_averaged():
     from koemorph.features import phones as ph
     from koemorph.features.phones import phone_features
-    from tests.test_phones import speak
+    from tests.test_phones import speak, whole_at
 
     text = "Bob bought a map"
     x, _ = speak(text, "en+f1")
-    one = {w: tr.transcript_phone_features(x, FeaturesConfig(phones_warps=(w,)), text)[0] for w in (0.9, 1.1)}
-    both, unknown = tr.transcript_phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)), text)
+    one = {w: tr.transcript_phone_features(x, whole_at(w), text)[0] for w in (0.9, 1.1)}
+    both, unknown = tr.transcript_phone_features(x, whole_at(0.9, 1.1), text)
     assert unknown == [] and not np.array_equal(one[0.9], one[1.1])
     np.testing.assert_allclose(both, (one[0.9] + one[1.1]) / 2, atol=1e-6)
-    heard = phone_features(x, FeaturesConfig(phones_warps=(0.9, 1.1)))
+    heard = phone_features(x, whole_at(0.9, 1.1))
     told = [ph.PHONE_INDEX[p] for p in ("B", "AA", "T", "M", "AE", "P")]  # "Bob bought a map"
     assert both[:, told].sum() > heard[:, told].sum()  # each decode renamed with the words

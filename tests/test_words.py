@@ -71,7 +71,7 @@ def test_words_are_a_pure_function_of_the_samples():
 
 
 def test_recognised_words_name_the_bilabials_phone_recognition_missed():
-    """ "I made a big mistake and I am sorry": phone recognition alone names none of its four
+    """ "I made a big mistake and I am sorry": one phone decode alone names none of its four
     bilabials (made, big, mistake, am) P/B/M; renamed with the recognised words, the phones have
     P/B/M rows exactly where the true transcript's renaming puts them."""
     from koemorph.features.phones import phone_features
@@ -79,7 +79,7 @@ def test_recognised_words_name_the_bilabials_phone_recognition_missed():
     from koemorph.features.words import recognise_words
     from tests.test_phones import BILABIAL
 
-    x, cfg = flite(MISTAKE), FeaturesConfig(fps=30)
+    x, cfg = flite(MISTAKE), FeaturesConfig(fps=30, phones_decoding="whole")
 
     def bilabial(rows: np.ndarray) -> np.ndarray:
         return rows[:, BILABIAL].sum(1) > 0.5

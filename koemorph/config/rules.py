@@ -187,7 +187,10 @@ def check_tree(cfg) -> None:
         raise ConfigError("features.fmin", f"must be below features.fmax {f.fmax}, got {f.fmin}")
     if f.phones_decoding != "whole" and tuple(f.phones_warps) != (1.0,):
         warps, how = list(f.phones_warps), f.phones_decoding
-        raise ConfigError("features.phones_warps", f"{how} decoding is unwarped: must be [1.0], got {warps}")
+        raise ConfigError(
+            "features.phones_warps",
+            f"{how} decoding is unwarped: must be [1.0] (warps need phones_decoding: whole), got {warps}",
+        )
     if not sum(cfg.data.split_ratios) > 0:
         raise ConfigError("data.split_ratios", f"must not all be 0, got {list(cfg.data.split_ratios)}")
     if m.d_model % m.num_heads:

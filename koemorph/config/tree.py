@@ -71,7 +71,7 @@ class FeaturesConfig:
     egemaps_step_s: float = 0.3
     egemaps_guard_s: float = 0.1  # windows end this much early inside openSMILE (its LLDs look ahead)
     phones: bool = True  # recognised phones [T, 40] (PocketSphinx, extra "phones"), voice-independent
-    phones_decoding: str = "whole"  # whole: whole file, batch CMN | adapted: whole, fitted to the file | live
+    phones_decoding: str = "adapted"  # adapted: whole file, fitted to it | whole: one decode | live
     phones_text: bool = True  # with phones: also phones renamed with NAME.txt's words, and a source column
     phones_warps: tuple[float, ...] = (1.0,)  # whole decoding: rows are the mean of decodes at these warps
 

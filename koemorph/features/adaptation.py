@@ -37,6 +37,9 @@ BASE_PHONES: tuple[str, ...] = (
 DENSITIES, STREAMS = 128, 3
 VARIANCE_FLOOR = 1e-4  # PocketSphinx's default -varfloor
 EM_ITERATIONS, ROW_SWEEPS = 2, 3
+DIGITAL_SILENCE = 2  # int16 units: a file no louder than this is silence (no decode)
+MIN_SPEECH_FRAMES = 100  # 1 s of recognised phones (not silence or a filler)
+SPEECH_BOOKS = [i for i, p in enumerate(BASE_PHONES) if p not in ("+NSN+", "+SPN+", "SIL")]
 VERSION = 1  # bump when the front end or the estimate changes
 
 
@@ -130,11 +133,11 @@ def _update_rows(A: np.ndarray, G: np.ndarray, k: np.ndarray, beta: float) -> np
 
 def estimate_transform(ceps: np.ndarray, books: np.ndarray, model) -> np.ndarray:
     """``[13, 13]`` ``A`` for cepstra ``ceps`` (``[F, 13]``, 10 ms frames) given a codebook index per
-    frame (``books`` ``[F]``, into :data:`BASE_PHONES`); the identity when there are too few frames to
-    estimate it (fewer than 100)."""
+    frame (``books`` ``[F]``, into :data:`BASE_PHONES`); the identity when the first decode heard
+    too little speech to estimate it (fewer than :data:`MIN_SPEECH_FRAMES` frames of phones)."""
     assert ceps.shape == (len(books), NUM_CEPS), (ceps.shape, len(books))
     A = np.eye(NUM_CEPS)
-    if len(books) < 100:
+    if np.isin(books, SPEECH_BOOKS).sum() < MIN_SPEECH_FRAMES:
         return A
     views = dynamic(ceps)
     for _ in range(EM_ITERATIONS):
@@ -161,6 +164,8 @@ def hash_constants() -> dict:
     return {
         "version": VERSION,
         "iterations": [EM_ITERATIONS, ROW_SWEEPS],
+        "min_speech_frames": MIN_SPEECH_FRAMES,
+        "digital_silence": DIGITAL_SILENCE,
         "variance_floor": VARIANCE_FLOOR,
         "front_end": {**MODEL_PARAMS, "dither_seed": DITHER_SEED, "preemphasis": PREEMPHASIS},
     }

@@ -218,15 +218,20 @@ def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], 
     The cepstra come from :mod:`koemorph.features.sphinx_frontend` (PocketSphinx's front end without
     its noise removal); the first decode's phones give the frames' codebooks for a per-file
     constrained MLLR transform (:func:`koemorph.features.adaptation.estimate_transform`), and the
-    transformed cepstra are decoded again, which is the result.
+    transformed cepstra are decoded again, which is the result (the first decode's, when it heard
+    under a second of phones; no segment when no sample exceeds ``adaptation.DIGITAL_SILENCE``).
     """
     from koemorph.features import adaptation, sphinx_frontend
 
     _, model = pocketsphinx_model("phone features")
     ceps = sphinx_frontend.cepstra(pcm)
+    if len(pcm) == 0 or np.abs(pcm.astype(np.int32)).max() <= adaptation.DIGITAL_SILENCE:
+        return [], len(ceps)  # without noise removal, a dithered silent file decodes as a fricative
     first = _decode_cepstra(dec, ceps)
     books = adaptation.codebook_of(first, len(ceps))
     A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
+    if np.array_equal(A, np.eye(len(A))):  # too little speech to adapt to
+        return first, len(ceps)
     return _decode_cepstra(dec, (ceps @ A.T).astype(np.float32)), len(ceps)
 
 
