@@ -53,7 +53,7 @@ def test_front_end_decodes_as_pocketsphinx_does_without_noise_removal(tmp_path):
     assert 0 <= len(raw) - len(ceps) <= 2  # PocketSphinx zero-pads the end to about N / 160 frames
     mine = frame_phones(ph._decode_cepstra(dec, ceps), len(raw))
     agree = (mine == raw).mean()
-    assert agree > 0.95, f"own front end and PocketSphinx's agree on {agree:.0%} of frames"
+    assert agree > 0.9, f"own front end and PocketSphinx's agree on {agree:.0%} of frames"
     scaled = frame_phones(ph._decode_cepstra(dec, ceps * 0.8), len(raw))
     assert (scaled == raw).mean() < agree - 0.1  # the check sees a wrong scale
 

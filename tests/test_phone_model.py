@@ -175,7 +175,7 @@ def test_package_model_writes_a_card_that_model_info_prints(env, tmp_path):
     assert result.exit_code == 0, result.output
     card = describe(out)
     assert [v["voice"] for v in card["data"]["voices"]] == ["spk0", "spk1"]  # the train split's voices
-    assert card["inputs"] == ["log-mel", "phones"] and "MIT" in card["licence"]
+    assert card["inputs"] == ["log-mel", "phones (adapted)"] and "MIT" in card["licence"]
     assert "optimizer" not in torch.load(out, weights_only=True)
     printed = runner.invoke(app, ["model-info", "--model", str(out)])
     assert printed.exit_code == 0 and "spk1" in printed.output and "0.610" in printed.output

@@ -224,8 +224,8 @@ def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], 
     its noise removal); the first decode (:data:`FIRST_PASS_SETTINGS`) gives the frames' codebooks
     for a per-file constrained MLLR transform
     (:func:`koemorph.features.adaptation.estimate_transform`), and the transformed cepstra are
-    decoded again, which is the result (the first decode's, when it heard under a second of phones;
-    no segment when no sample exceeds ``adaptation.DIGITAL_SILENCE``).
+    decoded again, which is the result (the transform is the identity when the first decode heard
+    under a second of phones; no segment when no sample exceeds ``adaptation.DIGITAL_SILENCE``).
     """
     from koemorph.features import adaptation, sphinx_frontend
 
@@ -236,8 +236,6 @@ def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], 
     first = _decode_cepstra(_batch_decoder(1.0, first_pass=True), ceps)
     books = adaptation.codebook_of(first, len(ceps))
     A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
-    if np.array_equal(A, np.eye(len(A))):  # too little speech to adapt to
-        return first, len(ceps)
     return _decode_cepstra(dec, (ceps @ A.T).astype(np.float32)), len(ceps)
 
 
