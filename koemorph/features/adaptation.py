@@ -18,6 +18,7 @@ import os
 import numpy as np
 
 from koemorph.features.sphinx_frontend import (
+    BLOCK_FRAMES,
     DITHER_SEED,
     MODEL_PARAMS,
     NUM_CEPS,
@@ -99,16 +100,21 @@ def posteriors(views: np.ndarray, books: np.ndarray, model) -> np.ndarray:
     return out
 
 
-def _statistics(views: np.ndarray, books: np.ndarray, gamma: np.ndarray, model):
-    """Sufficient statistics of the row update: ``G`` ``[13, 13, 13]``, ``k`` ``[13, 13]``, ``beta``."""
+def _statistics(views: np.ndarray, books: np.ndarray, A: np.ndarray, model):
+    """Sufficient statistics of the row update for views ``[3, F, 13]`` under the current ``A``:
+    ``G`` ``[13, 13, 13]``, ``k`` ``[13, 13]``, ``beta``; computed :data:`BLOCK_FRAMES` frames at a
+    time (a frame's posteriors and gathered Gaussians take some 13 kB)."""
     means, inv_var, _ = model
     G, k, beta = np.zeros((NUM_CEPS,) * 3), np.zeros((NUM_CEPS, NUM_CEPS)), 0.0
-    for s in range(STREAMS):
-        weight = np.einsum("tm,tmi->ti", gamma[s], inv_var[books, s])  # sum over m of gamma / sigma^2
-        target = np.einsum("tm,tmi->ti", gamma[s], inv_var[books, s] * means[books, s])
-        G += np.einsum("ti,tj,tk->ijk", weight, views[s], views[s])
-        k += np.einsum("ti,tj->ij", target, views[s])
-        beta += gamma[s].sum()
+    for a in range(0, len(books), BLOCK_FRAMES):
+        rows, x = books[a : a + BLOCK_FRAMES], views[:, a : a + BLOCK_FRAMES]
+        gamma = posteriors(np.einsum("ij,stj->sti", A, x), rows, model)
+        for s in range(STREAMS):
+            weight = np.einsum("tm,tmi->ti", gamma[s], inv_var[rows, s])  # sum over m of gamma / sigma^2
+            target = np.einsum("tm,tmi->ti", gamma[s], inv_var[rows, s] * means[rows, s])
+            G += np.einsum("ti,tj,tk->ijk", weight, x[s], x[s])
+            k += np.einsum("ti,tj->ij", target, x[s])
+            beta += gamma[s].sum()
     return G, k, beta
 
 
@@ -143,8 +149,7 @@ def estimate_transform(ceps: np.ndarray, books: np.ndarray, model) -> np.ndarray
     views = dynamic(ceps)[:, ::FRAME_STEP]
     books = books[::FRAME_STEP]
     for _ in range(EM_ITERATIONS):
-        gamma = posteriors(np.einsum("ij,stj->sti", A, views), books, model)
-        G, k, beta = _statistics(views, books, gamma, model)
+        G, k, beta = _statistics(views, books, A, model)
         for _ in range(ROW_SWEEPS):
             A = _update_rows(A, G, k, beta)
     return A
