@@ -18,11 +18,11 @@ import os
 import numpy as np
 
 from koemorph.features.sphinx_frontend import (
-    BLOCK_FRAMES,
     DITHER_SEED,
     MODEL_PARAMS,
     NUM_CEPS,
     PREEMPHASIS,
+    SPHINX_BLOCK,
     check_model,
     dynamic,
 )
@@ -102,12 +102,12 @@ def posteriors(views: np.ndarray, books: np.ndarray, model) -> np.ndarray:
 
 def _statistics(views: np.ndarray, books: np.ndarray, A: np.ndarray, model):
     """Sufficient statistics of the row update for views ``[3, F, 13]`` under the current ``A``:
-    ``G`` ``[13, 13, 13]``, ``k`` ``[13, 13]``, ``beta``; computed :data:`BLOCK_FRAMES` frames at a
+    ``G`` ``[13, 13, 13]``, ``k`` ``[13, 13]``, ``beta``; computed :data:`SPHINX_BLOCK` frames at a
     time (a frame's posteriors and gathered Gaussians take some 13 kB)."""
     means, inv_var, _ = model
     G, k, beta = np.zeros((NUM_CEPS,) * 3), np.zeros((NUM_CEPS, NUM_CEPS)), 0.0
-    for a in range(0, len(books), BLOCK_FRAMES):
-        rows, x = books[a : a + BLOCK_FRAMES], views[:, a : a + BLOCK_FRAMES]
+    for a in range(0, len(books), SPHINX_BLOCK):
+        rows, x = books[a : a + SPHINX_BLOCK], views[:, a : a + SPHINX_BLOCK]
         gamma = posteriors(np.einsum("ij,stj->sti", A, x), rows, model)
         for s in range(STREAMS):
             weight = np.einsum("tm,tmi->ti", gamma[s], inv_var[rows, s])  # sum over m of gamma / sigma^2

@@ -27,7 +27,7 @@ NFFT = 512
 NUM_CEPS = 13
 PREEMPHASIS = 0.97
 DITHER_SEED = 1
-BLOCK_FRAMES = 4096  # frames computed at once (about 40 s of audio, some 20 MB of spectra)
+SPHINX_BLOCK = 4096  # frames computed at once (about 40 s of audio, some 20 MB of spectra)
 MODEL_PARAMS = {  # what this module computes, as the model's feat.params names it
     "-lowerf": "130",
     "-upperf": "6800",
@@ -95,15 +95,15 @@ def cepstra(pcm: np.ndarray) -> np.ndarray:
     if frames == 0:
         return np.zeros((0, NUM_CEPS), dtype=np.float32)
     rng = np.random.default_rng(DITHER_SEED)
-    for a in range(0, x.size, BLOCK_FRAMES * HOP):  # dither in place, in blocks (one random stream)
-        x[a : a + BLOCK_FRAMES * HOP] += rng.random(min(BLOCK_FRAMES * HOP, x.size - a)) < 0.25
-    for b in range(x.size, 1, -BLOCK_FRAMES * HOP):  # pre-emphasis in place, from the end
-        a = max(b - BLOCK_FRAMES * HOP, 1)
+    for a in range(0, x.size, SPHINX_BLOCK * HOP):  # dither in place, in blocks (one random stream)
+        x[a : a + SPHINX_BLOCK * HOP] += rng.random(min(SPHINX_BLOCK * HOP, x.size - a)) < 0.25
+    for b in range(x.size, 1, -SPHINX_BLOCK * HOP):  # pre-emphasis in place, from the end
+        a = max(b - SPHINX_BLOCK * HOP, 1)
         x[a:b] -= PREEMPHASIS * x[a - 1 : b - 1]
     y = x
     ceps = np.empty((frames, NUM_CEPS), dtype=np.float32)
-    for a in range(0, frames, BLOCK_FRAMES):  # in blocks: an hour's windows at once would take GBs
-        index = np.arange(WINDOW)[None, :] + HOP * np.arange(a, min(a + BLOCK_FRAMES, frames))[:, None]
+    for a in range(0, frames, SPHINX_BLOCK):  # in blocks: an hour's windows at once would take GBs
+        index = np.arange(WINDOW)[None, :] + HOP * np.arange(a, min(a + SPHINX_BLOCK, frames))[:, None]
         power = np.abs(np.fft.rfft(y[index] * HAMMING, NFFT)) ** 2
         ceps[a : a + len(index)] = np.log(np.maximum(power @ FILTERBANK.T, 1e-5)) @ DCT.T
     return ceps
