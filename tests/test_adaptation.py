@@ -21,10 +21,6 @@ def model_dir() -> str:
     return os.path.join(ph.pocketsphinx_model("tests")[1], "en-us")
 
 
-def frame_phones(segments, n: int) -> np.ndarray:
-    return ph.frame_labels(segments, n)
-
-
 @needs_pocketsphinx
 def test_front_end_decodes_as_pocketsphinx_does_without_noise_removal(tmp_path):
     """The cepstra computed here, fed to ``process_cep``, give the phones ``process_raw`` gives on the
@@ -48,13 +44,13 @@ def test_front_end_decodes_as_pocketsphinx_does_without_noise_removal(tmp_path):
     dec.start_utt()
     dec.process_raw(pcm, False, True)
     dec.end_utt()
-    raw = frame_phones(ph.best_segments(dec), dec.n_frames())
+    raw = ph.frame_labels(ph.best_segments(dec), dec.n_frames())
     ceps = fe.cepstra(np.frombuffer(pcm, dtype="<i2"))
     assert 0 <= len(raw) - len(ceps) <= 2  # PocketSphinx zero-pads the end to about N / 160 frames
-    mine = frame_phones(ph._decode_cepstra(dec, ceps), len(raw))
+    mine = ph.frame_labels(ph._decode_cepstra(dec, ceps), len(raw))
     agree = (mine == raw).mean()
     assert agree > 0.9, f"own front end and PocketSphinx's agree on {agree:.0%} of frames"
-    scaled = frame_phones(ph._decode_cepstra(dec, ceps * 0.8), len(raw))
+    scaled = ph.frame_labels(ph._decode_cepstra(dec, ceps * 0.8), len(raw))
     assert (scaled == raw).mean() < agree - 0.1  # the check sees a wrong scale
 
 
