@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from koemorph.config import AugmentConfig
+from koemorph.features.phones import NUM_PHONES
 
 _AUGMENT = 5  # RNG stream tag (koemorph.training.sampling uses 1-4)
 
@@ -154,8 +155,9 @@ def augment_batch(batch: dict, rng: np.random.Generator, cfg: AugmentConfig, cac
     mel = augment_mel(mel, rng, cfg, cache.mel_mean, cache.mel_std, cache.mel_pad, rows)
     if cache.n_phones:
         phones = batch["mel"][..., cache.n_mels :]
-        if cfg.phone_swap > 0:
-            phones = swap_phones(phones, rng, cfg.phone_swap, rows)
+        if cfg.phone_swap > 0:  # the shares only, not the source column after them
+            shares = swap_phones(phones[..., :NUM_PHONES], rng, cfg.phone_swap, rows)
+            phones = torch.cat([shares, phones[..., NUM_PHONES:]], dim=-1)
         mel = torch.cat([mel, phones], dim=-1)
     out["mel"] = mel
     if batch.get("egemaps") is not None and cfg.egemaps_noise > 0:
