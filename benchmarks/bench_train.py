@@ -228,7 +228,7 @@ def main() -> None:
     geometry = spans(cfg.model, cfg.features)
 
     w0, c0 = time.perf_counter(), cpu_s()
-    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones)
+    cache = FeatureCache.for_features(args.store, cfg.features)
     ids = cache.ids("train")
     for fid in ids:
         cache.load(fid)
@@ -247,9 +247,7 @@ def main() -> None:
     epoch_wall = mem["wall"] / args.epochs
     mem_bps, mem_fps = mem["blocks"] / mem["wall"], mem["frames"] / mem["wall"]
     with_load = mem["frames"] / args.epochs / (epoch_wall + load["wall"])
-    lazy_cache = FeatureCache(
-        args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones, in_memory=False
-    )
+    lazy_cache = FeatureCache.for_features(args.store, cfg.features, in_memory=False)
     lazy = pipeline(
         BlockDataset(lazy_cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context),
         sampler,
@@ -306,7 +304,7 @@ def recipe(args, sampler, base: dict) -> None:
     same batches, against the default dual-stream run (ratio of windows/s and of CPU s per step)."""
     cfg = load_config(args.recipe)
     geometry = spans(cfg.model, cfg.features)
-    cache = FeatureCache(args.store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones)
+    cache = FeatureCache.for_features(args.store, cfg.features)
     ids = cache.ids("train")
     dataset = BlockDataset(cache, ids, geometry.context, geometry.lookahead, geometry.emotion_context)
     res = training(cfg, cache, dataset, sampler, args.steps, args.warmup, args.workers)

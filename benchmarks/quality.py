@@ -62,7 +62,7 @@ def predict_split(model, cfg, store: str | Path, split: str = "test") -> tuple[l
     from koemorph.data.cache import FeatureCache
     from koemorph.model.infer import predict_file
 
-    cache = FeatureCache(store, use_egemaps=cfg.features.egemaps, use_phones=cfg.features.phones)
+    cache = FeatureCache.for_features(store, cfg.features)
     ids = cache.ids(split)
     preds, truths = [], []
     for fid in ids:

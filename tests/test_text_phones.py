@@ -99,6 +99,26 @@ def test_the_cache_shows_the_renamed_phones_with_source_1(env):
             lazy.slice("train__spk0_000", name, -5, 40), cache.slice("train__spk0_000", name, -5, 40)
         )
     assert "text" not in cache.load("val__spk2_002")
+    # the cache a config's model reads (as the benchmarks open it): phones and their source column
+    from_config = FeatureCache.for_features(env["store"], env["cfg"].features)
+    assert from_config.n_phones == ph.input_columns(env["cfg"].features) == 41
+
+
+def test_phone_swap_draws_phones_never_the_source_column(env):
+    """``augment.phone_swap`` redraws speech segments among the 40 phone shares only: the source
+    column stays 0 and every swapped row is one phone."""
+    from koemorph.config import AugmentConfig
+    from koemorph.data.cache import FeatureCache
+    from koemorph.training.augment import augment_batch
+
+    cache = FeatureCache.for_features(env["store"], env["cfg"].features)
+    frames = torch.as_tensor(cache.load("train__spk0_000")["mel"][None].repeat(8, 0))
+    off = {"shift_bins": 0, "gain_db": 0.0, "tilt_db": 0.0, "egemaps_noise": 0.0, "text_phones": 0.0}
+    swap = AugmentConfig(**off, phone_swap=1.0)
+    out = augment_batch({"mel": frames}, np.random.default_rng(0), swap, cache)
+    shares, source = out["mel"][..., 80:120], out["mel"][..., 120]
+    assert (source == 0).all() and torch.allclose(shares.sum(-1), torch.ones(1))
+    assert not torch.equal(shares, frames[..., 80:120])  # segments were redrawn
 
 
 def test_training_shows_each_row_one_source_drawn_from_the_seed(env):

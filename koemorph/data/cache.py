@@ -95,6 +95,18 @@ class FeatureCache:
         self._handles: dict[str, dict] = {}
         self._pid = os.getpid()
 
+    @classmethod
+    def for_features(cls, store: str | Path, features, in_memory: bool = True) -> FeatureCache:
+        """The cache of ``store`` giving the frame input a ``FeaturesConfig`` ``features`` asks for (as
+        a model built from it reads: eGeMAPS, phones and their source column as configured)."""
+        return cls(
+            store,
+            use_egemaps=features.egemaps,
+            in_memory=in_memory,
+            use_phones=features.phones,
+            use_text=features.phones_text,
+        )
+
     def _init_phones(self, use_phones: bool, use_text: bool) -> None:
         self.use_phones = bool(use_phones)
         self.use_text = self.use_phones and bool(use_text)
