@@ -134,3 +134,15 @@ def test_adapted_decoding_is_unwarped_and_hashed_apart():
     }
     assert len({h["phones"] for h in hashes.values()}) == 3
     assert hashes["adapted"]["phones_text"] != hashes["whole"]["phones_text"]
+
+
+@needs_pocketsphinx
+def test_a_long_files_first_decode_on_its_own_decoder_gives_the_same_phones(monkeypatch):
+    """Files over ``FRESH_FIRST_PASS_FRAMES`` decode first on a decoder freed afterwards (memory); with
+    the threshold lowered, a sentence decodes to exactly the phones of the thread's cached decoder."""
+    x, _ = speak(SENTENCE, "en-us+m3")
+    pcm = np.frombuffer(ph.to_pcm16(x), dtype="<i2")
+    cached = ph.adapted_segments(ph._batch_decoder(1.0), pcm)
+    monkeypatch.setattr(ph, "FRESH_FIRST_PASS_FRAMES", 10)
+    fresh = ph.adapted_segments(ph._batch_decoder(1.0), pcm)
+    assert fresh == cached and len(cached[0]) > 10

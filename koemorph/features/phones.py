@@ -74,6 +74,7 @@ DECODER_SETTINGS = {"lw": 0.5, "pip": 0.3, "beam": 1e-200, "pbeam": 1e-20, "dith
 # adapted decoding's first decode, which only has to say which phone's Gaussians a frame is near:
 # acoustic scores on every other frame (about half the decoding time)
 FIRST_PASS_SETTINGS = {**DECODER_SETTINGS, "ds": 2}
+FRESH_FIRST_PASS_FRAMES = 12_000  # 2 minutes: longer files' first decode runs on a decoder freed after it
 ENCODING_VERSION = 1  # bump when the frame mapping or the row encoding changes
 
 
@@ -233,7 +234,12 @@ def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], 
     ceps = sphinx_frontend.cepstra(pcm)
     if len(pcm) == 0 or np.abs(pcm.astype(np.int32)).max() <= adaptation.DIGITAL_SILENCE:
         return [], len(ceps)  # without noise removal, a dithered silent file decodes as a fricative
-    first = _decode_cepstra(_batch_decoder(1.0, first_pass=True), ceps)
+    # a decoder keeps its last utterance's search memory, which grows with the utterance: a long file's
+    # first decode gets a decoder of its own, freed before the second decode
+    long = len(ceps) > FRESH_FIRST_PASS_FRAMES
+    first_pass = new_decoder(1.0, FIRST_PASS_SETTINGS) if long else _batch_decoder(1.0, first_pass=True)
+    first = _decode_cepstra(first_pass, ceps)
+    del first_pass
     books = adaptation.codebook_of(first, len(ceps))
     A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
     return _decode_cepstra(dec, (ceps @ A.T).astype(np.float32)), len(ceps)
