@@ -100,11 +100,10 @@ def cepstra(pcm: np.ndarray) -> np.ndarray:
     for b in range(x.size, 1, -SPHINX_BLOCK * HOP):  # pre-emphasis in place, from the end
         a = max(b - SPHINX_BLOCK * HOP, 1)
         x[a:b] -= PREEMPHASIS * x[a - 1 : b - 1]
-    y = x
     ceps = np.empty((frames, NUM_CEPS), dtype=np.float32)
     for a in range(0, frames, SPHINX_BLOCK):  # in blocks: an hour's windows at once would take GBs
         index = np.arange(WINDOW)[None, :] + HOP * np.arange(a, min(a + SPHINX_BLOCK, frames))[:, None]
-        power = np.abs(np.fft.rfft(y[index] * HAMMING, NFFT)) ** 2
+        power = np.abs(np.fft.rfft(x[index] * HAMMING, NFFT)) ** 2
         ceps[a : a + len(index)] = np.log(np.maximum(power @ FILTERBANK.T, 1e-5)) @ DCT.T
     return ceps
 
