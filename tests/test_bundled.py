@@ -76,6 +76,20 @@ def test_their_cards_name_every_voice_and_the_held_out_scores(name):
     assert "MIT" in card["licence"]
 
 
+@pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
+def test_their_cards_hold_the_scores_published_beside_them(name):
+    from pathlib import Path
+
+    published = Path(__file__).parents[1] / "docs" / f"{name}-model-scores.json"
+    folds = {f["engine"]: f["methods"] for f in json.loads(published.read_text())}
+    card = bundled.describe(bundled.BUNDLED[name])["held_out_engines"]
+    assert {f["held out"] for f in card} == set(folds)
+    for fold in card:
+        for method, scores in fold.items():
+            if method != "held out":
+                assert scores == folds[fold["held out"]][method], (name, fold["held out"], method)
+
+
 def test_render_and_model_info_use_it_when_no_model_is_named(tmp_path):
     from cli.main import app
     from koemorph.io.audio import sha256_file
