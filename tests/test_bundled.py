@@ -5,6 +5,7 @@ named, and the stream's frames are exactly what render writes with that model.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,8 +50,6 @@ def test_each_is_what_its_recipe_trains(name):
     checkpoint was trained with (the MLflow address and the render section aside: neither shapes
     the model): a changed default that the recipe does not pin would make the recipe train
     another model."""
-    from pathlib import Path
-
     from koemorph.config import load_config
     from koemorph.config.load import to_dict
     from koemorph.training.checkpoint import load_checkpoint
@@ -78,9 +77,7 @@ def test_their_cards_name_every_voice_and_the_held_out_scores(name):
 
 @pytest.mark.parametrize("name", sorted(bundled.BUNDLED))
 def test_their_cards_hold_the_scores_published_beside_them(name):
-    from pathlib import Path
-
-    published = Path(__file__).parents[1] / "docs" / f"{name}-model-scores.json"
+    published = Path(__file__).resolve().parent.parent / "docs" / f"{name}-model-scores.json"
     folds = {f["engine"]: f["methods"] for f in json.loads(published.read_text())}
     card = bundled.describe(bundled.BUNDLED[name])["held_out_engines"]
     assert {f["held out"] for f in card} == set(folds)
