@@ -123,7 +123,7 @@ def test_mlflow_params_metrics_and_tags(learned):
     params = run.data.params
     assert params["model.d_model"] == "32" and params["sampling.sparse_stride"] == "8"
     assert params["optim.betas"] == "[0.9, 0.999]" and params["features.egemaps"] == "True"
-    assert params["augment.shift_bins"] == "2.0"
+    assert params["augment.shift_bins"] == "4.0"
     for key in (
         "train/loss",
         "train/mse",

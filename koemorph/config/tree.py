@@ -127,9 +127,9 @@ class SamplingConfig:
 class AugmentConfig:
     """Voice augmentation of training batches; 0 switches a transform off."""
 
-    shift_bins: float = 2.0  # log-mel moved along the mel axis by U(-s, s) bins (vocal tract length)
+    shift_bins: float = 4.0  # log-mel moved along the mel axis by U(-s, s) bins (vocal tract length)
     gain_db: float = 6.0  # level change U(-g, g) dB
-    tilt_db: float = 6.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
+    tilt_db: float = 10.0  # spectral tilt U(-t, t) dB from the lowest to the highest mel bin
     egemaps_noise: float = 0.2  # per-feature offset N(0, sigma) in normalised units, fixed per block
     phone_swap: float = 0.0  # probability that a recognised speech-phone segment is shown as a random phone
     text_phones: float = 0.5  # share of blocks shown transcript-renamed phones (files with a transcript)
