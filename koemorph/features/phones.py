@@ -221,28 +221,47 @@ def decode_segments(
 def adapted_segments(dec, pcm: np.ndarray) -> tuple[list[tuple[str, int, int]], int]:
     """Decode ``pcm`` (``[N]`` int16 at 16 kHz) twice: ``(segments, n_frames)`` as :func:`decode_segments`.
 
+    The second decode, the result, reads :func:`adapted_cepstra`; no segment when they are None
+    (digital silence).
+    """
+    ceps, n_frames = adapted_cepstra(pcm)
+    return ([] if ceps is None else _decode_cepstra(dec, ceps)), n_frames
+
+
+def adapted_cepstra(pcm: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """``(cepstra [F, 13] float32 or None, F)``: ``pcm``'s (``[N]`` int16 at 16 kHz) cepstra fitted to
+    its voice, one row per 10 ms PocketSphinx frame.
+
     The cepstra come from :mod:`koemorph.features.sphinx_frontend` (PocketSphinx's front end without
-    its noise removal); the first decode (:data:`FIRST_PASS_SETTINGS`) gives the frames' codebooks
+    its noise removal); a first decode (:data:`FIRST_PASS_SETTINGS`) gives the frames' codebooks
     for a per-file constrained MLLR transform
-    (:func:`koemorph.features.adaptation.estimate_transform`), and the transformed cepstra are
-    decoded again, which is the result (the transform is the identity when the first decode heard
-    under a second of phones; no segment when no sample exceeds ``adaptation.DIGITAL_SILENCE``).
+    (:func:`koemorph.features.adaptation.estimate_transform`), which they are returned transformed
+    by (the identity when the first decode heard under a second of phones). None when no sample
+    exceeds ``adaptation.DIGITAL_SILENCE``. The thread keeps its last file's result: the phone
+    decode and the word search (:mod:`koemorph.features.words`) read the same cepstra.
     """
     from koemorph.features import adaptation, sphinx_frontend
 
+    key = hashlib.sha1(pcm.tobytes()).digest()
+    cached = _local.__dict__.get("adapted")
+    if cached is not None and cached[0] == key:
+        return cached[1]
     _, model = pocketsphinx_model("phone features")
     ceps = sphinx_frontend.cepstra(pcm)
     if len(pcm) == 0 or np.abs(pcm.astype(np.int32)).max() <= adaptation.DIGITAL_SILENCE:
-        return [], len(ceps)  # without noise removal, a dithered silent file decodes as a fricative
-    # a decoder keeps its last utterance's search memory, which grows with the utterance: a long file's
-    # first decode gets a decoder of its own, freed before the second decode
-    long = len(ceps) > FRESH_FIRST_PASS_FRAMES
-    first_pass = new_decoder(1.0, FIRST_PASS_SETTINGS) if long else _batch_decoder(1.0, first_pass=True)
-    first = _decode_cepstra(first_pass, ceps)
-    del first_pass
-    books = adaptation.codebook_of(first, len(ceps))
-    A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
-    return _decode_cepstra(dec, (ceps @ A.T).astype(np.float32)), len(ceps)
+        result = None, len(ceps)  # without noise removal, a dithered silent file decodes as a fricative
+    else:
+        # a decoder keeps its last utterance's search memory, which grows with the utterance: a long
+        # file's first decode gets a decoder of its own, freed before the second decode
+        long = len(ceps) > FRESH_FIRST_PASS_FRAMES
+        first_pass = new_decoder(1.0, FIRST_PASS_SETTINGS) if long else _batch_decoder(1.0, first_pass=True)
+        first = _decode_cepstra(first_pass, ceps)
+        del first_pass
+        books = adaptation.codebook_of(first, len(ceps))
+        A = adaptation.estimate_transform(ceps, books, adaptation.codebooks(os.path.join(model, "en-us")))
+        result = (ceps @ A.T).astype(np.float32), len(ceps)
+    _local.adapted = (key, result)
+    return result
 
 
 def _decode_cepstra(dec, ceps: np.ndarray) -> list[tuple[str, int, int]]:

@@ -2,7 +2,9 @@
 
 PocketSphinx (extra ``phones``) decodes a whole file with its bundled CMU en-us acoustic model,
 its bundled general English trigram language model (``en-us.lm.bin``) and pronunciation
-dictionary (``cmudict-en-us.dict``), in one utterance with batch cepstral mean normalisation.
+dictionary (``cmudict-en-us.dict``), in one utterance with batch cepstral mean normalisation; for a
+model with adapted phone decoding, from the same cepstra fitted to the file's voice that its phones
+are decoded from.
 Nothing is downloaded. Its words rename the file's recognised phones exactly as a transcript's
 do (:func:`koemorph.features.transcript.transcript_phone_features`): on speech the recogniser
 understands, the dictionary's phones name the segments far better than phone recognition alone;
@@ -66,10 +68,12 @@ def new_word_decoder():
     )
 
 
-def recognise_words(samples: np.ndarray) -> Recognised:
+def recognise_words(samples: np.ndarray, adapted: bool = False) -> Recognised:
     """The words PocketSphinx hears in a whole file and their confidence (:class:`Recognised`).
-    ``samples``: ``[N]`` float32 mono at 16 kHz. Fillers (silence, noise) are left out."""
-    from koemorph.features.phones import to_pcm16
+    ``samples``: ``[N]`` float32 mono at 16 kHz. ``adapted``: search the cepstra fitted to the file's
+    voice (:func:`koemorph.features.phones.adapted_cepstra`, shared with adapted phone decoding)
+    instead of PocketSphinx's own front end. Fillers (silence, noise) are left out."""
+    from koemorph.features.phones import adapted_cepstra, to_pcm16
 
     x = np.asarray(samples, dtype=np.float32).reshape(-1)
     if x.size == 0:
@@ -77,9 +81,16 @@ def recognise_words(samples: np.ndarray) -> Recognised:
     if not hasattr(_local, "decoder"):
         _local.decoder = new_word_decoder()
     dec = _local.decoder
-    dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
-    dec.start_utt()
-    dec.process_raw(to_pcm16(x), False, True)
+    if adapted:
+        ceps, _ = adapted_cepstra(np.frombuffer(to_pcm16(x), dtype="<i2"))
+        if ceps is None:
+            return Recognised("", None)
+        dec.start_utt()
+        dec.process_cep(np.ascontiguousarray(ceps).tobytes(), False, True)
+    else:
+        dec.reinit_feat()  # the front end's noise estimate would otherwise carry over from the last file
+        dec.start_utt()
+        dec.process_raw(to_pcm16(x), False, True)
     dec.end_utt()
     hyp = dec.hyp()
     words = hyp.hypstr.split() if hyp is not None else []

@@ -112,7 +112,7 @@ def _renamed_phones(samples: np.ndarray, cfg, job, recognised: np.ndarray | None
     if job.transcript:
         text = read_transcript(job.transcript)
     else:
-        heard = recognise_words(samples)
+        heard = recognise_words(samples, adapted=cfg.phones_decoding == "adapted")
         if not heard.confident:
             return recognised, None, heard
         text = heard.words
