@@ -65,6 +65,23 @@ def test_words_that_do_not_fit_the_sound_are_mostly_not_confident(adapted):
     assert all(n.words for n in noise) and sum(n.confident for n in noise) <= 2, noise
 
 
+def test_the_adapted_search_hears_a_voice_the_front_end_mishears():
+    """espeak's voice: the cepstra fitted to it give more of the sentence's words than PocketSphinx's
+    own front end does (neither is confident of them)."""
+    from koemorph.features.words import recognise_words
+    from tests.test_phones import speak
+
+    said = "I would like a cup of tea with a little bit of milk."
+    x, _ = speak(said, "en-us")
+
+    def right(heard: str) -> int:
+        m = difflib.SequenceMatcher(a=said.lower().rstrip(".").split(), b=heard.split())
+        return sum(b.size for b in m.get_matching_blocks())
+
+    front_end, adapted = recognise_words(x).words, recognise_words(x, adapted=True).words
+    assert right(adapted) >= right(front_end) + 3, (front_end, adapted)
+
+
 def test_words_are_a_pure_function_of_the_samples():
     """The front end is reset per file: a file decoded after another gives the same words; adapted,
     the words of the cepstra the thread kept are those of the cepstra computed afresh."""
