@@ -242,7 +242,7 @@ def adapted_cepstra(pcm: np.ndarray) -> tuple[np.ndarray | None, int]:
     """
     from koemorph.features import adaptation, sphinx_frontend
 
-    key = hashlib.sha1(pcm.tobytes()).digest()
+    key = hashlib.sha1(np.ascontiguousarray(pcm)).digest()  # hashes the buffer, no copy
     cached = _local.__dict__.get("adapted")
     if cached is not None and cached[0] == key:
         return cached[1]
