@@ -258,7 +258,7 @@ def test_training_reads_the_warps_its_store_was_extracted_with(env, tmp_path):
     assert cfg.features.phones_warps == (0.9, 1.1) and run_cfg.features.phones_warps == (1.0,)
 
 
-def test_render_reads_confident_recognised_words_of_a_file_without_a_transcript(env, tmp_path):
+def test_render_reads_confident_recognised_words_of_a_file_without_a_transcript(env, tmp_path, monkeypatch):
     """Beside the store's speech-like noise, flite saying a sentence PocketSphinx hears exactly: its
     words are confident and rename its phones; words heard in noise that are not leave them."""
     import shutil
@@ -292,6 +292,12 @@ def test_render_reads_confident_recognised_words_of_a_file_without_a_transcript(
         assert (np.abs(a - b).max() > 1e-3) == (name in used), name  # unused words leave the phones
     assert len(used) < len(records)
     assert render(data, tmp_path / "heard", ckpt, workers=0, post=hear)["skipped files"] == len(records) + 1
+    import koemorph.features.words
+
+    with monkeypatch.context() as m:  # another word search: the files whose words it heard are rendered again
+        m.setattr(koemorph.features.words, "SEARCH_VERSION", koemorph.features.words.SEARCH_VERSION + 1)
+        changed = render(data, tmp_path / "heard", ckpt, workers=0, post=hear)
+    assert changed["ok files"] == len(records) and changed["skipped files"] == 1
     off = render(data, tmp_path / "heard", ckpt, workers=0)  # the setting is part of what is skipped
     assert off["skipped files"] == 1 and "files with recognised words" not in off
     for name in records:

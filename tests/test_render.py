@@ -141,6 +141,23 @@ def test_skip_if_unchanged_and_rerender_on_changes(env, tmp_path):
     assert fifth["model"] != first["model"]
 
 
+def test_outputs_of_an_older_feature_pipeline_are_rendered_again(env, tmp_path):
+    """A manifest line without ``features_hash`` (written before it was recorded) or with another one
+    (another extractor or word search version) does not skip its file."""
+    tree = tmp_path / "in"
+    shutil.copytree(env["tree"], tree, ignore=shutil.ignore_patterns("bad"))
+    out = tmp_path / "out"
+    render(tree, out, str(env["ckpt"]), workers=0)
+    lines = [json.loads(line) for line in (out / MANIFEST_NAME).read_text().splitlines()]
+    assert all(r["features_hash"] for r in lines)
+    older = [{k: v for k, v in r.items() if k != "features_hash"} for r in lines]
+    older[0]["features_hash"] = "0" * len(lines[0]["features_hash"])
+    (out / MANIFEST_NAME).write_text("".join(json.dumps(r) + "\n" for r in older))
+    again = render(tree, out, str(env["ckpt"]), workers=0)
+    assert again["ok files"] == len(GOOD) and again["skipped files"] == 0
+    assert render(tree, out, str(env["ckpt"]), workers=0)["skipped files"] == len(GOOD)
+
+
 def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
     """Every file a process renders uses the model it loaded first (a Dask worker is such a process)."""
     import koemorph.inference.models

@@ -91,12 +91,16 @@ def hash_constants(decoding: str = "whole") -> dict:
     """What fixes :func:`phone_features`' output besides the grid and the config (the feature-cache
     hash adds fps, sample rate, decoding and warps): the phone set, the decoder settings, the
     PocketSphinx version, the encoding, and for ``"adapted"`` decoding the adaptation's settings."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        engine = version("pocketsphinx")
+    except PackageNotFoundError:  # rendering such a model says to install the extra
+        engine = None
     constants = {
         "phones": list(PHONES),
         "decoder": dict(DECODER_SETTINGS),
-        "pocketsphinx": version("pocketsphinx"),
+        "pocketsphinx": engine,
         "encoding": ENCODING_VERSION,
     }
     if decoding == "adapted":

@@ -34,6 +34,7 @@ import numpy as np
 
 WORD_DECODER_SETTINGS = {"fwdflat": False, "maxhmmpf": 2000, "maxwpf": 5, "dither": True, "seed": 1}
 MIN_LOG_POSTERIOR = -0.6  # natural log of the hypothesis' posterior, per word
+SEARCH_VERSION = 2  # bump when the search or what it reads changes (2: the adapted cepstra)
 
 
 class Recognised(NamedTuple):
@@ -99,4 +100,21 @@ def recognise_words(samples: np.ndarray, adapted: bool = False) -> Recognised:
     return Recognised(" ".join(words), round(math.log(hyp.prob) / len(words), 4))
 
 
-__all__ = ["MIN_LOG_POSTERIOR", "WORD_DECODER_SETTINGS", "Recognised", "new_word_decoder", "recognise_words"]
+def hash_constants() -> dict:
+    """What fixes :func:`recognise_words`' output and its use besides the samples and the phone
+    decoding (whose hash holds the PocketSphinx version and the adaptation): for render's records."""
+    return {
+        "settings": dict(WORD_DECODER_SETTINGS),
+        "min_log_posterior": MIN_LOG_POSTERIOR,
+        "version": SEARCH_VERSION,
+    }
+
+
+__all__ = [
+    "MIN_LOG_POSTERIOR",
+    "WORD_DECODER_SETTINGS",
+    "Recognised",
+    "hash_constants",
+    "new_word_decoder",
+    "recognise_words",
+]

@@ -40,6 +40,27 @@ def _wanted_hashes(features, array_hashes) -> dict:
     return {k: hashes[k] for k in ("mel", "egemaps", "phones") if hashes.get(k) is not None}
 
 
+def render_hashes(features: dict) -> dict[str, str]:
+    """What makes a rendered file's features besides its audio, per source of its phones' names:
+    ``{"audio": ..., "transcript": ..., "recognised": ...}`` (phones as recognised, renamed with a
+    transcript, renamed with recognised words), short hashes of the feature-cache hashes of the
+    checkpoint's ``features`` (a FeaturesConfig dict), the renaming's constants and the word search's.
+    Render records the file's; a different value renders it again."""
+    from koemorph.config import FeaturesConfig, load_section
+    from koemorph.data.extract import array_hashes
+    from koemorph.features.transcript import hash_constants as renaming
+    from koemorph.features.words import hash_constants as search
+    from koemorph.io.digest import short_hash
+
+    hashes = _wanted_hashes(load_section(FeaturesConfig, features, "features"), array_hashes)
+    told = {**hashes, "renaming": renaming()}
+    return {
+        "audio": short_hash(hashes),
+        "transcript": short_hash(told),
+        "recognised": short_hash({**told, "words": search()}),
+    }
+
+
 def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
     """``(mel, egemaps or None, first_valid, phones or None)`` raw from a store group, or None if it does
     not match (another audio sha256, another frame count, or arrays made with other feature settings

@@ -44,6 +44,7 @@ SKIP_KEYS = (
     "transcript",
     "recognise_words",
     "transcript_sha256",
+    "features_hash",
 )
 # Deterministic kill point for tests: "N:PATH" makes the driver, right after the N-th record of a run
 # is journalled, create PATH and wait there until it is killed or interrupted.
@@ -64,6 +65,8 @@ class RenderRecord:
     ``recognise_words`` says the file's words were recognised (``render.recognise_words``):
     ``recognised_words`` holds them, ``recognised_log_posterior`` their confidence, and
     ``recognised_words_used`` whether they were confident enough to serve as its transcript.
+    ``features_hash`` stands for the extractors' and the word search's settings and versions
+    (a manifest written before it existed renders every file again).
     """
 
     input: str
@@ -92,6 +95,7 @@ class RenderRecord:
     recognised_words: str | None = None  # those words
     recognised_log_posterior: float | None = None  # their confidence (log posterior per word)
     recognised_words_used: bool | None = None  # confident enough to serve as the transcript
+    features_hash: str | None = None  # what made its features (inference.features.render_hashes)
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:

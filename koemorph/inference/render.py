@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from koemorph import grid
-from koemorph.inference.features import file_features, store_index
+from koemorph.inference.features import file_features, render_hashes, store_index
 from koemorph.inference.manifest import MANIFEST_NAME, RenderRecord, read_manifest
 from koemorph.inference.models import ModelRef, get_model
 from koemorph.inference.postprocess import RenderConfig, postprocess
@@ -86,6 +86,7 @@ class RenderJob:
     transcript: str | None = None  # <stem>.txt beside the input, when used
     transcript_sha256: str | None = None  # the driver's hash of it (None: unreadable or no transcript)
     recognise_words: bool = False  # no transcript: recognise the words and use them as one
+    features_hash: str | None = None  # what makes its features (inference.features.render_hashes)
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -131,9 +132,10 @@ def plan(
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, transcript, model
-    sha256, fps, format and post-processing unchanged since the previous manifest, and the output
-    exists) or ``error`` (two inputs that would write the same output, e.g. ``x.wav`` and
-    ``x.flac``; a symbolic link on the output's path).
+    sha256, fps, format, post-processing and what makes the features (:func:`render_hashes`: the
+    feature extractors' and the word search's settings and versions) unchanged since the previous
+    manifest, and the output exists) or ``error`` (two inputs that would write the same output,
+    e.g. ``x.wav`` and ``x.flac``; a symbolic link on the output's path).
     """
     if fmt not in OUTPUT_SUFFIXES:
         raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(OUTPUT_SUFFIXES)}")
@@ -151,6 +153,7 @@ def plan(
         "out_dir": str(out_dir.resolve()),
         "transcripts": post.transcripts and phones,
         "recognise_words": post.recognise_words and phones,
+        "features_hashes": render_hashes(model.features),
     }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
@@ -195,6 +198,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         duration = audio_info(path).duration
     except Exception:
         duration = 0.0
+    source = "transcript" if transcript else "recognised" if recognise else "audio"
     return RenderJob(
         str(path.resolve()),
         rel,
@@ -215,6 +219,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         str(transcript.resolve()) if transcript else None,
         transcript_sha,
         recognise,
+        settings["features_hashes"][source],
     )
 
 
@@ -263,6 +268,7 @@ def _record(job: RenderJob, status: str, **extra) -> RenderRecord:
         "transcript": Path(job.rel).with_suffix(".txt").as_posix() if job.transcript else None,
         "transcript_sha256": job.transcript_sha256,
         "recognise_words": job.recognise_words,
+        "features_hash": job.features_hash,
     }
     fields.update(extra)
     return RenderRecord(**fields)
