@@ -17,7 +17,11 @@ manifest) and, for every fold:
    words PocketSphinx recognises, where confident, as transcript (``model+words``,
    ``render.recognise_words``),
    beside the ridge and mean-pose baselines fit on the fold's training files;
-3. prints the same tables as ``generalise.py``, per recording condition too.
+3. prints the same tables as ``generalise.py``, per recording condition too;
+4. with ``--levels`` (dB, e.g. ``0,-10,-20,-30``), renders the set again from the audio alone at
+   each other input level (the samples scaled, written as 16-bit WAV: a quieter microphone or
+   recording chain) and prints the model's lip r, closure r, closure recall and false closures per
+   level beside their difference from 0 dB, measured in the same run.
 Everything goes under ``--out`` (default ``RUNS/natural``).
 """
 
@@ -28,7 +32,8 @@ import json
 import sys
 from pathlib import Path
 
-from generalise import log, print_fold, print_overall, render_methods
+import numpy as np
+from generalise import log, print_fold, print_overall, render_and_score, render_methods
 
 SENTENCES = Path(__file__).with_name("natural_sentences.txt")
 
@@ -52,6 +57,50 @@ def make_set(out: Path, engine: str, seed: int, files: int) -> Path:
     return folder
 
 
+def scaled_set(truth: Path, out: Path, db: float) -> Path:
+    """A copy of the set ``truth`` under ``out`` with every WAV's samples scaled by ``db`` decibels
+    (clipped to full scale, 16-bit PCM); tracks, phone timings and transcripts copied as they are."""
+    import shutil
+
+    import soundfile as sf
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(truth.iterdir()):
+        if f.suffix == ".wav":
+            x, rate = sf.read(f, dtype="float32")
+            sf.write(out / f.name, np.clip(x * 10.0 ** (db / 20.0), -1.0, 1.0), rate, subtype="PCM_16")
+        elif f.is_file():
+            shutil.copyfile(f, out / f.name)
+    return out
+
+
+def level_scores(truth: Path, work: Path, checkpoint: str, cfg, levels: list[float], scores: dict) -> dict:
+    """``{level dB: the model's scores}`` rendering ``truth``'s audio scaled to each of ``levels``
+    (0 dB: the fold's own render, from ``scores``)."""
+    out = {}
+    for db in levels:
+        if db == 0:
+            out[db] = scores["methods"]["model"]
+            continue
+        copy = scaled_set(truth, work / f"audio{db:+g}dB", db)
+        out[db] = render_and_score(copy, work / f"render{db:+g}dB", checkpoint, cfg, None)["methods"]["model"]
+    return out
+
+
+def print_levels(s: dict) -> None:
+    keys = ("lip r", "closure r", "closure recall", "false closures")
+    base = s["levels"].get(0.0)
+    print(f"\n{'input level':14s}" + "".join(f"{k:>16s}" for k in keys) + "   (difference from 0 dB)")
+    for db, row in s["levels"].items():
+        diffs = [row[k] - base[k] for k in keys] if base else [np.nan] * len(keys)
+        print(
+            f"{db:+10g} dB  "
+            + "".join(f"{row[k]:16.3f}" for k in keys)
+            + "   "
+            + " ".join(f"{d:+.3f}" for d in diffs)
+        )
+
+
 def run_fold(runs: Path, out: Path, engine: str, args) -> dict:
     """Render and score one fold's model on the natural-sentence set of its held-out engine."""
     from koemorph.config import load_config
@@ -65,6 +114,9 @@ def run_fold(runs: Path, out: Path, engine: str, args) -> dict:
     cfg = load_config(args.params or None, overrides=sets)
     truth = make_set(out / "audio", engine, args.seed, args.files)
     scores = render_methods(truth, out / f"holdout-{engine}", str(checkpoint), cfg, store)
+    scores["levels"] = level_scores(
+        truth, out / f"holdout-{engine}", str(checkpoint), cfg, args.levels, scores
+    )
     steps = json.loads((fold / "generalise.json").read_text())["steps"]
     return scores | {"engine": engine, "files": {"test": len(list(truth.glob("*.wav")))}, "steps": steps}
 
@@ -78,7 +130,11 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--params", default="", help="the recipe the folds were trained with")
     ap.add_argument("--stores", default="", help="generalise.py's --stores, if it had one")
     ap.add_argument("--out", default="", help="default: RUNS/natural")
+    ap.add_argument(
+        "--levels", default="0", help="input levels in dB to render the model at (e.g. 0,-20,-30)"
+    )
     args = ap.parse_args(argv)
+    args.levels = [float(v) for v in args.levels.split(",")]
     runs = Path(args.runs)
     out = Path(args.out or runs / "natural")
     folds = []
@@ -86,6 +142,8 @@ def main(argv=None) -> list[dict]:
         log(f"[{engine}] natural sentences")
         folds.append(run_fold(runs, out, engine, args))
         print_fold(folds[-1])
+        if len(args.levels) > 1:
+            print_levels(folds[-1])
     print_overall(folds)
     (out / "natural.json").write_text(json.dumps(folds, indent=1, default=float))
     return folds
