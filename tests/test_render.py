@@ -158,6 +158,26 @@ def test_outputs_of_an_older_feature_pipeline_are_rendered_again(env, tmp_path):
     assert render(tree, out, str(env["ckpt"]), workers=0)["skipped files"] == len(GOOD)
 
 
+def test_quiet_inputs_are_counted_in_the_summary(env, tmp_path):
+    """Each record holds its input's peak level; files peaking below QUIET_PEAK_DBFS are counted."""
+    from koemorph.inference.manifest import QUIET_PEAK_DBFS
+
+    tree = tmp_path / "in"
+    shutil.copytree(env["tree"], tree, ignore=shutil.ignore_patterns("bad"))
+    loud = load_audio(tree / "a/b/spk0 take.wav")
+    sf.write(tree / "quiet.wav", loud * 0.01, 16000, subtype="FLOAT")  # 40 dB quieter
+    sf.write(tree / "silent.wav", np.zeros(8000, np.float32), 16000)
+    summary = render(tree, tmp_path / "out", str(env["ckpt"]), workers=0)
+    records = manifest(tmp_path / "out")
+    peak = 20 * np.log10(np.abs(loud).max())
+    assert records["a/b/spk0 take.wav"]["peak_dbfs"] == pytest.approx(peak, abs=0.06)
+    assert records["quiet.wav"]["peak_dbfs"] == pytest.approx(peak - 40, abs=0.06)
+    assert peak - 40 < QUIET_PEAK_DBFS < peak
+    assert records["silent.wav"]["peak_dbfs"] is None
+    quiet = [k for k, r in records.items() if r["peak_dbfs"] is not None and r["peak_dbfs"] < QUIET_PEAK_DBFS]
+    assert summary[f"quiet files (peak below {QUIET_PEAK_DBFS:g} dBFS: normalise them)"] == len(quiet)
+
+
 def test_model_is_loaded_once_per_process(env, tmp_path, monkeypatch):
     """Every file a process renders uses the model it loaded first (a Dask worker is such a process)."""
     import koemorph.inference.models

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "render_manifest.jsonl"
+QUIET_PEAK_DBFS = -20.0  # inputs peaking below this are counted as quiet in the summary
 LOCK_NAME = ".render.lock"
 # The settings that make an output what it is: a previous record with the same values and an
 # existing output file is skipped.
@@ -96,6 +97,7 @@ class RenderRecord:
     recognised_log_posterior: float | None = None  # their confidence (log posterior per word)
     recognised_words_used: bool | None = None  # confident enough to serve as the transcript
     features_hash: str | None = None  # what made its features (inference.features.render_hashes)
+    peak_dbfs: float | None = None  # the input's largest |sample|, dB re full scale (None: silent)
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:
@@ -237,7 +239,9 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
     say which older records are stale. Returns the manifest's path, this run's error messages and,
     when transcripts (or recognised words) were used, how many files had one and how many of their
-    words were left out (``pipeline.jobs.run_jobs`` adds the files and audio hours per status).
+    words were left out, and how many files peak below :data:`QUIET_PEAK_DBFS` (the model reads the
+    mel's level: a quiet recording closes fewer lips) (``pipeline.jobs.run_jobs`` adds the files
+    and audio hours per status).
     """
     from koemorph.io.atomic import write_jsonl
 
@@ -257,4 +261,7 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
         summary["files with recognised words"] = heard
     if told or heard:
         summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in done)
+    quiet = sum(r.peak_dbfs is not None and r.peak_dbfs < QUIET_PEAK_DBFS for r in done)
+    if quiet:
+        summary[f"quiet files (peak below {QUIET_PEAK_DBFS:g} dBFS: normalise them)"] = quiet
     return summary

@@ -327,10 +327,18 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
         "audio_sha256": sha,
         "frames": n_out,
         "duration": round(samples.size / grid.SAMPLE_RATE, 6),
+        "peak_dbfs": peak_dbfs(samples),
         "features": source,
         "unknown_words": feats["unknown_words"],
         **_heard(feats["recognised"]),
     }
+
+
+def peak_dbfs(samples: np.ndarray) -> float | None:
+    """The largest ``|sample|`` of ``samples`` (``[N]`` in [-1, 1]) in dB re full scale, to 0.1 dB;
+    None when every sample is 0."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    return round(20.0 * np.log10(peak), 1) if peak > 0 else None
 
 
 def _heard(recognised) -> dict:
