@@ -20,12 +20,10 @@ from koemorph import grid
 def store_index(store: str | Path, features: dict) -> dict[str, str]:
     """``{audio_sha256: group id}`` of complete store groups whose mel (and eGeMAPS, if used) hashes
     match the checkpoint's feature config (the store's results: :func:`koemorph.data.store.read_results`)."""
-    from koemorph.config import FeaturesConfig, load_section
-    from koemorph.data.extract import array_hashes
     from koemorph.data.store import read_results
 
     records = read_results(store)
-    want = _wanted_hashes(load_section(FeaturesConfig, features, "features"), array_hashes)
+    want = _checkpoint_hashes(features)
     return {
         r.audio_sha256: r.id
         for r in records
@@ -33,11 +31,21 @@ def store_index(store: str | Path, features: dict) -> dict[str, str]:
     }
 
 
-def _wanted_hashes(features, array_hashes) -> dict:
+def _wanted_hashes(features) -> dict:
+    """The feature-cache hashes (:func:`koemorph.data.extract.array_hashes`) of the arrays a model
+    with ``features`` (a FeaturesConfig) reads: mel, and eGeMAPS and phones when it uses them."""
     from koemorph.config import DataConfig
+    from koemorph.data.extract import array_hashes
 
     hashes = array_hashes(features, DataConfig())
     return {k: hashes[k] for k in ("mel", "egemaps", "phones") if hashes.get(k) is not None}
+
+
+def _checkpoint_hashes(features: dict) -> dict:
+    """:func:`_wanted_hashes` of a checkpoint's feature config (a FeaturesConfig as a dict)."""
+    from koemorph.config import FeaturesConfig, load_section
+
+    return _wanted_hashes(load_section(FeaturesConfig, features, "features"))
 
 
 def render_hashes(features: dict) -> dict[str, str]:
@@ -46,13 +54,11 @@ def render_hashes(features: dict) -> dict[str, str]:
     transcript, renamed with recognised words), short hashes of the feature-cache hashes of the
     checkpoint's ``features`` (a FeaturesConfig dict), the renaming's constants and the word search's.
     Render records the file's; a different value renders it again."""
-    from koemorph.config import FeaturesConfig, load_section
-    from koemorph.data.extract import array_hashes
     from koemorph.features.transcript import hash_constants as renaming
     from koemorph.features.words import hash_constants as search
     from koemorph.io.digest import short_hash
 
-    hashes = _wanted_hashes(load_section(FeaturesConfig, features, "features"), array_hashes)
+    hashes = _checkpoint_hashes(features)
     told = {**hashes, "renaming": renaming()}
     return {
         "audio": short_hash(hashes),
@@ -65,11 +71,10 @@ def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
     """``(mel, egemaps or None, first_valid, phones or None)`` raw from a store group, or None if it does
     not match (another audio sha256, another frame count, or arrays made with other feature settings
     ``cfg``). Phones are read when ``cfg.phones``."""
-    from koemorph.data.extract import array_hashes
     from koemorph.data.store import open_arrays, read_group_attrs
 
     attrs = read_group_attrs(store, group)
-    want = _wanted_hashes(cfg, array_hashes)
+    want = _wanted_hashes(cfg)
     if not use_ege:
         want.pop("egemaps", None)
     if not attrs or attrs.get("audio_sha256") != audio_sha256 or attrs.get("num_frames") != n_frames:
