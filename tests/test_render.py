@@ -312,3 +312,43 @@ def test_collisions_and_unknown_format(env, tmp_path):
     assert not (tmp_path / "out" / "x.jsonl").exists() and ".hidden.wav" not in manifest(tmp_path / "out")
     with pytest.raises(ValueError):
         render(tree, tmp_path / "out2", str(env["ckpt"]), workers=0, fmt="npy")
+
+
+def test_inputs_outside_the_training_levels_are_scaled_to_them(env, tmp_path):
+    """A model that records its training levels renders a quiet input as the same input scaled to
+    their median (sample for sample), leaves inputs within them and silent ones alone, and
+    ``render.match_level`` false turns it off (and renders every file again)."""
+    from koemorph.features.level import speech_level_db
+    from koemorph.features.mel import log_mel
+    from koemorph.training.checkpoint import load_checkpoint
+
+    loud = load_audio(env["tree"] / "a/b/spk0 take.wav")
+    level = speech_level_db(log_mel(loud, load_config(None, SMALL).features))
+    ckpt = load_checkpoint(env["ckpt"])
+    ckpt["stats"]["level"] = {"low": level - 3, "median": level + 1, "high": level + 3, "files": 2}
+    torch.save(ckpt, tmp_path / "levels.pt")
+    tree = tmp_path / "in"
+    tree.mkdir()
+    sf.write(tree / "loud.wav", loud, 16000, subtype="FLOAT")
+    sf.write(tree / "quiet.wav", loud * np.float32(0.03), 16000, subtype="FLOAT")
+    sf.write(tree / "silent.wav", np.zeros(8000, np.float32), 16000)
+    summary = render(tree, tmp_path / "out", str(tmp_path / "levels.pt"), workers=0)
+    records = manifest(tmp_path / "out")
+    assert records["loud.wav"]["gain_db"] == 0.0 == records["silent.wav"]["gain_db"]
+    gain = records["quiet.wav"]["gain_db"]
+    assert gain == pytest.approx(1 - 20 * np.log10(0.03), abs=0.02)
+    assert summary["files scaled to the training levels"] == 1
+
+    scaled = tmp_path / "scaled"
+    scaled.mkdir()
+    quiet = load_audio(tree / "quiet.wav")
+    sf.write(scaled / "quiet.wav", quiet * np.float32(10.0 ** (gain / 20.0)), 16000, subtype="FLOAT")
+    off = RenderConfig(match_level=False)
+    render(scaled, tmp_path / "want", str(tmp_path / "levels.pt"), workers=0, post=off)
+    want = values_of(tmp_path / "want/quiet.jsonl")
+    assert np.array_equal(values_of(tmp_path / "out/quiet.jsonl"), want)
+    assert np.abs(values_of(tmp_path / "out/loud.jsonl") - want).max() > 1e-3  # not the same level
+
+    again = render(tree, tmp_path / "out", str(tmp_path / "levels.pt"), workers=0, post=off)
+    assert again["ok files"] == 3 and "files scaled to the training levels" not in again
+    assert all(r["gain_db"] == 0.0 for r in manifest(tmp_path / "out").values())

@@ -170,6 +170,8 @@ def test_checkpoint_alone_rebuilds_the_model(learned):
     assert ckpt["blendshape_order"] == list(ARKIT_NAMES) and ckpt["fps"] == 30
     assert ckpt["config"]["model"]["d_model"] == 32 and ckpt["model_kind"] == "dual_stream"
     assert len(ckpt["stats"]["mel"]["mean"]) == 80 and len(ckpt["stats"]["egemaps"]["std"]) == 88
+    level = ckpt["stats"]["level"]  # the train files' speech levels, for render's level matching
+    assert level["files"] == len(ckpt["stats"]["ids"]) and level["low"] <= level["median"] <= level["high"]
     assert ckpt["mlflow_run_id"] == summary["run_id"]
     c = load_config(None, extra=ckpt["config"])
     model = build_model(c.model, c.features, n_mels=80, n_egemaps=88)

@@ -228,16 +228,18 @@ class RenderConfig:
     clamp: dict = field(default_factory=dict)  # {name: [lo, hi]}, bounds numbers or channel names
     transcripts: bool = True  # phone models: <stem>.txt beside an input is its transcript
     recognise_words: bool = False  # phone models: no transcript, the recognised words if confident
+    match_level: bool = True  # inputs far quieter or louder than the training files are scaled to them
 
     def __post_init__(self):
         check_section("render", self)
         self.clamp = parse_clamp_table(self.clamp)
 
     def to_dict(self) -> dict:
-        """The post-processing settings (not format, fps, transcripts or recognise_words, recorded on
-        their own), as written in the render manifest and compared for skipping."""
+        """The post-processing settings (not format, fps, transcripts, recognise_words or match_level,
+        recorded on their own), as written in the render manifest and compared for skipping."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in ("format", "fps", "transcripts", "recognise_words")}
+        own = ("format", "fps", "transcripts", "recognise_words", "match_level")
+        return {k: v for k, v in d.items() if k not in own}
 
     @property
     def active(self) -> bool:

@@ -26,6 +26,7 @@ worker loads what it touches; Zarr 3 resets its IO loop after fork). With
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -152,6 +153,14 @@ class FeatureCache:
             for name, value in (r.hashes or {}).items():
                 out.setdefault(name, set()).add(value)
         return {name: ",".join(sorted(values)) for name, values in sorted(out.items())}
+
+    @functools.cached_property
+    def level(self) -> dict | None:
+        """The train files' speech levels, dB (:func:`koemorph.features.level.level_range` of the
+        raw log-mel of every train file with targets); None without train files."""
+        from koemorph.features.level import level_range, speech_level_db
+
+        return level_range([speech_level_db(self._arrays(i)["mel"][:]) for i in self.ids("train")])
 
     def fingerprint(self) -> str:
         """Short hash of the dataset as extracted: ids, splits and source checksums of every file."""

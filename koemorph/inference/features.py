@@ -48,17 +48,19 @@ def _checkpoint_hashes(features: dict) -> dict:
     return _wanted_hashes(load_section(FeaturesConfig, features, "features"))
 
 
-def render_hashes(features: dict) -> dict[str, str]:
-    """What makes a rendered file's features besides its audio, per source of its phones' names:
-    ``{"audio": ..., "transcript": ..., "recognised": ...}`` (phones as recognised, renamed with a
-    transcript, renamed with recognised words), short hashes of the feature-cache hashes of the
-    checkpoint's ``features`` (a FeaturesConfig dict), the renaming's constants and the word search's.
+def render_hashes(features: dict, match_level: bool) -> dict[str, str]:
+    """What makes a rendered file's features besides its audio and the model, per source of its
+    phones' names: ``{"audio": ..., "transcript": ..., "recognised": ...}`` (phones as recognised,
+    renamed with a transcript, renamed with recognised words), short hashes of the feature-cache
+    hashes of the checkpoint's ``features`` (a FeaturesConfig dict), the level matching's constants
+    when ``match_level`` (``render.match_level``), the renaming's constants and the word search's.
     Render records the file's; a different value renders it again."""
+    from koemorph.features.level import hash_constants as level
     from koemorph.features.transcript import hash_constants as renaming
     from koemorph.features.words import hash_constants as search
     from koemorph.io.digest import short_hash
 
-    hashes = _checkpoint_hashes(features)
+    hashes = _checkpoint_hashes(features) | ({"level": level()} if match_level else {})
     told = {**hashes, "renaming": renaming()}
     return {
         "audio": short_hash(hashes),
@@ -92,7 +94,7 @@ def stored_features(store, group, audio_sha256, cfg, use_ege, n_frames):
 
 def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tuple[dict, str]:
     """Normalised features of one file at the model's fps: ``({"mel", "egemaps", "mel_pad",
-    "unknown_words", "recognised"}, source)``
+    "unknown_words", "recognised", "gain_db"}, source)``
     (:func:`koemorph.features.normalise.normalise_features`: with phones, ``mel`` is the frame input).
 
     ``job`` is a :class:`koemorph.inference.render.RenderJob`. ``source`` is ``"store:<group>"``
@@ -103,7 +105,9 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     ``unknown_words`` lists the words it left out (else None). Without a transcript but with
     ``job.recognise_words``, the words PocketSphinx recognises
     (:func:`koemorph.features.words.recognise_words`) serve as one when they are confident, and
-    ``recognised`` holds them and their confidence (else None).
+    ``recognised`` holds them and their confidence (else None). With ``job.match_level``, an input
+    whose speech level lies outside the model's training levels is first scaled to them
+    (:func:`_matched_level`; ``gain_db``, 0 when not), and its features are computed.
     """
     from koemorph.features.normalise import normalise_features
 
@@ -113,17 +117,36 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
     cached = None
     if job.store and job.store_group:
         cached = stored_features(job.store, job.store_group, audio_sha256, cfg, use_ege, n_frames)
-    if cached is not None:
+    samples, gain, mel = _matched_level(samples, cfg, meta, job, cached)
+    if gain == 0.0 and cached is not None:
         (mel, ege, first, phones), source = cached, f"store:{job.store_group}"
     else:
-        mel, ege, first, phones = _computed(samples, cfg, use_ege, with_phones=not job.transcript)
+        mel, ege, first, phones = _computed(samples, cfg, use_ege, not job.transcript, mel)
         source = "computed"
     unknown, heard = None, None
     if cfg.phones and (job.transcript or job.recognise_words):
         phones, unknown, heard = _renamed_phones(samples, cfg, job, phones)
     from_text = unknown is not None
     out = normalise_features(mel, ege, first, meta["stats"], cfg, phones, from_text)
-    return out | {"unknown_words": unknown, "recognised": heard}, source
+    return out | {"unknown_words": unknown, "recognised": heard, "gain_db": gain}, source
+
+
+def _matched_level(samples: np.ndarray, cfg, meta: dict, job, cached) -> tuple:
+    """``(samples, gain_db, mel)``: the input scaled to the levels the model trained on when
+    ``job.match_level``, it is not all zeros and its speech level lies outside them
+    (:func:`koemorph.features.level.matching_gain_db`), else as it is (gain 0). ``mel`` is the
+    log-mel ``[T, n_mels]`` dB of the returned samples (from ``cached`` when given), or None when
+    they were scaled."""
+    from koemorph.features.level import matching_gain_db, speech_level_db
+    from koemorph.features.registry import FEATURES
+
+    mel = cached[0] if cached is not None else FEATURES["mel"].compute(samples, cfg)[0]
+    if not job.match_level or not np.any(samples):
+        return samples, 0.0, mel
+    gain = round(matching_gain_db(speech_level_db(mel), meta["stats"].get("level")), 2)
+    if gain == 0.0:
+        return samples, 0.0, mel
+    return (samples * np.float32(10.0 ** (gain / 20.0))).astype(np.float32), gain, None
 
 
 def _renamed_phones(samples: np.ndarray, cfg, job, recognised: np.ndarray | None) -> tuple:
@@ -146,12 +169,15 @@ def _renamed_phones(samples: np.ndarray, cfg, job, recognised: np.ndarray | None
     return phones, unknown, heard
 
 
-def _computed(samples: np.ndarray, cfg, use_ege: bool, with_phones: bool) -> tuple:
-    """``(mel, egemaps or None, first_valid, phones or None)`` raw, from the registered extractors."""
+def _computed(samples: np.ndarray, cfg, use_ege: bool, with_phones: bool, mel=None) -> tuple:
+    """``(mel, egemaps or None, first_valid, phones or None)`` raw, from the registered extractors
+    (``mel``: the samples' log-mel when already computed)."""
     from koemorph.features.registry import FEATURES
 
     n_frames = grid.num_frames_for_samples(samples.size, cfg.fps)
-    (mel, _), ege, first, phones = FEATURES["mel"].compute(samples, cfg), None, n_frames, None
+    ege, first, phones = None, n_frames, None
+    if mel is None:
+        mel, _ = FEATURES["mel"].compute(samples, cfg)
     if use_ege:
         ege, attrs = FEATURES["egemaps"].compute(samples, cfg)
         first = attrs["first_valid_frame"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MANIFEST_NAME = "render_manifest.jsonl"
-QUIET_PEAK_DBFS = -20.0  # inputs peaking below this are counted as quiet in the summary
+QUIET_PEAK_DBFS = -20.0  # inputs peaking below this, left at their level, are counted as quiet
 LOCK_NAME = ".render.lock"
 # The settings that make an output what it is: a previous record with the same values and an
 # existing output file is skipped.
@@ -66,8 +66,10 @@ class RenderRecord:
     ``recognise_words`` says the file's words were recognised (``render.recognise_words``):
     ``recognised_words`` holds them, ``recognised_log_posterior`` their confidence, and
     ``recognised_words_used`` whether they were confident enough to serve as its transcript.
-    ``features_hash`` stands for the extractors' and the word search's settings and versions
-    (a manifest written before it existed renders every file again).
+    ``features_hash`` stands for the extractors' and the word search's settings and versions, and
+    the level matching's (a manifest written before it existed renders every file again).
+    ``peak_dbfs`` is the input's peak, ``gain_db`` the gain that brought its speech level to the
+    training files' (``render.match_level``, :mod:`koemorph.features.level`; 0: within them).
     """
 
     input: str
@@ -98,6 +100,7 @@ class RenderRecord:
     recognised_words_used: bool | None = None  # confident enough to serve as the transcript
     features_hash: str | None = None  # what made its features (inference.features.render_hashes)
     peak_dbfs: float | None = None  # the input's largest |sample|, dB re full scale (None: silent)
+    gain_db: float | None = None  # the gain that brought it to the training files' levels (0: none)
     traceback: str | None = None  # unexpected exceptions only; not written to the manifest
 
     def to_json(self) -> dict:
@@ -239,9 +242,10 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
     ``records``: this run's; ``input_dir`` (absolute) and ``planned`` (its inputs this run, relative)
     say which older records are stale. Returns the manifest's path, this run's error messages and,
     when transcripts (or recognised words) were used, how many files had one and how many of their
-    words were left out, and how many files peak below :data:`QUIET_PEAK_DBFS` (the model reads the
-    mel's level: a quiet recording closes fewer lips) (``pipeline.jobs.run_jobs`` adds the files
-    and audio hours per status).
+    words were left out, how many files were scaled to the training files' levels, and how many
+    files left at their level peak below :data:`QUIET_PEAK_DBFS` (the model reads the mel's level:
+    a quiet recording closes fewer lips) (``pipeline.jobs.run_jobs`` adds the files and audio hours
+    per status).
     """
     from koemorph.io.atomic import write_jsonl
 
@@ -261,7 +265,10 @@ def finish(out_dir: str | Path, records: list[RenderRecord], input_dir=None, pla
         summary["files with recognised words"] = heard
     if told or heard:
         summary["unknown words left out"] = sum(len(r.unknown_words or ()) for r in done)
-    quiet = sum(r.peak_dbfs is not None and r.peak_dbfs < QUIET_PEAK_DBFS for r in done)
+    scaled = sum(bool(r.gain_db) for r in done)
+    if scaled:
+        summary["files scaled to the training levels"] = scaled
+    quiet = sum(r.peak_dbfs is not None and r.peak_dbfs < QUIET_PEAK_DBFS and not r.gain_db for r in done)
     if quiet:
         summary[f"quiet files (peak below {QUIET_PEAK_DBFS:g} dBFS: normalise them)"] = quiet
     return summary

@@ -87,6 +87,7 @@ class RenderJob:
     transcript_sha256: str | None = None  # the driver's hash of it (None: unreadable or no transcript)
     recognise_words: bool = False  # no transcript: recognise the words and use them as one
     features_hash: str | None = None  # what makes its features (inference.features.render_hashes)
+    match_level: bool = True  # scale an input outside the training files' levels to them
 
 
 def find_inputs(input_dir: Path, exclude: Path | None = None) -> list[Path]:
@@ -153,7 +154,8 @@ def plan(
         "out_dir": str(out_dir.resolve()),
         "transcripts": post.transcripts and phones,
         "recognise_words": post.recognise_words and phones,
-        "features_hashes": render_hashes(model.features),
+        "match_level": post.match_level,
+        "features_hashes": render_hashes(model.features, post.match_level),
     }
     previous = read_manifest(out_dir)
     index = store_index(store, model.features) if store else {}
@@ -220,6 +222,7 @@ def _job(path: Path, input_dir: Path, settings: dict, index: dict) -> RenderJob:
         transcript_sha,
         recognise,
         settings["features_hashes"][source],
+        settings["match_level"],
     )
 
 
@@ -328,6 +331,7 @@ def render_values(job: RenderJob) -> tuple[np.ndarray, dict]:
         "frames": n_out,
         "duration": round(samples.size / grid.SAMPLE_RATE, 6),
         "peak_dbfs": peak_dbfs(samples),
+        "gain_db": feats["gain_db"],
         "features": source,
         "unknown_words": feats["unknown_words"],
         **_heard(feats["recognised"]),

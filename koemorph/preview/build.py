@@ -61,6 +61,7 @@ def model_values(audio: Path, spec: str, cfg, fps: int, work_dir: Path, runtime:
         0.0,
         transcript=str(transcript.resolve()) if transcript else None,
         recognise_words=recognise,
+        match_level=cfg.render.match_level,
     )
     return render_values(job)[0]
 

@@ -319,7 +319,8 @@ def save(
         best=state.best,
         bad_validations=state.bad,
         config=to_dict(state.cfg),
-        stats={k: cache.stats[k] for k in ("mel", "egemaps", "split", "ids") if k in cache.stats},
+        stats={k: cache.stats[k] for k in ("mel", "egemaps", "split", "ids") if k in cache.stats}
+        | {"level": cache.level},
         fps=cache.fps,
         run_id=state.tracker.run_id,
         rng=rng,

@@ -1,0 +1,67 @@
+"""A recording's speech level, and the gain that brings a recording to the levels a model trained on.
+
+The model reads the log-mel's absolute level (dB re full scale), so a recording far quieter (or
+louder) than its training files is outside what it learned. Training records the range of its train
+files' speech levels in the checkpoint's stats (``stats["level"]``, :func:`level_range`); render
+scales an input whose level lies outside that range to the training files' median level
+(:func:`matching_gain_db`), and leaves the others as they are.
+
+A file's speech level is the :data:`LEVEL_QUANTILE` quantile of its frames' energies: the energy of
+grid frame ``k`` is the summed mel power of the frame's log-mel row, in dB
+(``10 * log10(sum_b 10 ** (mel[k, b] / 10))``). Loud speech frames set it, whatever share of the file
+is silence; one click does not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LEVEL_QUANTILE = 0.95  # of a file's frame energies: its loud speech frames
+RANGE_QUANTILES = (0.01, 0.5, 0.99)  # of the train files' levels: low, median, high (one outlier aside)
+MAX_GAIN_DB = 40.0  # the largest correction; quieter than this is mostly noise
+
+
+def hash_constants() -> dict:
+    """What fixes :func:`matching_gain_db` besides the audio and the model: for render's records."""
+    return {"quantile": LEVEL_QUANTILE, "range": list(RANGE_QUANTILES), "max_gain_db": MAX_GAIN_DB}
+
+
+def frame_energy_db(mel: np.ndarray) -> np.ndarray:
+    """Energy of each frame of a log-mel ``[T, n_mels]`` (dB re full scale): ``[T]`` float64 dB."""
+    mel = np.asarray(mel, np.float64)
+    assert mel.ndim == 2, mel.shape
+    top = mel.max(axis=1, keepdims=True)
+    return top[:, 0] + 10.0 * np.log10(np.sum(10.0 ** ((mel - top) / 10.0), axis=1))
+
+
+def speech_level_db(mel: np.ndarray) -> float | None:
+    """A file's speech level from its log-mel ``[T, n_mels]``: dB, or None for a file without frames."""
+    if len(mel) == 0:
+        return None
+    return float(np.quantile(frame_energy_db(mel), LEVEL_QUANTILE))
+
+
+def level_range(levels: list) -> dict | None:
+    """``{"low", "median", "high", "files"}`` (dB) of the train files' speech levels (None entries left
+    out): the :data:`RANGE_QUANTILES`. None without any level."""
+    values = np.asarray([v for v in levels if v is not None], np.float64)
+    if values.size == 0:
+        return None
+    low, median, high = np.quantile(values, RANGE_QUANTILES)
+    return {
+        "low": round(float(low), 2),
+        "median": round(float(median), 2),
+        "high": round(float(high), 2),
+        "files": int(values.size),
+    }
+
+
+def matching_gain_db(level: float | None, trained: dict | None) -> float:
+    """Gain in dB for a file of speech level ``level`` (:func:`speech_level_db`): 0 when it lies within
+    ``trained`` (:func:`level_range`: low to high) or either is None, else the step to the trained
+    median, at most :data:`MAX_GAIN_DB` either way."""
+    if level is None or trained is None:
+        return 0.0
+    if trained["low"] <= level <= trained["high"]:
+        return 0.0
+    return float(np.clip(trained["median"] - level, -MAX_GAIN_DB, MAX_GAIN_DB))
