@@ -30,6 +30,7 @@ def test_the_bundled_models_are_small_and_free_of_egemaps(name):
     ckpt = load_checkpoint(path)
     assert not ckpt["config"]["features"]["egemaps"] and "egemaps" not in ckpt["stats"]
     assert "optimizer" not in ckpt and ckpt["card"] == card
+    assert ckpt["stats"]["level"]["files"] == card["training"]["files"]  # render matches input levels to them
 
 
 def test_a_card_names_adapted_and_warped_decoding():
