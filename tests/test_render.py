@@ -316,7 +316,7 @@ def test_collisions_and_unknown_format(env, tmp_path):
 
 def test_inputs_outside_the_training_levels_are_scaled_to_them(env, tmp_path):
     """A model that records its training levels renders a quiet input as the same input scaled to
-    their median (sample for sample), leaves inputs within them and silent ones alone, and
+    their median (sample for sample), leaves inputs within them, silent ones and steady noise alone, and
     ``render.match_level`` false turns it off (and renders every file again)."""
     from koemorph.features.level import speech_level_db
     from koemorph.features.mel import log_mel
@@ -332,9 +332,11 @@ def test_inputs_outside_the_training_levels_are_scaled_to_them(env, tmp_path):
     sf.write(tree / "loud.wav", loud, 16000, subtype="FLOAT")
     sf.write(tree / "quiet.wav", loud * np.float32(0.03), 16000, subtype="FLOAT")
     sf.write(tree / "silent.wav", np.zeros(8000, np.float32), 16000)
+    hiss = np.random.default_rng(0).normal(0, 1e-3, 16000).astype(np.float32)  # room tone, no speech
+    sf.write(tree / "hiss.wav", hiss, 16000, subtype="FLOAT")
     summary = render(tree, tmp_path / "out", str(tmp_path / "levels.pt"), workers=0)
     records = manifest(tmp_path / "out")
-    assert records["loud.wav"]["gain_db"] == 0.0 == records["silent.wav"]["gain_db"]
+    assert [records[k]["gain_db"] for k in ("loud.wav", "silent.wav", "hiss.wav")] == [0.0] * 3
     gain = records["quiet.wav"]["gain_db"]
     assert gain == pytest.approx(1 - 20 * np.log10(0.03), abs=0.02)
     assert summary["files scaled to the training levels"] == 1
@@ -350,5 +352,5 @@ def test_inputs_outside_the_training_levels_are_scaled_to_them(env, tmp_path):
     assert np.abs(values_of(tmp_path / "out/loud.jsonl") - want).max() > 1e-3  # not the same level
 
     again = render(tree, tmp_path / "out", str(tmp_path / "levels.pt"), workers=0, post=off)
-    assert again["ok files"] == 3 and "files scaled to the training levels" not in again
+    assert again["ok files"] == 4 and "files scaled to the training levels" not in again
     assert all(r["gain_db"] == 0.0 for r in manifest(tmp_path / "out").values())

@@ -9,7 +9,9 @@ scales an input whose level lies outside that range to the training files' media
 A file's speech level is the :data:`LEVEL_QUANTILE` quantile of its frames' energies: the energy of
 grid frame ``k`` is the summed mel power of the frame's log-mel row, in dB
 (``10 * log10(sum_b 10 ** (mel[k, b] / 10))``). Loud speech frames set it, whatever share of the file
-is silence; one click does not.
+is silence; one click does not. A file whose loud frames stand less than :data:`MIN_SPEECH_RANGE_DB`
+above its quiet ones (the :data:`QUIET_QUANTILE` quantile) is steady noise or silence, not speech: it
+has no speech level, and render leaves it as it is rather than raise its noise to the level of speech.
 """
 
 from __future__ import annotations
@@ -17,13 +19,20 @@ from __future__ import annotations
 import numpy as np
 
 LEVEL_QUANTILE = 0.95  # of a file's frame energies: its loud speech frames
+QUIET_QUANTILE = 0.1  # of a file's frame energies: its pauses and quietest consonants
+MIN_SPEECH_RANGE_DB = 10.0  # loud minus quiet frames below this: steady noise or silence
 RANGE_QUANTILES = (0.01, 0.5, 0.99)  # of the train files' levels: low, median, high (one outlier aside)
 MAX_GAIN_DB = 40.0  # the largest correction; quieter than this is mostly noise
 
 
 def hash_constants() -> dict:
     """What fixes :func:`matching_gain_db` besides the audio and the model: for render's records."""
-    return {"quantile": LEVEL_QUANTILE, "range": list(RANGE_QUANTILES), "max_gain_db": MAX_GAIN_DB}
+    return {
+        "quantiles": [LEVEL_QUANTILE, QUIET_QUANTILE],
+        "min_speech_range_db": MIN_SPEECH_RANGE_DB,
+        "range": list(RANGE_QUANTILES),
+        "max_gain_db": MAX_GAIN_DB,
+    }
 
 
 def frame_energy_db(mel: np.ndarray) -> np.ndarray:
@@ -35,10 +44,12 @@ def frame_energy_db(mel: np.ndarray) -> np.ndarray:
 
 
 def speech_level_db(mel: np.ndarray) -> float | None:
-    """A file's speech level from its log-mel ``[T, n_mels]``: dB, or None for a file without frames."""
+    """A file's speech level from its log-mel ``[T, n_mels]``: dB, or None for a file without frames
+    or without speech (see the module docstring)."""
     if len(mel) == 0:
         return None
-    return float(np.quantile(frame_energy_db(mel), LEVEL_QUANTILE))
+    loud, quiet = np.quantile(frame_energy_db(mel), [LEVEL_QUANTILE, QUIET_QUANTILE])
+    return float(loud) if loud - quiet >= MIN_SPEECH_RANGE_DB else None
 
 
 def level_range(levels: list) -> dict | None:

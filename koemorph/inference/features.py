@@ -133,7 +133,7 @@ def file_features(samples: np.ndarray, audio_sha256: str, meta: dict, job) -> tu
 
 def _matched_level(samples: np.ndarray, cfg, meta: dict, job, cached) -> tuple:
     """``(samples, gain_db, mel)``: the input scaled to the levels the model trained on when
-    ``job.match_level``, it is not all zeros and its speech level lies outside them
+    ``job.match_level`` and its speech level lies outside them
     (:func:`koemorph.features.level.matching_gain_db`), else as it is (gain 0). ``mel`` is the
     log-mel ``[T, n_mels]`` dB of the returned samples (from ``cached`` when given), or None when
     they were scaled."""
@@ -141,7 +141,7 @@ def _matched_level(samples: np.ndarray, cfg, meta: dict, job, cached) -> tuple:
     from koemorph.features.registry import FEATURES
 
     mel = cached[0] if cached is not None else FEATURES["mel"].compute(samples, cfg)[0]
-    if not job.match_level or not np.any(samples):
+    if not job.match_level:
         return samples, 0.0, mel
     gain = round(matching_gain_db(speech_level_db(mel), meta["stats"].get("level")), 2)
     if gain == 0.0:
