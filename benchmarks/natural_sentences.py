@@ -110,7 +110,7 @@ def run_fold(runs: Path, out: Path, engine: str, args) -> dict:
     if not checkpoint.is_file():
         raise SystemExit(f"{checkpoint}: no finished fold here (run generalise.py --out {runs} first)")
     store = (Path(args.stores) / f"holdout-{engine}" if args.stores else fold) / "features.zarr"
-    sets = ["data.split_by=engine", f"data.holdout_engine={engine}"]
+    sets = ["data.split_by=engine", f"data.holdout_engine={engine}", *args.set]
     cfg = load_config(args.params or None, overrides=sets)
     truth = make_set(out / "audio", engine, args.seed, args.files)
     scores = render_methods(truth, out / f"holdout-{engine}", str(checkpoint), cfg, store)
@@ -132,6 +132,12 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--out", default="", help="default: RUNS/natural")
     ap.add_argument(
         "--levels", default="0", help="input levels in dB to render the model at (e.g. 0,-20,-30)"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="a config override KEY=VALUE (repeatable), e.g. render.match_level=false",
     )
     args = ap.parse_args(argv)
     args.levels = [float(v) for v in args.levels.split(",")]

@@ -185,3 +185,35 @@ def test_whole_model_path_gives_the_same_frames(env, monkeypatch):
     assert streamer._inc is None
     got = stream(streamer, env["audio"]["b"], 533)
     assert np.abs(got - env["rendered"]["b"]).max() <= 1e-5
+
+
+def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
+    """A stream is not scaled, but its progress line tells the user to raise (or lower) the input
+    gain when its recent speech level lies outside the model's training levels."""
+    import io
+    import time
+
+    from koemorph.config import load_config
+    from koemorph.features.level import speech_level_db
+    from koemorph.features.mel import log_mel
+    from koemorph.inference import live
+    from koemorph.training.checkpoint import load_model
+    from tests.checkpointkit import SMALL
+
+    x = env["audio"]["a"]
+    level = speech_level_db(log_mel(x, load_config(None, SMALL).features))
+    model, meta = load_model(env["ckpt"])
+    trained = {"low": level - 3, "median": level + 1, "high": level + 3, "files": 2}
+    lines = {}
+    for name, gain in (("same", 1.0), ("quiet", 0.01), ("loud", 3.0), ("hiss", 0.0)):
+        audio = x * np.float32(gain) + np.random.default_rng(0).normal(0, 1e-4, x.size).astype(np.float32)
+        streamer = Streamer(model, {**meta, "stats": {**meta["stats"], "level": trained}})
+        chunks = ((audio[i : i + 1600], time.perf_counter()) for i in range(0, audio.size, 1600))
+        progress = io.StringIO()
+        live.run(streamer, chunks, [], 0.1, progress=progress)
+        lines[name] = progress.getvalue().splitlines()[-1]
+    assert lines["same"].endswith("; input level -1 dB from training"), lines["same"]
+    assert lines["quiet"].endswith("; input level -41 dB from training: raise the input gain"), lines["quiet"]
+    assert lines["loud"].endswith(": lower the input gain") and "input level" not in lines["hiss"]
+    plain = Streamer(model, meta)  # a checkpoint without training levels says nothing
+    assert plain.level.advice() is None and stream(plain, x, 1600).shape[0] and plain.level.advice() is None

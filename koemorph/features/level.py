@@ -12,9 +12,15 @@ grid frame ``k`` is the summed mel power of the frame's log-mel row, in dB
 is silence; one click does not. A file whose loud frames stand less than :data:`MIN_SPEECH_RANGE_DB`
 above its quiet ones (the :data:`QUIET_QUANTILE` quantile) is steady noise or silence, not speech: it
 has no speech level, and render leaves it as it is rather than raise its noise to the level of speech.
+
+A stream cannot be scaled before it is heard; :class:`RecentLevel` measures the speech level of its
+last :data:`RECENT_S` seconds so that ``koemorph stream`` can say how far it lies from the training
+files' levels.
 """
 
 from __future__ import annotations
+
+import collections
 
 import numpy as np
 
@@ -23,6 +29,7 @@ QUIET_QUANTILE = 0.1  # of a file's frame energies: its pauses and quietest cons
 MIN_SPEECH_RANGE_DB = 10.0  # loud minus quiet frames below this: steady noise or silence
 RANGE_QUANTILES = (0.01, 0.5, 0.99)  # of the train files' levels: low, median, high (one outlier aside)
 MAX_GAIN_DB = 40.0  # the largest correction; quieter than this is mostly noise
+RECENT_S = 10.0  # a stream's level is that of its last seconds
 
 
 def hash_constants() -> dict:
@@ -46,9 +53,12 @@ def frame_energy_db(mel: np.ndarray) -> np.ndarray:
 def speech_level_db(mel: np.ndarray) -> float | None:
     """A file's speech level from its log-mel ``[T, n_mels]``: dB, or None for a file without frames
     or without speech (see the module docstring)."""
-    if len(mel) == 0:
-        return None
-    loud, quiet = np.quantile(frame_energy_db(mel), [LEVEL_QUANTILE, QUIET_QUANTILE])
+    return _level_of(frame_energy_db(mel)) if len(mel) else None
+
+
+def _level_of(energies: np.ndarray) -> float | None:
+    """Speech level (dB) of frame energies ``[T]`` (``T > 0``), None without speech."""
+    loud, quiet = np.quantile(energies, [LEVEL_QUANTILE, QUIET_QUANTILE])
     return float(loud) if loud - quiet >= MIN_SPEECH_RANGE_DB else None
 
 
@@ -76,3 +86,38 @@ def matching_gain_db(level: float | None, trained: dict | None) -> float:
     if trained["low"] <= level <= trained["high"]:
         return 0.0
     return float(np.clip(trained["median"] - level, -MAX_GAIN_DB, MAX_GAIN_DB))
+
+
+class RecentLevel:
+    """The speech level of a stream's last :data:`RECENT_S` seconds at ``fps`` (one energy per frame
+    kept: bounded whatever the stream's length), against the model's training levels ``trained``
+    (:func:`level_range`, None: unknown)."""
+
+    def __init__(self, fps: int, trained: dict | None):
+        self.trained = trained
+        self.energies: collections.deque = collections.deque(maxlen=round(RECENT_S * fps))
+
+    def push(self, mel: np.ndarray) -> None:
+        """Add log-mel rows ``[n, n_mels]`` (dB, not normalised)."""
+        if len(mel):
+            self.energies.extend(frame_energy_db(mel).tolist())
+
+    def offset_db(self) -> float | None:
+        """Recent speech level minus the training files' median, dB; None without speech or levels."""
+        if self.trained is None or not self.energies:
+            return None
+        level = _level_of(np.fromiter(self.energies, np.float64))
+        return None if level is None else level - self.trained["median"]
+
+    def advice(self) -> str | None:
+        """``"input level -18 dB from training: raise the input gain"`` (or lower it) when the recent
+        speech level lies outside the training levels; ``"input level +2 dB from training"`` inside
+        them; None when :meth:`offset_db` is."""
+        offset = self.offset_db()
+        if offset is None:
+            return None
+        text = f"input level {offset:+.0f} dB from training"
+        level = offset + self.trained["median"]
+        if level < self.trained["low"]:
+            return text + ": raise the input gain"
+        return text + (": lower the input gain" if level > self.trained["high"] else "")

@@ -129,10 +129,13 @@ class Meter:
         }
 
     def line(self, audio_s: float) -> str:
+        """The progress line: counts, speed, latency and the recent input level against training."""
         s = self.summary(audio_s)
+        advice = self.streamer.level.advice()
         return (
             f"stream: {s['audio_s']:.1f} s audio, {s['frames']} frames, RTF {s['rtf_busy']}, latency "
             f"p50 {s['latency_p50_ms']} ms p95 {s['latency_p95_ms']} ms (algorithmic {s['algorithmic_ms']})"
+            + (f"; {advice}" if advice else "")
         )
 
 

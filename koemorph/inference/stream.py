@@ -8,7 +8,9 @@ A :class:`Streamer` is built from a checkpoint (:meth:`Streamer.from_checkpoint`
 reaches past the end); :meth:`~Streamer.reset` starts a new utterance without them. After
 ``flush`` the next push starts a new utterance (frame 0, smoothing reset).
 
-The frames are those ``koemorph render`` writes for the same audio, with the same arithmetic:
+The frames are those ``koemorph render`` writes for the same audio (within the model's training
+levels: render scales a recording outside them, a stream is not scaled; :attr:`Streamer.level`
+measures its recent speech level), with the same arithmetic:
 
 * audio at another rate than 16 kHz goes through a streaming soxr resampler (``HQ``, as
   ``load_audio`` uses for whole files; the streamed samples differ slightly near the ends);
@@ -104,6 +106,7 @@ class Streamer:
     """
 
     def __init__(self, model, meta: dict, rate: int = grid.SAMPLE_RATE, name: str = "<stream>", egemaps=True):
+        from koemorph.features.level import RecentLevel
         from koemorph.features.normalise import _mean_std, frame_pad
 
         self.model, self.meta, self.name = model, meta, name
@@ -111,6 +114,7 @@ class Streamer:
         self.fps, self.spans = int(meta["fps"]), model.spans
         self.mel_mean, self.mel_std = _mean_std(meta["stats"], "mel")
         self.mel_pad = frame_pad(meta["stats"], self.cfg)  # the frame input's pad (mel, then phones)
+        self.level = RecentLevel(self.fps, meta["stats"].get("level"))  # input level, not a feature
         self.use_egemaps = bool(
             egemaps and self.cfg.egemaps and "egemaps" in meta["stats"] and getattr(model, "n_egemaps", 0) > 0
         )
@@ -231,6 +235,7 @@ class Streamer:
         if final:
             rows = np.concatenate([rows, self._mels.finish()])
         if rows.size:
+            self.level.push(rows)
             rows = (rows - self.mel_mean) / self.mel_std
             self._mel = np.concatenate([self._mel, rows]) if self._mel.size else rows
         if self._ege is not None:
