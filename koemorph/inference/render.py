@@ -133,10 +133,9 @@ def plan(
     """Walk ``input_dir`` and split it into jobs to run and records already final.
 
     Returns ``(jobs, records)``: records are ``skipped`` (input audio sha256, transcript, model
-    sha256, fps, format, post-processing and what makes the features (:func:`render_hashes`: the
-    feature extractors' and the word search's settings and versions) unchanged since the previous
-    manifest, and the output exists) or ``error`` (two inputs that would write the same output,
-    e.g. ``x.wav`` and ``x.flac``; a symbolic link on the output's path).
+    sha256, fps, format, post-processing and what makes the features (:func:`render_hashes`)
+    unchanged since the previous manifest, and the output exists) or ``error`` (two inputs that
+    would write the same output, e.g. ``x.wav`` and ``x.flac``; a symbolic link on the output's path).
     """
     if fmt not in OUTPUT_SUFFIXES:
         raise ValueError(f"unknown format {fmt!r}: choose one of {sorted(OUTPUT_SUFFIXES)}")
