@@ -102,22 +102,20 @@ class RecentLevel:
         if len(mel):
             self.energies.extend(frame_energy_db(mel).tolist())
 
-    def offset_db(self) -> float | None:
-        """Recent speech level minus the training files' median, dB; None without speech or levels."""
+    def level_db(self) -> float | None:
+        """Speech level (dB) of the last :data:`RECENT_S` seconds; None without speech or levels."""
         if self.trained is None or not self.energies:
             return None
-        level = _level_of(np.fromiter(self.energies, np.float64))
-        return None if level is None else level - self.trained["median"]
+        return _level_of(np.fromiter(self.energies, np.float64))
 
     def advice(self) -> str | None:
         """``"input level -18 dB from training: raise the input gain"`` (or lower it) when the recent
-        speech level lies outside the training levels; ``"input level +2 dB from training"`` inside
-        them; None when :meth:`offset_db` is."""
-        offset = self.offset_db()
-        if offset is None:
+        speech level lies outside the training levels (render would scale such a file,
+        :func:`matching_gain_db`); ``"input level +2 dB from training"`` inside them; None when
+        :meth:`level_db` is."""
+        level = self.level_db()
+        if level is None:
             return None
-        text = f"input level {offset:+.0f} dB from training"
-        level = offset + self.trained["median"]
-        if level < self.trained["low"]:
-            return text + ": raise the input gain"
-        return text + (": lower the input gain" if level > self.trained["high"] else "")
+        gain = matching_gain_db(level, self.trained)
+        text = f"input level {level - self.trained['median']:+.0f} dB from training"
+        return text + (": raise the input gain" if gain > 0 else ": lower the input gain" if gain < 0 else "")
