@@ -111,19 +111,23 @@ def stream_cmd(
     """Stream audio through the model: frames as they become computable, to JSONL / OSC / WebSocket.
 
     Frames are those `koemorph render` writes for the same audio (frame k at k/fps s from the start).
-    Latency and real-time factor are shown on stderr; Ctrl-C flushes the last frames and closes the sinks.
+    An input far quieter or louder than the model's training files is scaled to them once a few
+    seconds have been heard (render.match_level). Latency, real-time factor and the input level are
+    shown on stderr; Ctrl-C flushes the last frames and closes the sinks.
     """
     from koemorph.errors import InputError
     from koemorph.inference import live
     from koemorph.inference.stream import Streamer
 
-    config_from(params, set_)  # a bad params file or --set stops here, as for every command
+    cfg = config_from(params, set_)  # a bad params file or --set stops here, as for every command
     from koemorph.inference.bundled import LIVE_NAME, resolve
 
     ckpt = resolve(model, default=LIVE_NAME)
     try:
         rate, chunks, name = live.open_source(source, mic, rate, fmt, channels, chunk_s, realtime)
-        streamer = Streamer.from_checkpoint(ckpt, rate=rate, name=name, threads=threads)
+        streamer = Streamer.from_checkpoint(
+            ckpt, rate=rate, name=name, threads=threads, match_level=cfg.render.match_level
+        )
         sinks = live.open_sinks(jsonl, osc, ws, ws_wait)
     except (InputError, ValueError, OSError, RuntimeError) as exc:
         fail(str(exc), code=2)

@@ -24,8 +24,9 @@ def babble(seconds: float, sr: int = 16_000, seed: int = 0) -> np.ndarray:
     return (0.2 * voice * gate + 0.01 * rng.standard_normal(n)).astype(np.float32)
 
 
-def make_checkpoint(path: Path, egemaps: bool, seed: int = 0) -> Path:
-    """A small untrained dual-stream checkpoint, outputs widened so that they move with the audio."""
+def make_checkpoint(path: Path, egemaps: bool, seed: int = 0, level: dict | None = None) -> Path:
+    """A small untrained dual-stream checkpoint, outputs widened so that they move with the audio;
+    ``level``: its training levels (``stats["level"]``), none by default."""
     from koemorph.features.mel import log_mel
 
     cfg = load_config(None, [*SMALL, f"features.egemaps={str(egemaps).lower()}"])
@@ -37,5 +38,7 @@ def make_checkpoint(path: Path, egemaps: bool, seed: int = 0) -> Path:
 
         _, native, _ = egemaps_of(audio, cfg.features)
         stats["egemaps"] = {"mean": native.mean(0).tolist(), "std": (native.std(0) + 1e-3).tolist()}
+    if level is not None:
+        stats["level"] = level
     torch.manual_seed(seed)
     return save_untrained(path, widen(build_model(cfg.model, cfg.features)), cfg, stats)

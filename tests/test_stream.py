@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -187,16 +189,12 @@ def test_whole_model_path_gives_the_same_frames(env, monkeypatch):
     assert np.abs(got - env["rendered"]["b"]).max() <= 1e-5
 
 
-def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
-    """A stream is not scaled, but its progress line tells the user to raise (or lower) the input
-    gain when its recent speech level lies outside the model's training levels."""
-    import io
-    import time
-
+def level_env(env) -> tuple:
+    """``(model, meta with training levels around audio a's, a)``: a's speech level 1 dB below their
+    median, 3 dB above their low end."""
     from koemorph.config import load_config
     from koemorph.features.level import speech_level_db
     from koemorph.features.mel import log_mel
-    from koemorph.inference import live
     from koemorph.training.checkpoint import load_model
     from tests.checkpointkit import SMALL
 
@@ -204,16 +202,62 @@ def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
     level = speech_level_db(log_mel(x, load_config(None, SMALL).features))
     model, meta = load_model(env["ckpt"])
     trained = {"low": level - 3, "median": level + 1, "high": level + 3, "files": 2}
-    lines = {}
+    return model, {**meta, "stats": {**meta["stats"], "level": trained}}, x
+
+
+def hissed(x: np.ndarray, gain: float) -> np.ndarray:
+    """``x`` times ``gain`` over a faint steady hiss (so that silence has a level too)."""
+    return x * np.float32(gain) + np.random.default_rng(0).normal(0, 1e-4, x.size).astype(np.float32)
+
+
+def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
+    """The progress line tells the user to raise (or lower) the input gain when the stream's recent
+    speech level lies outside the model's training levels, and by how much the stream scales it."""
+    import io
+    import time
+
+    from koemorph.inference import live
+
+    model, meta, x = level_env(env)
+    lines, gains = {}, {}
     for name, gain in (("same", 1.0), ("quiet", 0.01), ("loud", 3.0), ("hiss", 0.0)):
-        audio = x * np.float32(gain) + np.random.default_rng(0).normal(0, 1e-4, x.size).astype(np.float32)
-        streamer = Streamer(model, {**meta, "stats": {**meta["stats"], "level": trained}})
+        audio = hissed(x, gain)
+        streamer = Streamer(model, meta)
         chunks = ((audio[i : i + 1600], time.perf_counter()) for i in range(0, audio.size, 1600))
         progress = io.StringIO()
-        live.run(streamer, chunks, [], 0.1, progress=progress)
+        gains[name] = live.run(streamer, chunks, [], 0.1, progress=progress)["gain_db"]
         lines[name] = progress.getvalue().splitlines()[-1]
     assert lines["same"].endswith("; input level -1 dB from training"), lines["same"]
-    assert lines["quiet"].endswith("; input level -41 dB from training: raise the input gain"), lines["quiet"]
-    assert lines["loud"].endswith(": lower the input gain") and "input level" not in lines["hiss"]
-    plain = Streamer(model, meta)  # a checkpoint without training levels says nothing
+    # quiet: scaled by the largest gain (40 dB); loud: by the first seconds' level, near the file's
+    assert re.search(
+        r"; input level -41 dB from training, scaled \+4[01] dB: raise the input gain$", lines["quiet"]
+    )
+    assert re.search(
+        r"; input level \+9 dB from training, scaled -(8|9|10) dB: lower the input gain$", lines["loud"]
+    )
+    assert "input level" not in lines["hiss"]
+    assert gains["same"] == gains["hiss"] == 0.0 and gains["quiet"] == 40.0 and gains["loud"] < -8
+    plain = Streamer(model, {**meta, "stats": {k: v for k, v in meta["stats"].items() if k != "level"}})
     assert plain.level.advice() is None and stream(plain, x, 1600).shape[0] and plain.level.advice() is None
+    assert plain.gain_db == 0.0  # a checkpoint without training levels says nothing and scales nothing
+
+
+def test_a_quiet_stream_is_scaled_to_the_training_levels_once_heard(env):
+    """30 dB too quiet: after a few seconds the stream scales its input, and once its window holds only
+    scaled audio its frames are those of the audio scaled throughout; without level matching they
+    stay far off. Raising the input gain mid-stream brings the scaling back to 0."""
+    from koemorph.features.level import MIN_RECENT_S, gain_factor
+
+    model, meta, x = level_env(env)
+    x = np.concatenate([x, x])  # 14.6 s
+    quiet = hissed(x, 10 ** (-31 / 20))
+    matched, off = Streamer(model, meta), Streamer(model, meta, match_level=False)
+    got, raw = stream(matched, quiet, 1600), stream(off, quiet, 1600)
+    assert 29 < matched.gain_db < 33 and off.gain_db == 0.0
+    want = stream(Streamer(model, meta), quiet * gain_factor(matched.gain_db), 1600)  # scaled throughout
+    heard = round(MIN_RECENT_S * 30)  # frames before the scaling starts
+    tail = slice(heard + 6 + matched.spans.context, None)  # once the window holds only scaled audio
+    assert np.abs(got[tail] - want[tail]).max() <= 1e-5 < 0.1 < np.abs(raw[tail] - want[tail]).mean()
+    assert np.abs(got[: heard - 6] - raw[: heard - 6]).max() == 0.0  # nothing scaled before it was heard
+    stream(matched, hissed(x, 1.0), 1600)  # the user raised the gain: the same stream, now in range
+    assert matched.gain_db == 0.0

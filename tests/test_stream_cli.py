@@ -152,6 +152,32 @@ def test_raw_pcm_on_stdin(env):
     assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5
 
 
+def test_a_quiet_input_is_scaled_unless_match_level_is_off(env):
+    """A model with training levels 30 dB above the input's: the stream scales it (the progress line
+    says by how much) unless ``--set render.match_level=false``."""
+    from koemorph.config import load_config
+    from koemorph.features.level import speech_level_db
+    from koemorph.features.mel import log_mel
+    from tests.checkpointkit import SMALL
+
+    x = env["audio"]["a"]
+    level = speech_level_db(log_mel(x, load_config(None, SMALL).features))
+    trained = {"low": level + 27, "median": level + 30, "high": level + 33, "files": 2}
+    ckpt = make_checkpoint(env["root"] / "levels.pt", egemaps=False, level=trained)
+    runs = {}
+    for name, extra in (("matched", []), ("off", ["--set", "render.match_level=false"])):
+        proc = koemorph(env["root"] / "in" / "a.wav", "--model", ckpt, *extra)
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        runs[name] = jsonl_values(out.decode()), err.decode().splitlines()[-1]
+    assert runs["matched"][1].endswith(
+        "; input level -30 dB from training, scaled +30 dB: raise the input gain"
+    )
+    assert runs["off"][1].endswith("; input level -30 dB from training: raise the input gain")
+    assert np.abs(runs["off"][0] - env["rendered"]["a"]).max() <= 1e-5  # as the model without levels
+    assert np.abs(runs["matched"][0] - runs["off"][0]).max() > 0.05
+
+
 def test_ctrl_c_flushes_and_closes_the_sinks(env):
     """SIGINT once every written sample has been consumed: the last lookahead frames still come out,
     the WebSocket client gets every frame and a clean close, no traceback, exit code 130."""

@@ -13,9 +13,11 @@ is silence; one click does not. A file whose loud frames stand less than :data:`
 above its quiet ones (the :data:`QUIET_QUANTILE` quantile) is steady noise or silence, not speech: it
 has no speech level, and render leaves it as it is rather than raise its noise to the level of speech.
 
-A stream cannot be scaled before it is heard; :class:`RecentLevel` measures the speech level of its
-last :data:`RECENT_S` seconds so that ``koemorph stream`` can say how far it lies from the training
-files' levels.
+A stream cannot be scaled before it is heard. :class:`RecentLevel` measures the speech level of its
+last :data:`RECENT_S` seconds (of the input as it arrives, before any scaling); once it has heard
+:data:`MIN_RECENT_S` seconds, ``koemorph stream`` scales what follows by the gain render would give a
+file at that level, and changes that gain only when the scaled input leaves the training levels
+(:meth:`RecentLevel.next_gain_db`). Its progress line says how far the input lies from them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MIN_SPEECH_RANGE_DB = 10.0  # loud minus quiet frames below this: steady noise o
 RANGE_QUANTILES = (0.01, 0.5, 0.99)  # of the train files' levels: low, median, high (one outlier aside)
 MAX_GAIN_DB = 40.0  # the largest correction; quieter than this is mostly noise
 RECENT_S = 10.0  # a stream's level is that of its last seconds
+MIN_RECENT_S = 1.0  # a stream is scaled only once it has been heard this long
 
 
 def hash_constants() -> dict:
@@ -40,6 +43,11 @@ def hash_constants() -> dict:
         "range": list(RANGE_QUANTILES),
         "max_gain_db": MAX_GAIN_DB,
     }
+
+
+def gain_factor(gain_db: float) -> np.float32:
+    """The factor on float samples of a gain in dB."""
+    return np.float32(10.0 ** (gain_db / 20.0))
 
 
 def frame_energy_db(mel: np.ndarray) -> np.ndarray:
@@ -95,12 +103,14 @@ class RecentLevel:
 
     def __init__(self, fps: int, trained: dict | None):
         self.trained = trained
+        self.min_frames = round(MIN_RECENT_S * fps)
         self.energies: collections.deque = collections.deque(maxlen=round(RECENT_S * fps))
 
-    def push(self, mel: np.ndarray) -> None:
-        """Add log-mel rows ``[n, n_mels]`` (dB, not normalised)."""
+    def push(self, mel: np.ndarray, gain_db: float = 0.0) -> None:
+        """Add log-mel rows ``[n, n_mels]`` (dB, not normalised) of input scaled by ``gain_db``: the
+        energies kept are the input's as it arrived (``gain_db`` below the rows')."""
         if len(mel):
-            self.energies.extend(frame_energy_db(mel).tolist())
+            self.energies.extend((frame_energy_db(mel) - gain_db).tolist())
 
     def level_db(self) -> float | None:
         """Speech level (dB) of the last :data:`RECENT_S` seconds; None without speech or levels."""
@@ -108,14 +118,29 @@ class RecentLevel:
             return None
         return _level_of(np.fromiter(self.energies, np.float64))
 
-    def advice(self) -> str | None:
-        """``"input level -18 dB from training: raise the input gain"`` (or lower it) when the recent
-        speech level lies outside the training levels (render would scale such a file,
-        :func:`matching_gain_db`); ``"input level +2 dB from training"`` inside them; None when
-        :meth:`level_db` is."""
+    def next_gain_db(self, current: float) -> float:
+        """The gain (dB) for the input from now on, given the one applied so far: ``current`` while
+        fewer than :data:`MIN_RECENT_S` seconds were heard, without a speech level, or while the
+        scaled level (:meth:`level_db` + ``current``) lies within the training levels; otherwise
+        render's gain for a file at the recent level (:func:`matching_gain_db`, 0 when that level
+        lies within them), rounded to 0.01 dB. So the gain never flips at a range edge: it moves only
+        when the scaled input has left the training levels, and then to their median."""
+        if len(self.energies) < self.min_frames:
+            return current
+        level = self.level_db()
+        if level is None or matching_gain_db(level + current, self.trained) == 0.0:
+            return current
+        return round(matching_gain_db(level, self.trained), 2)
+
+    def advice(self, gain_db: float = 0.0) -> str | None:
+        """``"input level -18 dB from training, scaled +18 dB: raise the input gain"`` (or lower it)
+        when the recent speech level lies outside the training levels (render would scale such a
+        file, :func:`matching_gain_db`; ``gain_db`` is the scaling a stream applies now);
+        ``"input level +2 dB from training"`` inside them; None when :meth:`level_db` is."""
         level = self.level_db()
         if level is None:
             return None
         gain = matching_gain_db(level, self.trained)
         text = f"input level {level - self.trained['median']:+.0f} dB from training"
+        text += f", scaled {gain_db:+.0f} dB" if gain_db else ""
         return text + (": raise the input gain" if gain > 0 else ": lower the input gain" if gain < 0 else "")

@@ -137,7 +137,7 @@ def _matched_level(samples: np.ndarray, cfg, meta: dict, job, cached) -> tuple:
     (:func:`koemorph.features.level.matching_gain_db`), else as it is (gain 0). ``mel`` is the
     log-mel ``[T, n_mels]`` dB of the returned samples (from ``cached`` when given), or None when
     they were scaled."""
-    from koemorph.features.level import matching_gain_db, speech_level_db
+    from koemorph.features.level import gain_factor, matching_gain_db, speech_level_db
     from koemorph.features.registry import FEATURES
 
     mel = cached[0] if cached is not None else FEATURES["mel"].compute(samples, cfg)[0]
@@ -146,7 +146,7 @@ def _matched_level(samples: np.ndarray, cfg, meta: dict, job, cached) -> tuple:
     gain = round(matching_gain_db(speech_level_db(mel), meta["stats"].get("level")), 2)
     if gain == 0.0:
         return samples, 0.0, mel
-    return (samples * np.float32(10.0 ** (gain / 20.0))).astype(np.float32), gain, None
+    return (samples * gain_factor(gain)).astype(np.float32), gain, None
 
 
 def _renamed_phones(samples: np.ndarray, cfg, job, recognised: np.ndarray | None) -> tuple:

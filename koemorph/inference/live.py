@@ -126,12 +126,14 @@ class Meter:
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
             "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
             "algorithmic_ms": round(self.algorithmic_ms(), 1),
+            "gain_db": self.streamer.gain_db,
         }
 
     def line(self, audio_s: float) -> str:
-        """The progress line: counts, speed, latency and the recent input level against training."""
+        """The progress line: counts, speed, latency, and the recent input level against training (with
+        the gain the stream applies)."""
         s = self.summary(audio_s)
-        advice = self.streamer.level.advice()
+        advice = self.streamer.level.advice(self.streamer.gain_db)
         return (
             f"stream: {s['audio_s']:.1f} s audio, {s['frames']} frames, RTF {s['rtf_busy']}, latency "
             f"p50 {s['latency_p50_ms']} ms p95 {s['latency_p95_ms']} ms (algorithmic {s['algorithmic_ms']})"

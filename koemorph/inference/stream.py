@@ -9,8 +9,7 @@ reaches past the end); :meth:`~Streamer.reset` starts a new utterance without th
 ``flush`` the next push starts a new utterance (frame 0, smoothing reset).
 
 The frames are those ``koemorph render`` writes for the same audio (within the model's training
-levels: render scales a recording outside them, a stream is not scaled; :attr:`Streamer.level`
-measures its recent speech level), with the same arithmetic:
+levels; for a recording outside them see the level below), with the same arithmetic:
 
 * audio at another rate than 16 kHz goes through a streaming soxr resampler (``HQ``, as
   ``load_audio`` uses for whole files; the streamed samples differ slightly near the ends);
@@ -29,7 +28,12 @@ measures its recent speech level), with the same arithmetic:
   trained on whole-file phones gets rows close to those, not equal (the running mean is carried
   from one utterance to the next, which brings them nearer; a model trained on several
   ``features.phones_warps`` gets one unwarped decode, further from them);
-* the learned smoothing state is carried from block to block and reset at utterance starts.
+* the learned smoothing state is carried from block to block and reset at utterance starts;
+* the input level (``match_level``, a checkpoint with training levels): :attr:`Streamer.level`
+  measures the speech level of the last seconds of input, and once it lies outside the training
+  levels, the audio from then on is scaled by :attr:`Streamer.gain_db` before every feature
+  (:meth:`koemorph.features.level.RecentLevel.next_gain_db`), where render scales a whole file by
+  one gain. The gain is kept across utterances (the microphone stays the same).
 
 State is bounded whatever the stream length: the mel analysis tail (``n_fft`` samples + one
 chunk), ``C - 1 + L`` mel rows, the distinct eGeMAPS windows of the last ``E`` frames (with the
@@ -102,10 +106,19 @@ class Streamer:
 
     ``model``/``meta`` as :func:`koemorph.training.checkpoint.load_model` returns them; ``rate`` the
     input sample rate (Hz); ``name`` names the source in error messages; ``egemaps`` False runs an
-    eGeMAPS model without its emotion stream (not what render does; for tests and benchmarks).
+    eGeMAPS model without its emotion stream (not what render does; for tests and benchmarks);
+    ``match_level`` False never scales the input (``render.match_level``).
     """
 
-    def __init__(self, model, meta: dict, rate: int = grid.SAMPLE_RATE, name: str = "<stream>", egemaps=True):
+    def __init__(
+        self,
+        model,
+        meta: dict,
+        rate: int = grid.SAMPLE_RATE,
+        name: str = "<stream>",
+        egemaps=True,
+        match_level=True,
+    ):
         from koemorph.features.level import RecentLevel
         from koemorph.features.normalise import _mean_std, frame_pad
 
@@ -115,6 +128,8 @@ class Streamer:
         self.mel_mean, self.mel_std = _mean_std(meta["stats"], "mel")
         self.mel_pad = frame_pad(meta["stats"], self.cfg)  # the frame input's pad (mel, then phones)
         self.level = RecentLevel(self.fps, meta["stats"].get("level"))  # input level, not a feature
+        self.match_level = bool(match_level)
+        self.gain_db = 0.0  # applied to the input from now on, in dB
         self.use_egemaps = bool(
             egemaps and self.cfg.egemaps and "egemaps" in meta["stats"] and getattr(model, "n_egemaps", 0) > 0
         )
@@ -231,11 +246,15 @@ class Streamer:
         return out
 
     def _advance(self, x: np.ndarray, final: bool) -> Frames:
+        from koemorph.features.level import gain_factor
+
+        if self.gain_db:
+            x = (x * gain_factor(self.gain_db)).astype(np.float32)
         rows = self._mels.push(x)
         if final:
             rows = np.concatenate([rows, self._mels.finish()])
         if rows.size:
-            self.level.push(rows)
+            self.level.push(rows, self.gain_db)
             rows = (rows - self.mel_mean) / self.mel_std
             self._mel = np.concatenate([self._mel, rows]) if self._mel.size else rows
         if self._ege is not None:
@@ -254,6 +273,8 @@ class Streamer:
             stop = max(self.next_frame, self._ege.frames_ready(stop))
         out = self._emit(stop)
         self._trim()
+        if self.match_level:
+            self.gain_db = self.level.next_gain_db(self.gain_db)
         return out
 
     def _emit(self, stop: int) -> Frames:
