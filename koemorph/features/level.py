@@ -124,7 +124,7 @@ class RecentLevel:
         scaled level (:meth:`level_db` + ``current``) lies within the training levels; otherwise
         render's gain for a file at the recent level (:func:`matching_gain_db`, 0 when that level
         lies within them), rounded to 0.01 dB. So the gain never flips at a range edge: it moves only
-        when the scaled input has left the training levels, and then to their median."""
+        when the scaled input has left the training levels, and then to what render would apply."""
         if len(self.energies) < self.min_frames:
             return current
         level = self.level_db()
