@@ -110,10 +110,9 @@ def stream_cmd(
 ):
     """Stream audio through the model: frames as they become computable, to JSONL / OSC / WebSocket.
 
-    Frames are those `koemorph render` writes for the same audio (frame k at k/fps s from the start).
-    An input far quieter or louder than the model's training files is scaled to them once a few
-    seconds have been heard (render.match_level). Latency, real-time factor and the input level are
-    shown on stderr; Ctrl-C flushes the last frames and closes the sinks.
+    Frames are those `koemorph render` writes for the same audio (frame k at k/fps s from the start;
+    an input far from the training levels is scaled to them once a second is heard: render.match_level).
+    Latency, RTF and input level go to stderr; Ctrl-C flushes the last frames and closes the sinks.
     """
     from koemorph.errors import InputError
     from koemorph.inference import live
