@@ -228,7 +228,7 @@ def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
         gains[name] = live.run(streamer, chunks, [], 0.1, progress=progress)["gain_db"]
         lines[name] = progress.getvalue().splitlines()[-1]
     assert lines["same"].endswith("; input level -1 dB from training"), lines["same"]
-    # quiet: scaled by the largest gain (40 dB); loud: by the first seconds' level, near the file's
+    # quiet: scaled by the largest gain (40 dB); loud: from its first second's level, near the file's
     assert re.search(
         r"; input level -41 dB from training, scaled \+4[01] dB: raise the input gain$", lines["quiet"]
     )
@@ -243,7 +243,7 @@ def test_progress_line_says_how_far_the_input_level_lies_from_training(env):
 
 
 def test_a_quiet_stream_is_scaled_to_the_training_levels_once_heard(env):
-    """30 dB too quiet: after a few seconds the stream scales its input, and once its window holds only
+    """30 dB too quiet: after a second the stream scales its input, and once its window holds only
     scaled audio its frames are those of the audio scaled throughout; without level matching they
     stay far off. Raising the input gain mid-stream brings the scaling back to 0."""
     from koemorph.features.level import MIN_RECENT_S, gain_factor
