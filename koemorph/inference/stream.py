@@ -48,6 +48,7 @@ import numpy as np
 
 from koemorph import grid
 from koemorph.errors import InputError
+from koemorph.features.level import RecentLevel, gain_factor
 from koemorph.features.phones import frame_columns, input_columns
 from koemorph.inference import incremental
 
@@ -119,7 +120,6 @@ class Streamer:
         egemaps=True,
         match_level=True,
     ):
-        from koemorph.features.level import RecentLevel
         from koemorph.features.normalise import _mean_std, frame_pad
 
         self.model, self.meta, self.name = model, meta, name
@@ -246,8 +246,6 @@ class Streamer:
         return out
 
     def _advance(self, x: np.ndarray, final: bool) -> Frames:
-        from koemorph.features.level import gain_factor
-
         if self.gain_db:
             x = (x * gain_factor(self.gain_db)).astype(np.float32)
         rows = self._mels.push(x)
